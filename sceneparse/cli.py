@@ -1,0 +1,161 @@
+"""Command line: ``sceneparse train | evaluate | predict | pack``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
+
+
+def _train(args) -> int:
+    from .config import load_config
+    from .engine.trainer import train
+
+    cfg = load_config(args.config, args.overrides)
+    if args.work_dir:
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.merge(cfg, {"work_dir": args.work_dir})
+    scores = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if scores:
+        print(f"final val mIoU {scores['mIoU']:.2f}  aAcc {scores['aAcc']:.2f}  mAcc {scores['mAcc']:.2f}")
+    print(f"run written to {cfg.work_dir}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    import torch
+
+    from .config import load_config
+    from .data import build_dataset, build_eval_transform
+    from .engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from .engine.evaluate import evaluate_model
+    from .engine.trainer import resolve_device
+    from .metrics import format_table
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = load_config(args.config, args.overrides, base=ckpt["config"])
+    device = resolve_device(args.device)
+    model, _ = model_from_checkpoint(ckpt, output_stride=args.output_stride, device=device)
+    model = model.to(memory_format=torch.channels_last)
+    d = cfg.data
+    split = args.split or d.val_split
+    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
+    if d.max_val_samples:
+        ds.pairs = ds.pairs[: d.max_val_samples]
+    scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress)
+    scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
+                  mode="whole-image, single scale")
+    print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
+    print(format_table(scores))
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"metrics_{split}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(scores, indent=2))
+    print(f"metrics written to {out}")
+    return 0
+
+
+def _predict(args) -> int:
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.predict import expand_inputs, predict_files
+    from .engine.trainer import resolve_device
+
+    ckpt_path = Path(args.checkpoint) if args.checkpoint else DEFAULT_WEIGHTS
+    if not ckpt_path.is_file():
+        print(f"error: no model weights at {ckpt_path}.\n"
+              "  Train one:  sceneparse train configs/camvid/pspnet_effl0.yaml\n"
+              "  then:       sceneparse predict IMAGES --out DIR --checkpoint runs/camvid_pspnet_effl0/final.pt",
+              file=sys.stderr)
+        return 2
+    device = resolve_device(args.device)
+    model, ckpt = model_from_checkpoint(ckpt_path, output_stride=args.output_stride, device=device)
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: no input images found", file=sys.stderr)
+        return 2
+    written, failed = predict_files(model, ckpt["meta"], paths, args.out, device, progress=not args.no_progress)
+    print(f"parsed {len(written)} image(s) into {args.out}")
+    for path, msg in failed.items():
+        print(f"FAILED {path}: {msg}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _pack(args) -> int:
+    """Strip a checkpoint to deployment weights (no optimizer, no auxiliary head), optionally fp16."""
+    import torch
+
+    from .engine.checkpoint import atomic_save, load_checkpoint
+
+    ckpt = load_checkpoint(args.checkpoint)
+    state = {k: (v.half() if args.fp16 and v.is_floating_point() else v)
+             for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
+    out = {"model": state, "config": ckpt["config"], "meta": ckpt["meta"], "iter": ckpt.get("iter")}
+    if args.metrics:
+        out["metrics"] = json.loads(Path(args.metrics).read_text())
+    atomic_save(out, args.out)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, {len(state)} tensors)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sceneparse", description="Semantic scene parsing toolbox")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a YAML config")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.iters=100")
+    t.add_argument("--resume", help="checkpoint path, or 'auto' for the newest in the run's checkpoints/")
+    t.add_argument("--work-dir", help="run directory (default runs/<name>)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="mIoU / aAcc / mAcc of a checkpoint on a split")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--config", help="YAML to override the checkpoint's config (e.g. another data root)")
+    e.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/camvid")
+    e.add_argument("--split", help="split name (default: data.val_split)")
+    e.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at another output_stride")
+    e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("predict", help="parse images: palette label PNG + colour overlay per image")
+    r.add_argument("inputs", nargs="+", help="image files and/or directories")
+    r.add_argument("--out", required=True, help="output directory")
+    r.add_argument("--checkpoint", help=f"model checkpoint (default: the packaged CamVid model {DEFAULT_WEIGHTS.name})")
+    r.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    r.add_argument("--device", default="auto")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_predict)
+
+    k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
+    k.add_argument("checkpoint")
+    k.add_argument("out")
+    k.add_argument("--fp16", action="store_true")
+    k.add_argument("--metrics", help="metrics JSON to embed")
+    k.set_defaults(func=_pack)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from .config import ConfigError
+    from .data.base import DataError
+    try:
+        return args.func(args)
+    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

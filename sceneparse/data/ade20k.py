@@ -1,0 +1,194 @@
+"""ADE20K SceneParsing (Zhou et al. 2017), ADEChallengeData2016 layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import IGNORE_INDEX, DataError, SegmentationDataset
+
+ADE20K_CLASSES = (
+    'wall',
+    'building',
+    'sky',
+    'floor',
+    'tree',
+    'ceiling',
+    'road',
+    'bed',
+    'windowpane',
+    'grass',
+    'cabinet',
+    'sidewalk',
+    'person',
+    'earth',
+    'door',
+    'table',
+    'mountain',
+    'plant',
+    'curtain',
+    'chair',
+    'car',
+    'water',
+    'painting',
+    'sofa',
+    'shelf',
+    'house',
+    'sea',
+    'mirror',
+    'rug',
+    'field',
+    'armchair',
+    'seat',
+    'fence',
+    'desk',
+    'rock',
+    'wardrobe',
+    'lamp',
+    'bathtub',
+    'railing',
+    'cushion',
+    'base',
+    'box',
+    'column',
+    'signboard',
+    'chest',
+    'counter',
+    'sand',
+    'sink',
+    'skyscraper',
+    'fireplace',
+    'refrigerator',
+    'grandstand',
+    'path',
+    'stairs',
+    'runway',
+    'case',
+    'pool',
+    'pillow',
+    'screen',
+    'stairway',
+    'river',
+    'bridge',
+    'bookcase',
+    'blind',
+    'coffee',
+    'toilet',
+    'flower',
+    'book',
+    'hill',
+    'bench',
+    'countertop',
+    'stove',
+    'palm',
+    'kitchen',
+    'computer',
+    'swivel',
+    'boat',
+    'bar',
+    'arcade',
+    'hovel',
+    'bus',
+    'towel',
+    'light',
+    'truck',
+    'tower',
+    'chandelier',
+    'awning',
+    'streetlight',
+    'booth',
+    'television',
+    'airplane',
+    'dirt',
+    'apparel',
+    'pole',
+    'land',
+    'bannister',
+    'escalator',
+    'ottoman',
+    'bottle',
+    'buffet',
+    'poster',
+    'stage',
+    'van',
+    'ship',
+    'fountain',
+    'conveyer',
+    'canopy',
+    'washer',
+    'plaything',
+    'swimming',
+    'stool',
+    'barrel',
+    'basket',
+    'waterfall',
+    'tent',
+    'bag',
+    'minibike',
+    'cradle',
+    'oven',
+    'ball',
+    'food',
+    'step',
+    'tank',
+    'trade',
+    'microwave',
+    'pot',
+    'animal',
+    'bicycle',
+    'lake',
+    'dishwasher',
+    'screen',
+    'blanket',
+    'sculpture',
+    'hood',
+    'sconce',
+    'vase',
+    'traffic',
+    'tray',
+    'ashcan',
+    'fan',
+    'pier',
+    'crt',
+    'plate',
+    'monitor',
+    'bulletin',
+    'shower',
+    'radiator',
+    'glass',
+    'clock',
+    'flag',
+)
+
+
+def _palette(n: int) -> tuple[tuple[int, int, int], ...]:
+    # deterministic, well-spread colours (the official ADE colours are not redistributed here)
+    rng = np.random.default_rng(150)
+    return tuple(tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(n))
+
+
+class ADE20K(SegmentationDataset):
+    """ADE20K in the official layout.
+
+    ``root/images/<split>/*.jpg`` with ``root/annotations/<split>/*.png``
+    (split ``training`` or ``validation``). "Reduce zero label": 0 ("other")
+    maps to 255 and k to k-1, giving ids 0..149.
+    """
+
+    CLASSES = ADE20K_CLASSES
+    PALETTE = _palette(150)
+
+    def __init__(self, root: str | Path, split: str = "training", transform=None, seed: int = 0):
+        super().__init__(transform, seed)
+        self.root = Path(root)
+        img_dir, ann_dir = self.root / "images" / split, self.root / "annotations" / split
+        if not img_dir.is_dir():
+            raise DataError(f"ADE20K images not found: {img_dir}")
+        for img in sorted(img_dir.glob("*.jpg")):
+            lbl = ann_dir / (img.stem + ".png")
+            if not lbl.is_file():
+                raise DataError(f"ADE20K label missing for {img}: expected {lbl}")
+            self.pairs.append((img, lbl))
+        self._check_pairs(str(img_dir))
+        self.label_map[0] = IGNORE_INDEX
+        self.label_map[1:151] = np.arange(150)

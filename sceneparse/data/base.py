@@ -1,0 +1,124 @@
+"""Base dataset: (image, label) file pairs -> normalised tensors, with label checking."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+IGNORE_INDEX = 255
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable or holds values the dataset does not allow."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB, applying EXIF orientation.
+
+    Grayscale, palette and RGBA images are converted to RGB.
+
+    Raises:
+        DataError: the file is missing, unreadable or truncated (message names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Read a single-channel label PNG as ``(H, W)`` uint8 (palette PNGs give their indices).
+
+    Raises:
+        DataError: missing/unreadable file, or a multi-channel (RGB) label.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"label not found: {path}")
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"label {path} has mode {im.mode}; expected a single-channel or palette PNG "
+                                "of class ids (an RGB colour label must be converted to ids first)")
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"cannot read label {path}: {e}") from e
+    if arr.max(initial=0) > 255:
+        raise DataError(f"label {path} has values > 255")
+    return arr.astype(np.uint8)
+
+
+class SegmentationDataset(Dataset):
+    """Image/label pairs with a label lookup table.
+
+    Subclasses set ``CLASSES`` (names), ``PALETTE`` (RGB per class) and build
+    ``self.pairs`` (list of ``(image_path, label_path)``) and ``self.label_map``
+    (``uint8[256]``: raw label value -> train id or 255; raw values mapped to
+    ``INVALID`` are reported as errors).
+
+    ``__getitem__(i)`` returns ``{"image": float32 (3, H, W) normalised,
+    "label": int64 (H, W) in [0, K) or 255, "name": str}``. ``i`` may also be an
+    ``(epoch, index)`` pair: the augmentation RNG is then seeded from
+    ``(seed, epoch, index)``, which makes training reproducible and exactly
+    resumable whatever the number of loader workers.
+    """
+
+    CLASSES: Sequence[str] = ()
+    PALETTE: Sequence[tuple[int, int, int]] = ()
+    INVALID = 254  # internal marker in label_map for values that must not occur
+
+    def __init__(self, transform: Callable | None = None, seed: int = 0):
+        self.transform, self.seed = transform, seed
+        self.pairs: list[tuple[Path, Path]] = []
+        self.label_map = np.full(256, self.INVALID, dtype=np.uint8)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.CLASSES)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _check_pairs(self, source: str) -> None:
+        if not self.pairs:
+            raise DataError(f"no image/label pairs found in {source}")
+
+    def load_label(self, path: Path) -> np.ndarray:
+        """Read a label and map it to train ids; raise ``DataError`` naming the file on bad values."""
+        raw = read_label(path)
+        mapped = self.label_map[raw]
+        if (mapped == self.INVALID).any():
+            bad = np.unique(raw[mapped == self.INVALID])
+            raise DataError(f"label {path} has values {bad.tolist()[:10]} outside the {self.num_classes} "
+                            f"classes of {type(self).__name__}")
+        return mapped
+
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        img_path, lbl_path = self.pairs[index]
+        image, label = read_image(img_path), self.load_label(lbl_path)
+        if image.shape[:2] != label.shape:
+            raise DataError(f"size mismatch: image {img_path} is {image.shape[1]}x{image.shape[0]}, "
+                            f"label {lbl_path} is {label.shape[1]}x{label.shape[0]}")
+        return image, label
+
+    def __getitem__(self, item):
+        epoch, index = item if isinstance(item, tuple) else (0, item)
+        image, label = self.load_pair(index)
+        img = tv_tensors.Image(torch.from_numpy(image.copy()).permute(2, 0, 1))
+        lbl = tv_tensors.Mask(torch.from_numpy(label.copy()))
+        if self.transform is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.seed * 1_000_003 + epoch * 100_003 + index) % (2**63))
+                img, lbl = self.transform(img, lbl)
+        return {"image": img.as_subclass(torch.Tensor), "label": lbl.as_subclass(torch.Tensor).long(),
+                "name": Path(self.pairs[index][0]).name}

