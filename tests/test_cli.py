@@ -1,0 +1,60 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sceneparse.cli import DEFAULT_WEIGHTS, main
+
+
+def test_evaluate_writes_json_with_standard_keys(tiny_run, camvid_root, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    rc = main(["evaluate", "--checkpoint", str(tiny_run / "final.pt"), f"data.root={camvid_root}",
+               "data.max_val_samples=3", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    m = json.loads(out.read_text())
+    assert {"mIoU", "aAcc", "mAcc", "IoU"} <= set(m)
+    assert list(m["IoU"]) == ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence",
+                              "Car", "Pedestrian", "Bicyclist"]
+    assert m["num_images"] == 3
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_evaluate_at_other_output_stride(tiny_run, camvid_root, tmp_path):
+    out = tmp_path / "m8.json"
+    assert main(["evaluate", "--checkpoint", str(tiny_run / "final.pt"), f"data.root={camvid_root}",
+                 "data.max_val_samples=1", "--output-stride", "8", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["output_stride"] == 8
+
+
+def test_predict_skips_corrupt_file_and_parses_the_others(tiny_run, camvid_root, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(camvid_root / "val/0016E5_07959.png", inp / "street.png")
+    (inp / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    rc = main(["predict", str(inp), str(tmp_path / "missing.png"), "--out", str(tmp_path / "out"),
+               "--checkpoint", str(tiny_run / "final.pt"), "--no-progress"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and "missing.png" in err
+    label = Image.open(tmp_path / "out/street.png")
+    assert label.mode == "P" and label.size == (480, 360)
+    assert np.asarray(label).max() < 11
+    assert Image.open(tmp_path / "out/street_overlay.jpg").size == (480, 360)
+    assert not (tmp_path / "out/broken.png").exists()
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="packaged weights not built")
+def test_packaged_model_is_the_default_and_parses_a_street(camvid_root, tmp_path):
+    assert DEFAULT_WEIGHTS.stat().st_size < 20 * 2**20
+    assert main(["predict", str(camvid_root / "val/0016E5_07959.png"), "--out", str(tmp_path), "--no-progress"]) == 0
+    pred = np.asarray(Image.open(tmp_path / "0016E5_07959.png")).astype(np.int64)
+    gt = np.asarray(Image.open(camvid_root / "valannot/0016E5_07959.png")).astype(np.int64)
+    keep = gt < 11
+    assert (pred[keep] == gt[keep]).mean() > 0.8  # a trained model, not a random one
+
+
+def test_bad_config_key_exits_with_message(tmp_path, capsys):
+    assert main(["train", "configs/camvid/pspnet_effl0.yaml", "train.itres=3"]) == 2
+    assert "did you mean 'train.iters'" in capsys.readouterr().err

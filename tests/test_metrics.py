@@ -1,0 +1,50 @@
+import math
+
+import pytest
+import torch
+
+from sceneparse.metrics import ConfusionMatrix, format_table, scores_from_confusion
+
+
+def test_metrics_against_hand_computed_case():
+    # 3 classes; class 2 never appears in the labels nor in the predictions -> NaN, left out of the means
+    target = torch.tensor([[0, 0, 1, 1], [0, 255, 1, 255]])
+    pred = torch.tensor([[0, 1, 1, 1], [0, 2, 0, 0]])
+    cm = ConfusionMatrix(3)
+    cm.update(pred, target)
+    # the two ignore pixels (one predicted as class 2) are not counted
+    assert cm.mat.tolist() == [[2, 1, 0], [1, 2, 0], [0, 0, 0]]
+    s = cm.compute(["a", "b", "c"])
+    # IoU_a = 2 / (3 + 3 - 2) = 0.5 ; IoU_b = 2 / (3 + 3 - 2) = 0.5
+    assert s["IoU"]["a"] == pytest.approx(50.0) and s["IoU"]["b"] == pytest.approx(50.0)
+    assert s["IoU"]["c"] is None and s["Acc"]["c"] is None
+    assert s["mIoU"] == pytest.approx(50.0)
+    assert s["aAcc"] == pytest.approx(4 / 6 * 100)
+    assert s["mAcc"] == pytest.approx((2 / 3 + 2 / 3) / 2 * 100)
+
+
+def test_class_predicted_but_absent_has_zero_iou():
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([0, 2, 1]), torch.tensor([0, 0, 1]))
+    s = cm.compute()
+    assert s["IoU"]["2"] == 0.0 and s["Acc"]["2"] is None  # counts in mIoU, not in mAcc
+    assert s["mIoU"] == pytest.approx((50 + 100 + 0) / 3)
+    assert s["mAcc"] == pytest.approx((50 + 100) / 2)
+
+
+def test_accumulates_over_updates_and_rejects_bad_values():
+    cm = ConfusionMatrix(2)
+    cm.update(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    cm.update(torch.tensor([1]), torch.tensor([0]))
+    assert cm.mat.tolist() == [[1, 1], [0, 1]]
+    with pytest.raises(ValueError, match="outside"):
+        cm.update(torch.tensor([0]), torch.tensor([5]))
+    with pytest.raises(ValueError, match="shape"):
+        cm.update(torch.tensor([0, 1]), torch.tensor([0]))
+
+
+def test_empty_matrix_and_table():
+    s = scores_from_confusion(torch.zeros(2, 2, dtype=torch.int64), ["x", "y"])
+    assert math.isnan(s["mIoU"]) and math.isnan(s["aAcc"])
+    s = scores_from_confusion(torch.tensor([[3, 1], [0, 4]]), ["x", "y"])
+    assert "mIoU 77.50" in format_table(s)

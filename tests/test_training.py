@@ -1,0 +1,76 @@
+import csv
+import shutil
+
+import pytest
+import torch
+
+from sceneparse.config import ConfigError, load_config
+from sceneparse.engine.trainer import EpochSampler, poly_lr_lambda, train
+
+from .conftest import REPO, TINY
+
+
+def _cfg(camvid_root, work, *extra):
+    return load_config(REPO / "configs/camvid/pspnet_effl0.yaml",
+                       TINY + [f"data.root={camvid_root}", f"work_dir={work}", *extra])
+
+
+def _losses(work):
+    with open(work / "log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+def test_loss_falls_on_four_camvid_images(tmp_path, camvid_root):
+    work = tmp_path / "run"
+    cfg = _cfg(camvid_root, work, "train.iters=16", "train.lr=0.01", "train.eval_interval=16")
+    scores = train(cfg, progress=False)
+    losses = _losses(work)
+    assert len(losses) == 16
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
+    assert 0 <= scores["mIoU"] <= 100
+    for f in ("config.yaml", "final.pt", "val_metrics.json", "curves.png"):
+        assert (work / f).is_file(), f
+
+
+def test_resume_gives_same_state_as_uninterrupted(tmp_path, camvid_root):
+    a, b = tmp_path / "a", tmp_path / "b"
+    extra = ("train.iters=6", "train.ckpt_interval=2", "train.eval_interval=3", "data.num_workers=1",
+             "data.scale_range=[0.3,0.6]", "data.hflip=0.5", "model.head.dropout=0.3")
+    train(_cfg(camvid_root, a, *extra), progress=False)
+    train(_cfg(camvid_root, b, *extra), progress=False)
+    # emulate a run killed after iteration 2: only that checkpoint survives
+    for p in (b / "checkpoints").glob("*.pt"):
+        if p.name != "iter_00000002.pt":
+            p.unlink()
+    (b / "final.pt").unlink()
+    train(_cfg(camvid_root, b, *extra), resume="auto", progress=False)
+    sa = torch.load(a / "final.pt", weights_only=False)["model"]
+    sb = torch.load(b / "final.pt", weights_only=False)["model"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    ca = torch.load(a / "checkpoints/iter_00000006.pt", weights_only=False)
+    cb = torch.load(b / "checkpoints/iter_00000006.pt", weights_only=False)
+    for sa_, sb_ in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
+        assert torch.equal(sa_["momentum_buffer"], sb_["momentum_buffer"])
+    assert _losses(a) == _losses(b)  # the log has no duplicated or missing rows either
+
+
+def test_epoch_sampler_resumes_mid_epoch():
+    full = list(EpochSampler(10, 3, seed=1, start_iter=0, total_iters=7))
+    assert len(full) == 21  # 3 iterations per epoch, 7 iterations
+    assert [e for e, _ in full[:9]] == [0] * 9 and full[9][0] == 1
+    assert list(EpochSampler(10, 3, seed=1, start_iter=4, total_iters=7)) == full[12:]
+    assert len({i for _, i in full[:9]}) == 9  # no repeats inside an epoch
+
+
+def test_poly_lr():
+    f = poly_lr_lambda(100, 0.9)
+    assert f(0) == 1.0 and f(100) == 0.0
+    assert f(50) == pytest.approx(0.5 ** 0.9)
+
+
+def test_config_rejects_unknown_key_with_suggestion():
+    with pytest.raises(ConfigError, match="did you mean 'train.batch_size'"):
+        load_config(REPO / "configs/camvid/pspnet_effl0.yaml", ["train.batchsize=4"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["train.iters"])
