@@ -10,6 +10,23 @@ from pathlib import Path
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
 
 
+def _inference_config(args):
+    from .engine.inference import InferenceConfig
+
+    return InferenceConfig(mode=args.mode, crop_size=args.crop_size, stride=args.stride,
+                           scales=tuple(args.scales), flip=args.flip, window_batch=args.window_batch)
+
+
+def _add_inference_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference (default: whole image, single scale)")
+    g.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    g.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="sliding-window crop")
+    g.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="sliding-window stride (default 2/3 crop)")
+    g.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale TTA, e.g. 0.5 0.75 1 1.25 1.5 1.75")
+    g.add_argument("--flip", action="store_true", help="left-right flip TTA")
+    g.add_argument("--window-batch", type=int, default=4, help="windows per forward pass")
+
+
 def _train(args) -> int:
     from .config import load_config
     from .engine.trainer import train
@@ -45,9 +62,11 @@ def _evaluate(args) -> int:
     ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
     if d.max_val_samples:
         ds.pairs = ds.pairs[: d.max_val_samples]
-    scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress)
+    infer = _inference_config(args)
+    scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer)
     scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
-                  mode="whole-image, single scale")
+                  inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
+                             "scales": list(infer.scales), "flip": infer.flip})
     print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
     print(format_table(scores))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"metrics_{split}.json")
@@ -75,7 +94,8 @@ def _predict(args) -> int:
     if not paths:
         print("error: no input images found", file=sys.stderr)
         return 2
-    written, failed = predict_files(model, ckpt["meta"], paths, args.out, device, progress=not args.no_progress)
+    written, failed = predict_files(model, ckpt["meta"], paths, args.out, device, progress=not args.no_progress,
+                                    infer=_inference_config(args))
     print(f"parsed {len(written)} image(s) into {args.out}")
     for path, msg in failed.items():
         print(f"FAILED {path}: {msg}", file=sys.stderr)
@@ -121,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
+    _add_inference_flags(e)
     e.set_defaults(func=_evaluate)
 
     r = sub.add_parser("predict", help="parse images: palette label PNG + colour overlay per image")
@@ -130,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     r.add_argument("--device", default="auto")
     r.add_argument("--no-progress", action="store_true")
+    _add_inference_flags(r)
     r.set_defaults(func=_predict)
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")

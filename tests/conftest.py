@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ ADE = SHARED / "ade20k-sample" / "ADEChallengeData2016"
 
 
 def pytest_configure(config):
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("SCENEPARSE_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

@@ -6,12 +6,13 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..metrics import ConfusionMatrix
-from .inference import predict_labels
+from .inference import InferenceConfig, predict_labels
 
 
 def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
-                   num_workers: int = 0, progress: bool = True, channels_last: bool = True) -> dict:
-    """Whole-image inference on every pair of ``dataset`` (batch 1, original size).
+                   num_workers: int = 0, progress: bool = True, infer: InferenceConfig | None = None) -> dict:
+    """Inference on every pair of ``dataset`` (batch 1, original size); whole-image by default,
+    sliding window / multi-scale / flip per ``infer``.
 
     Returns the dict of ``scores_from_confusion`` (percent) plus ``"num_images"``.
     """
@@ -21,7 +22,7 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.devic
     loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers,
                         generator=torch.Generator())  # leaves the global RNG untouched
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-        pred = predict_labels(model, batch["image"].to(device), channels_last=channels_last)
+        pred = predict_labels(model, batch["image"].to(device), infer)
         cm.update(pred.cpu(), batch["label"])
     model.train(was_training)
     scores = cm.compute(dataset.CLASSES)

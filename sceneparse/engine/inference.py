@@ -1,25 +1,127 @@
-"""Inference: logits / class probabilities for one image at its own resolution."""
+"""Inference engine shared by every model: whole image, sliding window, multi-scale + flip TTA.
+
+All modes return class **probabilities** ``(N, K, H, W)`` at the input's
+resolution. Multi-scale and flip average softmax probabilities over the
+scaled / flipped inputs, as DeepLabv3 Sec. 4.2 ("average probabilities from
+each scale and flipped images") and PSPNet Sec. 5 describe.
+
+Memory: a sliding window pass holds the two ``(1, K, H, W)`` accumulators and
+the activations of at most ``window_batch`` windows at a time.
+"""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
 import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class InferenceConfig:
+    """How to run a model on an image.
+
+    Attributes:
+        mode: ``"whole"`` (the image at once) or ``"slide"`` (crops of ``crop_size``
+            every ``stride`` pixels, overlaps averaged).
+        crop_size, stride: ``(h, w)`` in pixels of the (scaled) input, slide mode only.
+        scales: input scale factors (e.g. 0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
+        flip: also run the left-right flipped input.
+        window_batch: windows per forward pass in slide mode.
+        channels_last: feed NHWC tensors (faster on CPU).
+    """
+
+    mode: str = "whole"
+    crop_size: Sequence[int] | None = None
+    stride: Sequence[int] | None = None
+    scales: Sequence[float] = field(default_factory=lambda: (1.0,))
+    flip: bool = False
+    window_batch: int = 4
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if self.mode == "slide":
+            if not self.crop_size:
+                raise ValueError("slide mode needs crop_size")
+            self.crop_size = tuple(int(c) for c in self.crop_size)
+            self.stride = tuple(int(s) for s in (self.stride or [max(1, c * 2 // 3) for c in self.crop_size]))
+            if min(self.stride) < 1 or any(s > c for s, c in zip(self.stride, self.crop_size)):
+                raise ValueError(f"stride {self.stride} must be in [1, crop_size {self.crop_size}]")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive, got {self.scales}")
+
+
+def _forward(model, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model(x)["out"].float().softmax(1)
+
+
+def window_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Start offsets covering ``[0, size)`` with windows of ``crop`` every ``stride``; the last flush with the end."""
+    if size <= crop:
+        return [0]
+    n = math.ceil((size - crop) / stride) + 1
+    return sorted({min(i * stride, size - crop) for i in range(n)})
+
+
+def slide_probs(model, x: torch.Tensor, crop_size: Sequence[int], stride: Sequence[int], window_batch: int = 4,
+                channels_last: bool = True) -> torch.Tensor:
+    """Sliding-window probabilities for ``x`` ``(N, 3, H, W)``; images smaller than the crop are
+    zero-padded (the normalised mean colour) at the bottom/right and the padding is cut off."""
+    n, _, h, w = x.shape
+    ch, cw = crop_size
+    ph, pw = max(ch - h, 0), max(cw - w, 0)
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    H, W = x.shape[-2:]
+    boxes = [(y, xx) for y in window_starts(H, ch, stride[0]) for xx in window_starts(W, cw, stride[1])]
+    probs = count = None
+    for i in range(n):
+        for b in range(0, len(boxes), window_batch):
+            chunk = boxes[b: b + window_batch]
+            crops = torch.stack([x[i, :, y:y + ch, xx:xx + cw] for y, xx in chunk])
+            p = _forward(model, crops, channels_last)
+            if probs is None:
+                probs = x.new_zeros((n, p.shape[1], H, W), dtype=torch.float32)
+                count = x.new_zeros((1, 1, H, W), dtype=torch.float32)
+            for (y, xx), pc in zip(chunk, p):
+                probs[i, :, y:y + ch, xx:xx + cw] += pc
+                if i == 0:
+                    count[0, 0, y:y + ch, xx:xx + cw] += 1
+    return (probs / count)[..., :h, :w]
 
 
 @torch.inference_mode()
-def infer_logits(model: torch.nn.Module, image: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
-    """Whole-image inference.
-
-    Args:
-        image: ``(3, H, W)`` or ``(N, 3, H, W)`` normalised float tensor on the model's device.
+def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) -> torch.Tensor:
+    """Class probabilities for ``image`` ``(3, H, W)`` or ``(N, 3, H, W)`` (normalised float, on the model's device).
 
     Returns:
-        float32 logits ``(N, K, H, W)``.
+        float32 ``(N, K, H, W)``, each pixel's probabilities summing to 1.
     """
+    cfg = cfg or InferenceConfig()
     x = image[None] if image.ndim == 3 else image
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return model(x)["out"].float()
+    h, w = x.shape[-2:]
+    total = None
+    for scale in cfg.scales:
+        xs = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        for flip in ((False, True) if cfg.flip else (False,)):
+            xi = xs.flip(-1) if flip else xs
+            if cfg.mode == "slide":
+                p = slide_probs(model, xi, cfg.crop_size, cfg.stride, cfg.window_batch, cfg.channels_last)
+            else:
+                p = _forward(model, xi, cfg.channels_last)
+            if flip:
+                p = p.flip(-1)
+            if p.shape[-2:] != (h, w):
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            total = p if total is None else total + p
+    return total / (len(cfg.scales) * (2 if cfg.flip else 1))
 
 
-def predict_labels(model: torch.nn.Module, image: torch.Tensor, **kw) -> torch.Tensor:
+def predict_labels(model, image: torch.Tensor, cfg: InferenceConfig | None = None) -> torch.Tensor:
     """Argmax class map ``(N, H, W)`` int64."""
-    return infer_logits(model, image, **kw).argmax(1)
+    return infer_probs(model, image, cfg).argmax(1)

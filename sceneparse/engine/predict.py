@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..data.base import DataError, read_image
-from .inference import predict_labels
+from .inference import InferenceConfig, predict_labels
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
 
 def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out_dir: str | Path,
-                  device: torch.device | str = "cpu", progress: bool = True) -> tuple[list[Path], dict[Path, str]]:
+                  device: torch.device | str = "cpu", progress: bool = True,
+                  infer: InferenceConfig | None = None) -> tuple[list[Path], dict[Path, str]]:
     """Parse every image; write ``<stem>.png`` (palette label map) and ``<stem>_overlay.jpg``.
 
     A missing, corrupt or unreadable file is reported and skipped; the others are still parsed.
@@ -75,7 +76,7 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
             failed[path] = str(e)
             continue
         x = normalise(image, meta["mean"], meta["std"]).to(device)
-        label = predict_labels(model, x)[0].cpu().numpy().astype(np.uint8)
+        label = predict_labels(model, x, infer)[0].cpu().numpy().astype(np.uint8)
         target = out_dir / f"{path.stem}.png"
         palette_image(label, meta["palette"]).save(target)
         Image.fromarray(overlay(image, label, meta["palette"])).save(out_dir / f"{path.stem}_overlay.jpg", quality=90)

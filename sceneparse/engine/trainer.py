@@ -29,6 +29,7 @@ from ..losses import SegLoss
 from ..models import build_model
 from .checkpoint import atomic_save, list_checkpoints, load_checkpoint, load_model_weights
 from .evaluate import evaluate_model
+from .inference import InferenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,8 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
                    "loss_aux": parts.get("loss_aux", torch.tensor(float("nan"))).item(),
                    "time_s": round(time.time() - t0, 1)}
         if it % eval_interval == 0 or it == total:
-            last_scores = evaluate_model(model, val_ds, device, progress=False, channels_last=t.channels_last)
+            last_scores = evaluate_model(model, val_ds, device, progress=False,
+                                         infer=InferenceConfig(channels_last=t.channels_last))
             row = row or {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr,
                           "time_s": round(time.time() - t0, 1)}
             row.update(val_mIoU=round(last_scores["mIoU"], 3), val_aAcc=round(last_scores["aAcc"], 3),

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import torch.nn as nn
 
 from .backbones import BACKBONES, build_backbone
+from .deeplabv3 import ASPPHead, CascadeBackbone
 from .heads import FCNHead, PSPHead
 from .segmentor import SegmentationModel
 
@@ -32,9 +33,28 @@ def _build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int =
     return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
 
 
+def _build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int = 256,
+                     aspp_rates: Sequence[int] = (6, 12, 18), image_pooling: bool = True, aux_head: bool = False,
+                     aux_channels: int = 256, dropout: float = 0.1, cascade_blocks: int = 0) -> SegmentationModel:
+    """DeepLabv3 (Sec. 3.3): backbone [+ cascaded block5..] + ASPP head. ``aspp_rates`` are at OS16."""
+    if cascade_blocks:
+        backbone = CascadeBackbone(backbone, cascade_blocks, multi_grid=getattr(backbone, "multi_grid", None))
+    head = ASPPHead(backbone.out_channels[-1], head_channels, num_classes, rates=aspp_rates,
+                    image_pooling=image_pooling, output_stride=backbone.output_stride, dropout=dropout)
+    return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
+
+
+def _build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_blocks: int = 3,
+                             **options) -> SegmentationModel:
+    """DeepLabv3 'going deeper' variant (Sec. 3.2, Fig. 3b): block5..block7 after block4, then ASPP."""
+    return _build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)
+
+
 ARCHS: dict[str, Callable[..., SegmentationModel]] = {
     "fcn": _build_fcn,
     "pspnet": _build_pspnet,
+    "deeplabv3": _build_deeplabv3,
+    "deeplabv3_cascade": _build_deeplabv3_cascade,
 }
 
 
@@ -44,7 +64,7 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
     """Build a segmentation model.
 
     Args:
-        arch: ``"fcn"`` (dilated-FCN baseline) or ``"pspnet"``.
+        arch: ``"fcn"`` (dilated-FCN baseline), ``"pspnet"``, ``"deeplabv3"`` or ``"deeplabv3_cascade"``.
         backbone: one of ``sceneparse.models.BACKBONES``.
         num_classes: number of output classes K (>= 1).
         output_stride: 8, 16 or 32.
@@ -53,7 +73,8 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
         deep_stem, multi_grid: ResNet backbone options.
         **options: head options: ``head_channels``, ``aux_head``, ``aux_channels``,
             ``dropout``; PSPNet: ``bins``, ``pool`` ("avg"/"max"), ``reduction``;
-            FCN: ``num_convs``.
+            FCN: ``num_convs``; DeepLabv3: ``aspp_rates`` (at OS16), ``image_pooling``,
+            ``cascade_blocks``.
 
     Returns:
         a ``SegmentationModel``; ``model(x)["out"]`` is ``(N, K, H, W)``.

@@ -25,8 +25,12 @@ class SegmentationModel(nn.Module):
         return self.backbone.output_stride
 
     def set_output_stride(self, output_stride: int) -> None:
-        """Evaluate the same weights at another output_stride (8/16/32)."""
+        """Evaluate the same weights at another output_stride (8/16/32); heads with
+        stride-dependent rates (ASPP) follow."""
         self.backbone.set_output_stride(output_stride)
+        for head in (self.decode_head, self.aux_head):
+            if hasattr(head, "set_output_stride"):
+                head.set_output_stride(output_stride)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != 3:

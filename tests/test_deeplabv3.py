@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from sceneparse import build_model
+from sceneparse.models.deeplabv3 import ASPP
+
+
+def test_aspp_rates_double_when_output_stride_halves():
+    aspp = ASPP(32, 16, rates=(6, 12, 18), output_stride=16)
+    assert aspp.rates == (6, 12, 18)
+    aspp.set_output_stride(8)
+    assert aspp.rates == (12, 24, 36)
+    assert [b[0].padding[0] for b in aspp.branches[1:]] == [12, 24, 36]
+    assert ASPP(32, 16, rates=(6, 12, 18, 24), output_stride=8).rates == (12, 24, 36, 48)  # Table 5 extra rate
+
+
+def test_image_pooling_switch_and_branch_count():
+    on = ASPP(32, 16, image_pooling=True)
+    off = ASPP(32, 16, image_pooling=False)
+    assert on.project[0].in_channels == 5 * 16 and off.project[0].in_channels == 4 * 16
+    x = torch.randn(2, 32, 9, 11)
+    on.eval()
+    # the image-level branch is constant over space (pooled then upsampled)
+    y = on.image_pool(x)
+    assert torch.allclose(y, y[..., :1, :1].expand_as(y))
+    assert on(x).shape == (2, 16, 9, 11)
+
+
+def test_model_output_stride_switch_updates_backbone_and_aspp():
+    m = build_model("deeplabv3", "resnet50", 4, output_stride=16, multi_grid=(1, 2, 4))
+    assert [b.conv2.dilation[0] for b in m.backbone.layer4] == [2, 4, 8]
+    m.set_output_stride(8)
+    assert m.decode_head.aspp.rates == (12, 24, 36)
+    assert [b.conv2.dilation[0] for b in m.backbone.layer4] == [4, 8, 16]
+    m.eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 67, 53))["out"].shape == (1, 4, 67, 53)
+
+
+def test_cascade_blocks_double_rates_with_multi_grid():
+    m = build_model("deeplabv3_cascade", "resnet50", 4, output_stride=16, multi_grid=(1, 2, 1))
+    blocks = m.backbone.cascade.blocks
+    assert len(blocks) == 3  # block5..block7
+    assert [[u.conv2.dilation[0] for u in b] for b in blocks] == [[4, 8, 4], [8, 16, 8], [16, 32, 16]]
+    m.train()
+    feats = m.backbone(torch.randn(2, 3, 64, 64))
+    assert feats[-1].shape == (2, 2048, 4, 4)  # still output_stride 16 after three more blocks
+    with pytest.raises(ValueError, match="Bottleneck"):
+        build_model("deeplabv3_cascade", "resnet18", 4)
