@@ -27,6 +27,7 @@ class ModelConfig:
     deep_stem: bool = False
     multi_grid: Optional[List[int]] = None
     head: Dict[str, Any] = field(default_factory=dict)  # head options passed to build_model
+    init_weights: Optional[str] = None  # start from this checkpoint's model weights (fine-tuning, not resume)
 
 
 @dataclass
@@ -45,6 +46,8 @@ class DataConfig:
     num_workers: int = 2
     max_train_samples: int = 0  # >0: use only the first N training pairs (smoke runs, tests)
     max_val_samples: int = 0
+    bootstrap_classes: List[str] = field(default_factory=list)  # DeepLabv3 Sec. 4.4: duplicate images with these
+    bootstrap_copies: int = 1  # extra copies of each such image
 
 
 @dataclass
@@ -59,6 +62,8 @@ class TrainConfig:
     poly_power: float = 0.9
     aux_weight: float = 0.4
     amp: bool = True  # mixed precision on CUDA only
+    upsample_logits: bool = True  # False: downsample labels to the logits instead (DeepLabv3 Table 8 "UL")
+    freeze_bn: bool = False  # BN statistics and affine parameters fixed (DeepLabv3 Sec. 4.1, Table 8 "BN")
     channels_last: bool = True
     eval_interval: int = 0  # iterations between validations; 0 -> once per epoch
     ckpt_interval: int = 200

@@ -74,3 +74,67 @@ def test_config_rejects_unknown_key_with_suggestion():
         load_config(REPO / "configs/camvid/pspnet_effl0.yaml", ["train.batchsize=4"])
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["train.iters"])
+
+
+def test_freeze_bn_keeps_statistics_and_affine_fixed(tmp_path, camvid_root):
+    import torch.nn as nn
+
+    from sceneparse.engine.trainer import build_model_from_config
+
+    work = tmp_path / "fz"
+    cfg = _cfg(camvid_root, work, "train.iters=3", "train.freeze_bn=true", "train.eval_interval=100")
+    train(cfg, progress=False)
+    torch.manual_seed(cfg.train.seed)
+    init = build_model_from_config(cfg, 11, pretrained=False).state_dict()
+    final = torch.load(work / "final.pt", weights_only=False)["model"]
+    model = build_model_from_config(cfg, 11, pretrained=False)
+    bn_keys = [f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
+               for p in ("weight", "bias", "running_mean", "running_var")]
+    assert bn_keys and all(torch.equal(init[k], final[k]) for k in bn_keys)
+    assert not torch.equal(init["decode_head.classifier.weight"], final["decode_head.classifier.weight"])
+
+
+def test_downsampled_labels_protocol():
+    from sceneparse.losses import SegLoss
+
+    logits = torch.zeros(1, 2, 2, 2)
+    logits[0, 1] = 5.0  # predicts class 1 everywhere
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0::2, 0::2] = 1  # the nearest-neighbour samples are all class 1 ...
+    down, _ = SegLoss(downsample_labels=True)(({"out": logits}), target)
+    up, _ = SegLoss()({"out": logits}, target)  # ... while 3/4 of the full-resolution pixels are class 0
+    assert down.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.ones(1, 2, 2, dtype=torch.long)).item())
+    assert up.item() > down.item() + 1
+
+
+def test_training_with_feature_resolution_logits(tmp_path, camvid_root):
+    work = tmp_path / "noul"
+    scores = train(_cfg(camvid_root, work, "train.iters=2", "train.upsample_logits=false"), progress=False)
+    assert len(_losses(work)) == 2 and 0 <= scores["mIoU"] <= 100
+
+
+def test_bootstrapping_duplicates_images_with_hard_classes(camvid_root):
+    import numpy as np
+
+    from sceneparse.data import CamVid
+    from sceneparse.engine.trainer import bootstrap
+
+    ds = CamVid(camvid_root, "train")
+    ds.pairs = ds.pairs[:20]
+    expected = [p for p in ds.pairs if (np.asarray(__import__("PIL.Image").Image.open(p[1])) == 10).any()]
+    assert 0 < len(expected) < 20
+    n = bootstrap(ds, ["Bicyclist"], copies=2)
+    assert n == len(expected) and len(ds.pairs) == 20 + 2 * n
+    assert ds.pairs[20:] == expected * 2
+    with pytest.raises(ValueError, match="not in"):
+        bootstrap(ds, ["bicycle"])
+
+
+def test_init_weights_fine_tunes_from_a_checkpoint(tmp_path, camvid_root, tiny_run):
+    work = tmp_path / "ft"
+    cfg = _cfg(camvid_root, work, "train.iters=1", f"model.init_weights={tiny_run / 'final.pt'}",
+               "model.output_stride=8", "train.lr=0", "train.head_lr_mult=0", "train.freeze_bn=true")
+    train(cfg, progress=False)
+    a = torch.load(tiny_run / "final.pt", weights_only=False)["model"]
+    b = torch.load(work / "final.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0 and frozen BN: the weights are the loaded ones

@@ -106,7 +106,43 @@ def _build_datasets(cfg: DictConfig):
         train_ds.pairs = train_ds.pairs[: d.max_train_samples]
     if d.max_val_samples:
         val_ds.pairs = val_ds.pairs[: d.max_val_samples]
+    if d.bootstrap_classes:
+        bootstrap(train_ds, d.bootstrap_classes, d.bootstrap_copies)
     return train_ds, val_ds
+
+
+def bootstrap(ds, classes, copies: int = 1) -> int:
+    """Duplicate (``copies`` extra times) the training pairs whose label contains any of ``classes``
+    (names or ids) -- DeepLabv3 Sec. 4.4 "bootstrapping on hard images". Returns how many pairs matched.
+
+    Raises:
+        ValueError: a class name the dataset does not have.
+    """
+    ids = set()
+    for c in classes:
+        if isinstance(c, int) or str(c).isdigit():
+            ids.add(int(c))
+        elif c in ds.CLASSES:
+            ids.add(list(ds.CLASSES).index(c))
+        else:
+            raise ValueError(f"bootstrap class {c!r} not in {list(ds.CLASSES)}")
+    hard = [pair for pair in ds.pairs if ids & set(np.unique(ds.load_label(pair[1])).tolist())]
+    ds.pairs = ds.pairs + hard * copies
+    log.info("bootstrapping: %d of %d training images contain %s; each added %d more time(s)",
+             len(hard), len(ds.pairs) - len(hard) * copies, sorted(ids), copies)
+    return len(hard)
+
+
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool = False) -> None:
+    """``model.train()``; with ``freeze_bn`` every BatchNorm stays in eval mode (running statistics
+    fixed) and its affine parameters get no gradient (DeepLabv3 Sec. 4.1 / Table 8)."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad_(False)
 
 
 def build_model_from_config(cfg: DictConfig, num_classes: int, pretrained: bool = True):
@@ -180,7 +216,14 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     eval_interval = t.eval_interval or iters_per_epoch
 
     ckpt_path = _find_resume(resume, ckpt_dir) if resume else None
-    model = build_model_from_config(cfg, train_ds.num_classes, pretrained=ckpt_path is None).to(device)
+    model = build_model_from_config(cfg, train_ds.num_classes,
+                                    pretrained=ckpt_path is None and not cfg.model.init_weights).to(device)
+    if cfg.model.init_weights and ckpt_path is None:
+        load_model_weights(model, {k: v.float() if v.is_floating_point() else v
+                                   for k, v in load_checkpoint(cfg.model.init_weights)["model"].items()})
+        log.info("initialised the model from %s", cfg.model.init_weights)
+    model.upsample_train_logits = bool(t.upsample_logits)
+    set_train_mode(model, t.freeze_bn)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     backbone_params = list(model.backbone.parameters())
@@ -192,7 +235,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total, t.poly_power))
     use_amp = bool(t.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = SegLoss(aux_weight=t.aux_weight)
+    criterion = SegLoss(aux_weight=t.aux_weight, downsample_labels=not t.upsample_logits)
 
     start = 0
     if ckpt_path is not None:
@@ -224,7 +267,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             old.unlink(missing_ok=True)
 
     last_scores: dict = {}
-    model.train()
+    set_train_mode(model, t.freeze_bn)
     t0 = time.time()
     bar = tqdm(total=total, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
     it = start
@@ -261,7 +304,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             row.update(val_mIoU=round(last_scores["mIoU"], 3), val_aAcc=round(last_scores["aAcc"], 3),
                        val_mAcc=round(last_scores["mAcc"], 3))
             bar.write(f"iter {it}: val mIoU {last_scores['mIoU']:.2f} aAcc {last_scores['aAcc']:.2f}")
-            model.train()
+            set_train_mode(model, t.freeze_bn)
         if row:
             _append_log(log_path, row)
         if it % t.ckpt_interval == 0 or it == total:

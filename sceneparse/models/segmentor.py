@@ -19,6 +19,9 @@ class SegmentationModel(nn.Module):
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_head: nn.Module | None = None):
         super().__init__()
         self.backbone, self.decode_head, self.aux_head = backbone, decode_head, aux_head
+        # DeepLabv3 App. A "upsampling logits": False keeps training logits at the feature
+        # resolution (the loss then downsamples the labels instead), as in DeepLab v1/v2
+        self.upsample_train_logits = True
 
     @property
     def output_stride(self) -> int:
@@ -36,8 +39,10 @@ class SegmentationModel(nn.Module):
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
         size = x.shape[-2:]
+        up = (lambda t: t) if self.training and not self.upsample_train_logits else (
+            lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False))
         feats = self.backbone(x)
-        out = {"out": F.interpolate(self.decode_head(feats), size=size, mode="bilinear", align_corners=False)}
+        out = {"out": up(self.decode_head(feats))}
         if self.training and self.aux_head is not None:
-            out["aux"] = F.interpolate(self.aux_head(feats), size=size, mode="bilinear", align_corners=False)
+            out["aux"] = up(self.aux_head(feats))
         return out
