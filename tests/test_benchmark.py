@@ -1,0 +1,37 @@
+import json
+
+import torch
+import torch.nn as nn
+
+from sceneparse.cli import main
+from sceneparse.engine.benchmark import benchmark_inference, count_flops
+from sceneparse.engine.inference import InferenceConfig
+
+
+class OneByOne(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1, bias=False)
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+def test_flops_of_a_1x1_conv_are_hand_computed():
+    assert count_flops(OneByOne(), torch.randn(1, 3, 10, 20)) == 2 * 3 * 4 * 10 * 20
+
+
+def test_benchmark_reports_memory_and_throughput():
+    r = benchmark_inference(OneByOne(), (32, 48), batch=2, repeats=3, warmup=1,
+                            infer=InferenceConfig(mode="slide", crop_size=(16, 16)))
+    assert r["input"] == [2, 3, 32, 48] and len(r["latency_s_all"]) == 3
+    assert r["images_per_s"] > 0 and r["peak_rss_MiB"] > 0
+    assert r["gflops_per_image"] is None  # not defined for a multi-window pass
+
+
+def test_benchmark_cli_writes_json(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--arch", "fcn", "--backbone", "resnet18", "--size", "64", "80", "--repeats", "2",
+                 "--warmup", "1", "--output-stride", "32", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["output_stride"] == 32 and r["gflops_per_image"] > 0 and r["achieved_gflops_per_s"] > 0
