@@ -19,6 +19,7 @@ class SegmentationModel(nn.Module):
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_head: nn.Module | None = None):
         super().__init__()
         self.backbone, self.decode_head, self.aux_head = backbone, decode_head, aux_head
+        self.in_channels = 3  # widened by refinement networks that also read confidence maps
         # DeepLabv3 App. A "upsampling logits": False keeps training logits at the feature
         # resolution (the loss then downsamples the labels instead), as in DeepLab v1/v2
         self.upsample_train_logits = True
@@ -36,8 +37,8 @@ class SegmentationModel(nn.Module):
                 head.set_output_stride(output_stride)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         size = x.shape[-2:]
         up = (lambda t: t) if self.training and not self.upsample_train_logits else (
             lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False))

@@ -1,0 +1,183 @@
+"""GRN and LRN refinement networks (Zhang et al., "Global-residual and Local-boundary Refinement
+Networks for Rectifying Scene Parsing Predictions", IJCAI 2017).
+
+Both take the original image scaled to [0, 1] (RGB / 255) and the front model's confidence maps
+``u`` (logits, ``(N, K, H, W)``), normalised by a softmax over classes (Eq. 1).
+
+- ``LRN`` (Sec. 3.2, Table 1): 7 conv3x3 layers (256, 256, 256, 512, 512, 512, m*m), BN + ReLU
+  after all but the last, no pooling or stride; a softmax over the m*m outputs per pixel gives
+  propagation coefficients (Eq. 4); the refined confidence is ``g_i = sum_p w_i^p f_i^p`` with
+  coefficients shared across classes (Eq. 5).
+- ``GRN`` (Sec. 3.1, Fig. 2): a deep network of the front model's architecture predicting a
+  residual added to the confidences, applied N times with shared weights (iterative refinement).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .backbones import IMAGENET_MEAN, IMAGENET_STD
+
+
+def unnormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """Normalised image ``(N, 3, H, W)`` back to RGB / 255 in [0, 1] (the refinement nets' input)."""
+    m = image.new_tensor(mean)[:, None, None]
+    s = image.new_tensor(std)[:, None, None]
+    return image * s + m
+
+
+def propagate(coeffs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: ``g[n, k, i] = sum_p coeffs[n, p, i] * conf[n, k, i + offset_p]``.
+
+    Args:
+        coeffs: ``(N, m*m, H, W)`` propagation coefficients (row-major m x m neighbourhood,
+            p = (m*m + 1) / 2 - 1 is the centre).
+        conf: ``(N, K, H, W)`` confidences f; neighbours outside the image count as 0.
+
+    Returns:
+        ``(N, K, H, W)``. Computed as a sum of m*m shifted products, so memory stays
+        O(N K H W) instead of the O(N K m^2 H W) of an unfold-based implementation.
+    """
+    n, mm, h, w = coeffs.shape
+    m = math.isqrt(mm)
+    if m * m != mm or m % 2 == 0:
+        raise ValueError(f"coeffs must have m*m channels with odd m, got {mm}")
+    if conf.shape[0] != n or conf.shape[-2:] != (h, w):
+        raise ValueError(f"coeffs {tuple(coeffs.shape)} and conf {tuple(conf.shape)} do not match")
+    r = m // 2
+    padded = F.pad(conf, (r, r, r, r))
+    out = torch.zeros_like(conf)
+    for p in range(mm):
+        dy, dx = divmod(p, m)
+        out = out + coeffs[:, p: p + 1] * padded[:, :, dy: dy + h, dx: dx + w]
+    return out
+
+
+class LRN(nn.Module):
+    """Local-boundary Refinement Network (Sec. 3.2, Table 1, Eqs. 4-6).
+
+    Args:
+        num_classes: K.
+        m: neighbourhood size (odd; 7 in the paper).
+        channels: the 7 layers' output channels before the last (Table 1).
+        init_eps: std of the small random kernels of the identity initialisation (Eq. 6 uses a
+            constant epsilon; a constant would make all channels identical, so we draw small
+            random values of that magnitude).
+        center_bias: last-layer bias at the centre neighbour (Eq. 6 sets 1). With the softmax of
+            Eq. 4, a bias of 1 gives the centre only e/(e + m*m - 1) (0.054 for m=7): an untrained
+            LRN is then close to a uniform m x m box filter, not the identity. The default 12
+            gives the centre weight 1 - 48 e^-12 = 0.9997, so an untrained LRN returns its input up
+            to ~3e-4 -- the intent of Eq. 6. Pass ``center_bias=1.0`` for the literal equation.
+
+    ``forward(image01, logits)`` takes the image as RGB / 255 ``(N, 3, H, W)`` and the front
+    confidences ``(N, K, H, W)``; returns ``(refined, coeffs)`` where ``refined`` is Eq. 5 applied
+    to the front confidences ``f`` (the logits, so the output is again a logit map usable by CE
+    and by a following model) and ``coeffs`` ``(N, m*m, H, W)`` sums to 1 per pixel.
+    """
+
+    def __init__(self, num_classes: int, m: int = 7, channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
+                 init_eps: float = 1e-3, center_bias: float = 12.0):
+        super().__init__()
+        if m < 1 or m % 2 == 0:
+            raise ValueError(f"m must be odd and >= 1, got {m}")
+        self.num_classes, self.m = num_classes, m
+        layers, c_in = [], num_classes + 3
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            c_in = c
+        self.features = nn.Sequential(*layers)
+        self.coeff = nn.Conv2d(c_in, m * m, 3, padding=1)
+        self.reset_identity(init_eps, center_bias)
+
+    @torch.no_grad()
+    def reset_identity(self, init_eps: float = 1e-3, center_bias: float = 12.0) -> None:
+        """Eq. 6: small kernels, zero biases, last-layer bias ``center_bias`` at the centre."""
+        for conv in [mod for mod in self.modules() if isinstance(mod, nn.Conv2d)]:
+            nn.init.normal_(conv.weight, std=init_eps)
+            nn.init.zeros_(conv.bias)
+        self.coeff.bias[(self.m * self.m) // 2] = center_bias
+
+    def coefficients(self, image01: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([image01, logits.softmax(1)], dim=1)  # Eq. 1 normalisation of the confidences
+        return self.coeff(self.features(x)).softmax(1)  # Eq. 4
+
+    def forward(self, image01: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        coeffs = self.coefficients(image01, logits)
+        return propagate(coeffs, logits), coeffs
+
+
+def receptive_field(layers: Sequence[tuple[int, int]]) -> int:
+    """Eq. 2 as printed: ``T_l = [T_{l-1} + (k_l - 1)] * s_l`` with ``T_0 = 1``; ``layers`` = [(k, s), ...]."""
+    t = 1
+    for k, s in layers:
+        t = (t + (k - 1)) * s
+    return t
+
+
+def iterated_receptive_field(t_single: int, iterations: int) -> int:
+    """Eq. 3: receptive field after n weight-shared GRN iterations, ``(T_L - 1) * n + 1``."""
+    return (t_single - 1) * iterations + 1
+
+
+class GRN(nn.Module):
+    """Global-residual Refinement Network (Sec. 3.1, Fig. 2).
+
+    Args:
+        net: a segmentation model of the front model's architecture built for K classes whose
+            first convolution reads 3 channels; it is widened to 3 + K input channels: the
+            RGB weights are kept (pretrained when available) and the K new input channels start
+            from small random weights. Its ``"out"`` is the residual.
+        num_classes: K.
+        iterations: N weight-shared refinement steps (default 3).
+
+    ``forward(image01, logits)`` returns ``{"out": u_N, "residual": r_N, "steps": [u_1..u_N]}``
+    where ``u_n = u_{n-1} + net([image01, softmax(u_{n-1})])`` and ``u_0`` = front logits.
+    The RGB channels are fed as RGB/255 as the paper says; the ImageNet normalisation the
+    pretrained weights expect is applied inside (``(x - mean) / std`` on those 3 channels only).
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, iterations: int = 3,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        super().__init__()
+        if iterations < 1:
+            raise ValueError("iterations must be >= 1")
+        self.net, self.num_classes, self.iterations = net, num_classes, iterations
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        _widen_first_conv(net, num_classes)
+
+    def step(self, image01: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        rgb = (image01 - self.mean) / self.std
+        return self.net(torch.cat([rgb, logits.softmax(1)], dim=1))["out"]
+
+    def forward(self, image01: torch.Tensor, logits: torch.Tensor) -> dict:
+        u, steps, r = logits, [], None
+        for _ in range(self.iterations):
+            r = self.step(image01, u)
+            u = u + r
+            steps.append(u)
+        return {"out": u, "residual": r, "steps": steps}
+
+
+def _widen_first_conv(net: nn.Module, extra: int) -> None:
+    """Replace the first 3-channel Conv2d of ``net`` by one reading ``3 + extra`` channels."""
+    for parent in net.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d) and child.in_channels == 3:
+                new = nn.Conv2d(3 + extra, child.out_channels, child.kernel_size, child.stride, child.padding,
+                                child.dilation, child.groups, child.bias is not None)
+                with torch.no_grad():
+                    new.weight[:, :3] = child.weight
+                    nn.init.normal_(new.weight[:, 3:], std=0.01)
+                    if child.bias is not None:
+                        new.bias.copy_(child.bias)
+                setattr(parent, name, new)
+                if hasattr(net, "in_channels"):
+                    net.in_channels = 3 + extra
+                return
+    raise ValueError("no 3-channel input convolution found to widen")

@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sceneparse import build_model
+from sceneparse.models.refinement import (GRN, LRN, iterated_receptive_field, propagate, receptive_field,
+                                          unnormalize)
+
+
+def _unfold_reference(coeffs, conf):
+    n, mm, h, w = coeffs.shape
+    k = conf.shape[1]
+    m = math.isqrt(mm)
+    patches = F.unfold(conf, m, padding=m // 2).view(n, k, mm, h, w)  # the tensor propagate() avoids
+    return (patches * coeffs[:, None]).sum(2)
+
+
+@pytest.mark.parametrize("m", [1, 3, 7])
+def test_propagate_equals_unfold_reference(m):
+    torch.manual_seed(0)
+    coeffs = torch.randn(2, m * m, 9, 13).softmax(1)
+    conf = torch.randn(2, 5, 9, 13)
+    torch.testing.assert_close(propagate(coeffs, conf), _unfold_reference(coeffs, conf))
+
+
+def test_propagate_hand_case_and_errors():
+    conf = torch.arange(9.0).view(1, 1, 3, 3)
+    coeffs = torch.zeros(1, 9, 3, 3)
+    coeffs[:, 5] = 1.0  # p = 5 is the right-hand neighbour (row 1, col 2 of the 3x3 window)
+    out = propagate(coeffs, conf)
+    assert out[0, 0].tolist() == [[1, 2, 0], [4, 5, 0], [7, 8, 0]]  # outside the image counts 0
+    with pytest.raises(ValueError):
+        propagate(torch.zeros(1, 8, 3, 3), conf)
+
+
+def test_lrn_layers_follow_table_1():
+    lrn = LRN(num_classes=11, m=7)
+    convs = [mod for mod in lrn.modules() if isinstance(mod, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (14, 256), (256, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 49)]
+    assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.bias is not None for c in convs)
+    assert sum(isinstance(mod, nn.BatchNorm2d) for mod in lrn.modules()) == 6
+
+
+def test_untrained_lrn_returns_its_input():
+    torch.manual_seed(0)
+    lrn = LRN(num_classes=4, m=7, channels=(16, 16, 16, 32, 32, 32)).eval()
+    img, logits = torch.rand(2, 3, 20, 24), 3 * torch.randn(2, 4, 20, 24)
+    with torch.no_grad():
+        refined, coeffs = lrn(img, logits)
+    torch.testing.assert_close(coeffs.sum(1), torch.ones(2, 20, 24))
+    assert (refined - logits).abs().max() < 1e-2 * logits.abs().max()
+    assert coeffs[:, 24].min() > 0.999
+
+
+def test_literal_eq6_bias_gives_a_near_box_filter():
+    lrn = LRN(num_classes=2, m=7, channels=(8,) * 6, center_bias=1.0).eval()
+    with torch.no_grad():
+        coeffs = lrn.coefficients(torch.rand(1, 3, 8, 8), torch.randn(1, 2, 8, 8))
+    assert coeffs[0, 24].mean().item() == pytest.approx(math.e / (math.e + 48), rel=1e-2)
+
+
+def test_grn_iterates_a_shared_network_and_adds_residuals():
+    torch.manual_seed(0)
+    net = build_model("fcn", "resnet18", 3, output_stride=8, head_channels=8)
+    rgb_weights = net.backbone.conv1.weight.detach().clone()
+    grn = GRN(net, num_classes=3, iterations=3).eval()
+    assert net.backbone.conv1.in_channels == 6
+    torch.testing.assert_close(net.backbone.conv1.weight[:, :3], rgb_weights)  # pretrained RGB part kept
+    img, logits = torch.rand(1, 3, 33, 41), torch.randn(1, 3, 33, 41)
+    with torch.no_grad():
+        out = grn(img, logits)
+        manual = logits
+        for _ in range(3):
+            manual = manual + grn.step(img, manual)
+    assert out["out"].shape == (1, 3, 33, 41) and len(out["steps"]) == 3
+    torch.testing.assert_close(out["out"], manual)
+    torch.testing.assert_close(out["out"] - out["steps"][1], out["residual"])
+
+
+def test_receptive_field_equations():
+    # Eq. 2 as printed, for three 3x3 layers with strides 1, 2, 1: ((1+2)*1 + 2)*2 = 10, (10 + 2) * 1 = 12
+    assert receptive_field([(3, 1), (3, 2), (3, 1)]) == 12
+    assert iterated_receptive_field(12, 1) == 12 and iterated_receptive_field(12, 3) == 34  # Eq. 3
+
+
+def test_unnormalize_inverts_imagenet_normalisation():
+    x01 = torch.rand(1, 3, 4, 4)
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    torch.testing.assert_close(unnormalize((x01 - mean) / std), x01)
