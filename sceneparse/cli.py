@@ -63,12 +63,16 @@ def _evaluate(args) -> int:
     if d.max_val_samples:
         ds.pairs = ds.pairs[: d.max_val_samples]
     infer = _inference_config(args)
-    scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer)
+    scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer,
+                            boundary_tolerance=args.boundary_tolerance)
     scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
                   inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
                              "scales": list(infer.scales), "flip": infer.flip})
     print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
     print(format_table(scores))
+    if "boundary" in scores:
+        b = scores["boundary"]
+        print(f"boundary F-score ({b['tolerance_px']} px): F {b['F']:.2f}  P {b['precision']:.2f}  R {b['recall']:.2f}")
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"metrics_{split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2))
@@ -168,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", help="split name (default: data.val_split)")
     e.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at another output_stride")
     e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
+    e.add_argument("--boundary-tolerance", type=int, default=3, help="pixels, for the boundary F-score")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
     _add_inference_flags(e)

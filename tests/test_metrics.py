@@ -48,3 +48,27 @@ def test_empty_matrix_and_table():
     assert math.isnan(s["mIoU"]) and math.isnan(s["aAcc"])
     s = scores_from_confusion(torch.tensor([[3, 1], [0, 4]]), ["x", "y"])
     assert "mIoU 77.50" in format_table(s)
+
+
+def test_boundary_fscore_hand_case():
+    from sceneparse.metrics import BoundaryFScore, label_boundaries
+
+    gt = torch.zeros(6, 6, dtype=torch.long)
+    gt[:, 3:] = 1  # vertical boundary between columns 2 and 3
+    b = label_boundaries(gt)
+    assert b[:, 2].all() and b[:, 3].all() and b.sum() == 12
+    shifted = torch.zeros(6, 6, dtype=torch.long)
+    shifted[:, 4:] = 1  # predicted boundary one pixel to the right
+    exact = BoundaryFScore(tolerance=0)
+    exact.update(shifted, gt)
+    # pred boundary columns 3,4; gt 2,3: half of each matches exactly
+    assert exact.compute()["F"] == pytest.approx(50.0)
+    tol = BoundaryFScore(tolerance=1)
+    tol.update(shifted, gt)
+    assert tol.compute()["F"] == pytest.approx(100.0)
+    ign = gt.clone()
+    ign[:, :2] = 255  # an ignore region: its edge is not a boundary, and predictions there do not count
+    bf = BoundaryFScore(tolerance=0)
+    bf.update(torch.zeros(6, 6, dtype=torch.long), ign)
+    assert bf.compute()["precision"] != bf.compute()["precision"]  # NaN: no predicted boundary
+    assert bf.compute()["recall"] == 0.0
