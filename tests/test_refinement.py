@@ -92,3 +92,62 @@ def test_unnormalize_inverts_imagenet_normalisation():
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     torch.testing.assert_close(unnormalize((x01 - mean) / std), x01)
+
+
+def _refine_cfg(camvid_root, work, front, stage, *extra):
+    from sceneparse.config import load_config
+
+    from .conftest import TINY
+
+    base = [o for o in TINY if not o.startswith("model.head.")]
+    return load_config(None, base + [
+        f"data.root={camvid_root}", f"work_dir={work}", "model.arch=refine", "model.backbone=efficientnet_lite0",
+        "model.output_stride=16", f"model.head.front={front}", "model.head.iterations=2", "model.head.m=3",
+        "model.head.lrn_channels=[8,8,8,16,16,16]", f"model.head.train_stage={stage}", "train.iters=2",
+        "train.eval_interval=2", "train.lr=0.01", *extra])
+
+
+def test_stagewise_training_freezes_earlier_stages(tmp_path, camvid_root, tiny_run):
+    from sceneparse.cli import main
+    from sceneparse.engine.trainer import train
+
+    front = tiny_run / "final.pt"
+    train(_refine_cfg(camvid_root, tmp_path / "grn", front, "grn"), progress=False)
+    s_front = torch.load(front, weights_only=False)["model"]
+    s_grn = torch.load(tmp_path / "grn/final.pt", weights_only=False)["model"]
+    assert all(torch.equal(s_front[k], s_grn["front." + k]) for k in s_front)  # front frozen, BN stats too
+    train(_refine_cfg(camvid_root, tmp_path / "lrn", front, "lrn", f"model.init_weights={tmp_path / 'grn/final.pt'}"),
+          progress=False)
+    s_lrn = torch.load(tmp_path / "lrn/final.pt", weights_only=False)["model"]
+    grn_keys = [k for k in s_grn if k.startswith("grn.")]
+    lrn_keys = [k for k in s_lrn if k.startswith("lrn.") and "weight" in k]
+    assert grn_keys and all(torch.equal(s_grn[k], s_lrn[k]) for k in grn_keys)  # GRN frozen in the LRN stage
+    assert any(not torch.equal(s_grn[k], s_lrn[k]) for k in lrn_keys)  # the LRN learned
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "lrn/final.pt"), f"data.root={camvid_root}",
+                 "data.max_val_samples=1", "--out", str(out), "--no-progress"]) == 0
+
+
+def test_cascade_outputs_and_parallel_fusion():
+    from sceneparse.models.cascade import RefinementCascade
+
+    torch.manual_seed(0)
+    front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8)
+    grn = GRN(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8), 3, iterations=1)
+    lrn = LRN(3, m=3, channels=(8,) * 6)
+    x = torch.randn(2, 3, 40, 48)
+    cas = RefinementCascade(front, grn, lrn, train_stage="grn").train()
+    out = cas(x)
+    assert set(out) == {"out", "aux"} and out["out"].shape == (2, 3, 40, 48)
+    assert not front.training and not any(p.requires_grad for p in front.parameters())
+    assert not lrn.training and all(p.requires_grad for p in grn.parameters())
+    par = RefinementCascade(front, grn, lrn, fusion="parallel").eval()
+    with torch.no_grad():
+        f = front(x)["out"]
+        img = unnormalize(x)
+        expect = (grn(img, f)["out"] + lrn(img, f)[0]) / 2
+        torch.testing.assert_close(par(x)["out"], expect)
+    with pytest.raises(ValueError):
+        RefinementCascade(front, None, lrn, train_stage="grn")
+    with pytest.raises(ValueError):
+        RefinementCascade(front, grn, None, fusion="parallel")

@@ -73,11 +73,15 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     return model.to(device).eval(), ckpt
 
 
-def load_model_weights(model: torch.nn.Module, state: dict) -> None:
-    """Strict load with a readable mismatch report. Missing ``aux_head.*`` keys are allowed
-    (deployment checkpoints drop the auxiliary head)."""
+def load_model_weights(model: torch.nn.Module, state: dict, allow_missing: tuple[str, ...] = ("aux_head.",)) -> list:
+    """Strict load with a readable mismatch report; returns the missing keys that were allowed.
+
+    Keys starting with a prefix in ``allow_missing`` may be absent (deployment checkpoints drop
+    the auxiliary head; a refinement stage starts from the previous stage without its new network).
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith("aux_head.")]
+    allowed = [k for k in own if k not in state and k.startswith(allow_missing)]
+    missing = [k for k in own if k not in state and not k.startswith(allow_missing)]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
               if k in own and state[k].shape != own[k].shape]
@@ -87,3 +91,4 @@ def load_model_weights(model: torch.nn.Module, state: dict) -> None:
                          + (f"  unexpected: {unexpected[:8]}\n" if unexpected else "")
                          + (f"  shape mismatch: {shapes[:8]}\n" if shapes else ""))
     model.load_state_dict(state, strict=False)
+    return allowed

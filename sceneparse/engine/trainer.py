@@ -219,16 +219,23 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     model = build_model_from_config(cfg, train_ds.num_classes,
                                     pretrained=ckpt_path is None and not cfg.model.init_weights).to(device)
     if cfg.model.init_weights and ckpt_path is None:
-        load_model_weights(model, {k: v.float() if v.is_floating_point() else v
-                                   for k, v in load_checkpoint(cfg.model.init_weights)["model"].items()})
-        log.info("initialised the model from %s", cfg.model.init_weights)
+        fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v
+                                           for k, v in load_checkpoint(cfg.model.init_weights)["model"].items()},
+                                   allow_missing=("aux_head.", "lrn.", "grn."))
+        log.info("initialised the model from %s (%d tensors not in it keep their init)",
+                 cfg.model.init_weights, len(fresh))
     model.upsample_train_logits = bool(t.upsample_logits)
     set_train_mode(model, t.freeze_bn)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    backbone_params = list(model.backbone.parameters())
-    ids = {id(p) for p in backbone_params}
-    head_params = [p for p in model.parameters() if id(p) not in ids]
+    # pretrained backbones (any submodule named "backbone") learn at lr, new layers at lr * head_lr_mult;
+    # frozen parameters (a refinement cascade's front, frozen BN) are left out
+    ids = {id(p) for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] == "backbone"
+           for p in mod.parameters()}
+    backbone_params = [p for p in model.parameters() if id(p) in ids and p.requires_grad]
+    head_params = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
+    if not backbone_params and not head_params:
+        raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.SGD([{"params": backbone_params, "lr": t.lr},
                                  {"params": head_params, "lr": t.lr * t.head_lr_mult}],
                                 lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)

@@ -8,9 +8,11 @@ from typing import Callable, Sequence
 
 import torch.nn as nn
 
-from .backbones import BACKBONES, build_backbone
+from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from .cascade import RefinementCascade
 from .deeplabv3 import ASPPHead, CascadeBackbone
 from .heads import FCNHead, PSPHead
+from .refinement import GRN, LRN
 from .segmentor import SegmentationModel
 
 
@@ -20,8 +22,10 @@ def _aux_head(backbone: nn.Module, num_classes: int, aux_channels: int) -> FCNHe
 
 
 def _build_fcn(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = False,
-               aux_channels: int = 256, dropout: float = 0.1, num_convs: int = 1) -> SegmentationModel:
-    head = FCNHead(backbone.out_channels[-1], head_channels, num_classes, num_convs=num_convs, dropout=dropout)
+               aux_channels: int = 256, dropout: float = 0.1, num_convs: int = 1, classifier_kernel: int = 1,
+               classifier_dilation: int = 1) -> SegmentationModel:
+    head = FCNHead(backbone.out_channels[-1], head_channels, num_classes, num_convs=num_convs, dropout=dropout,
+                   classifier_kernel=classifier_kernel, classifier_dilation=classifier_dilation)
     return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
 
 
@@ -50,11 +54,38 @@ def _build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_b
     return _build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)
 
 
+def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: bool = True, lrn: bool = True,
+                  iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
+                  lrn_center_bias: float = 12.0, fusion: str = "cascade",
+                  train_stage: str | None = None) -> nn.Module:
+    """GRN/LRN refinement (Sec. 3.3, Fig. 4) after the trained front model in checkpoint ``front``.
+
+    The GRN network is the front's architecture (its arch and head options) on ``backbone``
+    (pass the front's backbone name for the paper's setting), with ImageNet weights when
+    ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
+    """
+    from ..engine.checkpoint import model_from_checkpoint  # engine depends on models, not the reverse
+
+    front_model, ckpt = model_from_checkpoint(front)
+    fm, meta = ckpt["config"]["model"], ckpt.get("meta", {})
+    k_front = front_model.decode_head.classifier.out_channels if hasattr(front_model, "decode_head") else num_classes
+    if k_front != num_classes:
+        raise ValueError(f"front model predicts {k_front} classes, the dataset has {num_classes}")
+    norm = {"mean": meta.get("mean", IMAGENET_MEAN), "std": meta.get("std", IMAGENET_STD)}
+    grn_net = None
+    if grn:
+        head_opts = {**fm.get("head", {}), "aux_head": False}
+        grn_net = GRN(ARCHS[fm["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
+    lrn_net = LRN(num_classes, m, lrn_channels, center_bias=lrn_center_bias) if lrn else None
+    return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage, **norm)
+
+
 ARCHS: dict[str, Callable[..., SegmentationModel]] = {
     "fcn": _build_fcn,
     "pspnet": _build_pspnet,
     "deeplabv3": _build_deeplabv3,
     "deeplabv3_cascade": _build_deeplabv3_cascade,
+    "refine": _build_refine,
 }
 
 
@@ -64,7 +95,8 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
     """Build a segmentation model.
 
     Args:
-        arch: ``"fcn"`` (dilated-FCN baseline), ``"pspnet"``, ``"deeplabv3"`` or ``"deeplabv3_cascade"``.
+        arch: ``"fcn"`` (dilated-FCN baseline), ``"pspnet"``, ``"deeplabv3"``, ``"deeplabv3_cascade"``
+            or ``"refine"`` (GRN/LRN after a trained front model, option ``front=<checkpoint>``).
         backbone: one of ``sceneparse.models.BACKBONES``.
         num_classes: number of output classes K (>= 1).
         output_stride: 8, 16 or 32.

@@ -51,14 +51,20 @@ class FCNHead(DecodeHead):
 
     The baseline of PSPNet Table 1 (a ResNet FCN with dilated network) and the
     auxiliary head on stage 3 (Sec. 3.4, Fig. 4). ``num_convs=0`` is a bare
-    1x1 classifier on the features.
+    classifier on the features; ``classifier_kernel=3, classifier_dilation=3`` with
+    ``num_convs=0`` is the front model of the GRN/LRN paper (Sec. 3.3).
     """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, num_convs: int = 1,
-                 dropout: float = 0.1, in_index: int = -1):
+                 dropout: float = 0.1, in_index: int = -1, classifier_kernel: int = 1, classifier_dilation: int = 1):
         super().__init__(in_channels, channels if num_convs else in_channels, num_classes, dropout, in_index)
         layers = [conv_bn_relu(in_channels if i == 0 else channels, channels) for i in range(num_convs)]
         self.convs = nn.Sequential(*layers)
+        if classifier_kernel != 1:
+            # GRN/LRN paper Sec. 3.3 front model: the pool + FC replaced by a 3x3 conv with dilation 3
+            pad = (classifier_kernel - 1) // 2 * classifier_dilation
+            self.classifier = nn.Conv2d(self.channels, num_classes, classifier_kernel, padding=pad,
+                                        dilation=classifier_dilation)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.convs(x)
