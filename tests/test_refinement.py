@@ -151,3 +151,14 @@ def test_cascade_outputs_and_parallel_fusion():
         RefinementCascade(front, None, lrn, train_stage="grn")
     with pytest.raises(ValueError):
         RefinementCascade(front, grn, None, fusion="parallel")
+
+
+def test_context_module_identity_init_and_dilations():
+    from sceneparse.models.refinement import ContextModule
+
+    cm = ContextModule(5).eval()
+    assert [c.dilation[0] for c in cm.body if isinstance(c, nn.Conv2d)] == [1, 1, 2, 4, 8, 16, 1]
+    logits = torch.randn(2, 5, 17, 19)
+    with torch.no_grad():
+        out, _ = cm(torch.rand(2, 3, 17, 19), logits)
+    torch.testing.assert_close(out, logits.log_softmax(1), atol=1e-5, rtol=1e-5)

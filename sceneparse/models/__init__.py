@@ -12,7 +12,7 @@ from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from .cascade import RefinementCascade
 from .deeplabv3 import ASPPHead, CascadeBackbone
 from .heads import FCNHead, PSPHead
-from .refinement import GRN, LRN
+from .refinement import GRN, LRN, ContextModule
 from .segmentor import SegmentationModel
 
 
@@ -56,13 +56,15 @@ def _build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_b
 
 def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: bool = True, lrn: bool = True,
                   iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
-                  lrn_center_bias: float = 12.0, fusion: str = "cascade",
-                  train_stage: str | None = None) -> nn.Module:
+                  lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
+                  local: str = "lrn") -> nn.Module:
     """GRN/LRN refinement (Sec. 3.3, Fig. 4) after the trained front model in checkpoint ``front``.
 
     The GRN network is the front's architecture (its arch and head options) on ``backbone``
     (pass the front's backbone name for the paper's setting), with ImageNet weights when
     ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
+    ``local="context"`` puts the dilated context module baseline (Yu & Koltun) in the local
+    (LRN) slot, for the "+context module" row of Table 2.
     """
     from ..engine.checkpoint import model_from_checkpoint  # engine depends on models, not the reverse
 
@@ -76,7 +78,12 @@ def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: boo
     if grn:
         head_opts = {**fm.get("head", {}), "aux_head": False}
         grn_net = GRN(ARCHS[fm["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
-    lrn_net = LRN(num_classes, m, lrn_channels, center_bias=lrn_center_bias) if lrn else None
+    if local not in ("lrn", "context"):
+        raise ValueError(f"local must be 'lrn' or 'context', got {local!r}")
+    lrn_net = None
+    if lrn:
+        lrn_net = (LRN(num_classes, m, lrn_channels, center_bias=lrn_center_bias) if local == "lrn"
+                   else ContextModule(num_classes))
     return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage, **norm)
 
 

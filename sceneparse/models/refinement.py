@@ -181,3 +181,44 @@ def _widen_first_conv(net: nn.Module, extra: int) -> None:
                     net.in_channels = 3 + extra
                 return
     raise ValueError("no 3-channel input convolution found to widen")
+
+
+class ContextModule(nn.Module):
+    """Yu & Koltun (ICLR 2016) basic context module on the confidences: the baseline "+context
+    module" (MS-Dilation) of the GRN/LRN paper's Table 2.
+
+    Layers: 3x3 convs with dilations 1, 1, 2, 4, 8, 16, 1 (K -> K channels each, ``width`` times K
+    for the "large" variant), ReLU after each, then a 1x1 conv back to K. Identity initialisation
+    (their Sec. 3): every kernel is the identity at its centre, biases 0. The input is the front's
+    softmax probabilities (>= 0, which ReLU leaves unchanged), the output their log: an untrained
+    module returns log-probabilities, i.e. the front's logits up to a per-pixel constant.
+
+    ``forward(image01, logits)`` -> ``(refined_logits, None)`` (same interface as ``LRN``;
+    the image is not used).
+    """
+
+    DILATIONS = (1, 1, 2, 4, 8, 16, 1)
+
+    def __init__(self, num_classes: int, width: int = 1):
+        super().__init__()
+        c = num_classes * width
+        layers, c_in = [], num_classes
+        for d in self.DILATIONS:
+            layers += [nn.Conv2d(c_in, c, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
+            c_in = c
+        self.body = nn.Sequential(*layers)
+        self.final = nn.Conv2d(c, num_classes, 1)
+        self.reset_identity()
+
+    @torch.no_grad()
+    def reset_identity(self) -> None:
+        for conv in [m for m in self.modules() if isinstance(m, nn.Conv2d)]:
+            conv.weight.zero_()
+            conv.bias.zero_()
+            k = conv.kernel_size[0] // 2
+            for i in range(conv.out_channels):
+                conv.weight[i, i % conv.in_channels, k, k] = 1.0
+
+    def forward(self, image01: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, None]:
+        probs = self.final(self.body(logits.softmax(1)))
+        return probs.clamp_min(1e-6).log(), None
