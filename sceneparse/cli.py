@@ -99,7 +99,7 @@ def _predict(args) -> int:
         print("error: no input images found", file=sys.stderr)
         return 2
     written, failed = predict_files(model, ckpt["meta"], paths, args.out, device, progress=not args.no_progress,
-                                    infer=_inference_config(args))
+                                    infer=_inference_config(args), max_whole_pixels=args.max_whole_pixels)
     print(f"parsed {len(written)} image(s) into {args.out}")
     for path, msg in failed.items():
         print(f"FAILED {path}: {msg}", file=sys.stderr)
@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument("--checkpoint", help=f"model checkpoint (default: the packaged CamVid model {DEFAULT_WEIGHTS.name})")
     r.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    r.add_argument("--max-whole-pixels", type=int, default=2048 * 2048,
+                   help="larger images use a 1024x1024 sliding window automatically")
     r.add_argument("--device", default="auto")
     r.add_argument("--no-progress", action="store_true")
     _add_inference_flags(r)
@@ -225,9 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return 130
+    except FloatingPointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -58,3 +58,15 @@ def test_packaged_model_is_the_default_and_parses_a_street(camvid_root, tmp_path
 def test_bad_config_key_exits_with_message(tmp_path, capsys):
     assert main(["train", "configs/camvid/pspnet_effl0.yaml", "train.itres=3"]) == 2
     assert "did you mean 'train.iters'" in capsys.readouterr().err
+
+
+def test_predict_large_image_switches_to_sliding_window(tiny_run, tmp_path, caplog):
+    import logging
+
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8)).save(big)
+    with caplog.at_level(logging.INFO):
+        rc = main(["predict", str(big), "--out", str(tmp_path / "o"), "--checkpoint", str(tiny_run / "final.pt"),
+                   "--max-whole-pixels", "10000", "--no-progress"])
+    assert rc == 0 and "sliding window" in caplog.text
+    assert Image.open(tmp_path / "o/big.png").size == (500, 300)

@@ -54,10 +54,13 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 
 def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out_dir: str | Path,
                   device: torch.device | str = "cpu", progress: bool = True,
-                  infer: InferenceConfig | None = None) -> tuple[list[Path], dict[Path, str]]:
+                  infer: InferenceConfig | None = None, max_whole_pixels: int = 2048 * 2048,
+                  auto_crop: tuple[int, int] = (1024, 1024)) -> tuple[list[Path], dict[Path, str]]:
     """Parse every image; write ``<stem>.png`` (palette label map) and ``<stem>_overlay.jpg``.
 
     A missing, corrupt or unreadable file is reported and skipped; the others are still parsed.
+    An image above ``max_whole_pixels`` under whole-image inference is parsed with a sliding
+    window of ``auto_crop`` instead (memory stays bounded; logged).
 
     Returns:
         ``(written label paths, {failed input: error message})``.
@@ -76,7 +79,13 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
             failed[path] = str(e)
             continue
         x = normalise(image, meta["mean"], meta["std"]).to(device)
-        label = predict_labels(model, x, infer)[0].cpu().numpy().astype(np.uint8)
+        mode = infer or InferenceConfig()
+        if mode.mode == "whole" and image.shape[0] * image.shape[1] > max_whole_pixels:
+            log.info("%s is %dx%d: sliding window %dx%d instead of whole-image inference", path,
+                     image.shape[1], image.shape[0], auto_crop[1], auto_crop[0])
+            mode = InferenceConfig(mode="slide", crop_size=auto_crop, scales=mode.scales, flip=mode.flip,
+                                   window_batch=1)
+        label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
         target = out_dir / f"{path.stem}.png"
         palette_image(label, meta["palette"]).save(target)
         Image.fromarray(overlay(image, label, meta["palette"])).save(out_dir / f"{path.stem}_overlay.jpg", quality=90)

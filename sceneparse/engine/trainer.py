@@ -9,11 +9,14 @@ AMP scaler and the global RNG states (dropout).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -152,11 +155,49 @@ def build_model_from_config(cfg: DictConfig, num_classes: int, pretrained: bool 
                        multi_grid=list(m.multi_grid) if m.multi_grid else None, **to_dict(m.head))
 
 
-def _find_resume(resume: str, ckpt_dir: Path) -> Path | None:
+class _StopFlag:
+    """Records SIGINT/SIGTERM instead of dying, so the loop can checkpoint and stop cleanly."""
+
+    def __init__(self):
+        self.signum = 0
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum, frame):
+            if self.signum:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self.signum = signum
+            log.warning("signal %d: finishing the current iteration, then saving a checkpoint", signum)
+
+        for sig in old:
+            signal.signal(sig, handler)
+        try:
+            yield self
+        finally:
+            for sig, h in old.items():
+                signal.signal(sig, h)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint of the last finished iteration was saved."""
+
+
+def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from. ``"auto"``: the newest readable one in ``ckpt_dir`` (a truncated
+    or corrupt file is skipped with a warning and the previous one used); none -> fresh start."""
     if resume != "auto":
-        return Path(resume)
-    found = list_checkpoints(ckpt_dir)
-    return found[-1] if found else None
+        return Path(resume), load_checkpoint(resume)
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except ValueError as e:
+            log.warning("skipping unreadable checkpoint %s (%s); trying the previous one", path, e)
+    return None, None
 
 
 def _truncate_log(path: Path, last_iter: int) -> None:
@@ -215,7 +256,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     total = t.iters or t.epochs * iters_per_epoch
     eval_interval = t.eval_interval or iters_per_epoch
 
-    ckpt_path = _find_resume(resume, ckpt_dir) if resume else None
+    ckpt_path, ckpt = _load_resume(resume, ckpt_dir) if resume else (None, None)
     model = build_model_from_config(cfg, train_ds.num_classes,
                                     pretrained=ckpt_path is None and not cfg.model.init_weights).to(device)
     if cfg.model.init_weights and ckpt_path is None:
@@ -246,7 +287,6 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
 
     start = 0
     if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path)
         load_model_weights(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -278,7 +318,9 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     t0 = time.time()
     bar = tqdm(total=total, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
     it = start
-    for batch in loader:
+    def step(batch, it: int) -> tuple[int, dict | None]:
+        """One optimisation step; returns the new iteration count and validation scores if it evaluated."""
+        nonlocal skipped_nan
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
         if t.channels_last:
@@ -286,37 +328,63 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             outputs = model(images)
         loss, parts = criterion(outputs, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at iteration {it + 1} "
-                                     f"(batch: {', '.join(batch['name'])})")
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
+        if torch.isfinite(loss):
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:  # never step on (nor checkpoint) a non-finite loss
+            skipped_nan += 1
+            msg = (f"non-finite loss ({loss.item()}) at iteration {it + 1}, batch: {', '.join(batch['name'])}")
+            if skipped_nan > t.nan_skips:
+                raise FloatingPointError(f"{msg}; stopping (train.nan_skips={t.nan_skips}). The last good "
+                                         f"checkpoint is in {ckpt_dir}")
+            log.warning("%s; step skipped (%d of %d allowed)", msg, skipped_nan, t.nan_skips)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         it += 1
         bar.update(1)
         bar.set_postfix(loss=f"{parts['loss'].item():.3f}", lr=f"{lr:.2e}")
-        row = None
+        row, scores = None, None
         if it % t.log_interval == 0 or it == total:
             row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
                    "loss_aux": parts.get("loss_aux", torch.tensor(float("nan"))).item(),
                    "time_s": round(time.time() - t0, 1)}
         if it % eval_interval == 0 or it == total:
-            last_scores = evaluate_model(model, val_ds, device, progress=False,
-                                         infer=InferenceConfig(channels_last=t.channels_last))
+            scores = evaluate_model(model, val_ds, device, progress=False,
+                                    infer=InferenceConfig(channels_last=t.channels_last))
             row = row or {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr,
                           "time_s": round(time.time() - t0, 1)}
-            row.update(val_mIoU=round(last_scores["mIoU"], 3), val_aAcc=round(last_scores["aAcc"], 3),
-                       val_mAcc=round(last_scores["mAcc"], 3))
-            bar.write(f"iter {it}: val mIoU {last_scores['mIoU']:.2f} aAcc {last_scores['aAcc']:.2f}")
+            row.update(val_mIoU=round(scores["mIoU"], 3), val_aAcc=round(scores["aAcc"], 3),
+                       val_mAcc=round(scores["mAcc"], 3))
+            bar.write(f"iter {it}: val mIoU {scores['mIoU']:.2f} aAcc {scores['aAcc']:.2f}")
             set_train_mode(model, t.freeze_bn)
         if row:
             _append_log(log_path, row)
         if it % t.ckpt_interval == 0 or it == total:
             save(it)
+        return it, scores
+
+    skipped_nan = 0
+    stop = _StopFlag()
+    data_iter = iter(loader)
+    with stop.installed():
+        while it < total and not stop.signum:
+            try:
+                batch = next(data_iter)
+            except StopIteration:
+                break
+            except Exception:
+                if stop.signum:  # a loader worker died of the same Ctrl+C
+                    break
+                raise
+            it, scores = step(batch, it)
+            last_scores = scores or last_scores
     bar.close()
+    if stop.signum:
+        save(it)
+        raise TrainingInterrupted(f"stopped by signal {stop.signum} after iteration {it}; checkpoint saved in "
+                                  f"{ckpt_dir}; continue with --resume auto")
 
     atomic_save({"model": model.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt")
     if last_scores:

@@ -1,0 +1,91 @@
+"""Interruption and bad-state handling of training (issue 8 subset)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from sceneparse.engine.trainer import train
+
+from .conftest import REPO, TINY
+from .test_training import _cfg
+
+
+def _cli_args(camvid_root, work, iters):
+    return [sys.executable, "-m", "sceneparse", "train", str(REPO / "configs/camvid/pspnet_effl0.yaml"), *TINY,
+            f"data.root={camvid_root}", f"work_dir={work}", f"train.iters={iters}", "train.ckpt_interval=1",
+            "train.eval_interval=1000", "train.threads=1", "--no-progress"]
+
+
+def _wait_for(path, proc, timeout=120):
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, camvid_root, how):
+    iters = 8
+    ref = tmp_path / "ref"
+    train(_cfg(camvid_root, ref, f"train.iters={iters}", "train.ckpt_interval=1", "train.eval_interval=1000",
+               "train.threads=1"), progress=False)
+    work = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_args(camvid_root, work, iters), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(work / "checkpoints/iter_00000003.pt", proc)
+    proc.send_signal(getattr(signal, how))
+    out, err = proc.communicate(timeout=120)
+    if how == "SIGTERM":
+        assert proc.returncode == 130 and "resume auto" in err  # checkpointed, then stopped cleanly
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    assert not (work / "final.pt").exists()
+    resumed = subprocess.run(_cli_args(camvid_root, work, iters) + ["--resume", "auto"], env=_env(),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(ref / "final.pt", weights_only=False)["model"]
+    b = torch.load(work / "final.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_auto_skips_a_corrupt_checkpoint(tmp_path, camvid_root, caplog):
+    work = tmp_path / "run"
+    cfg = _cfg(camvid_root, work, "train.iters=4", "train.ckpt_interval=1", "train.eval_interval=1000")
+    train(cfg, progress=False)
+    ckpts = sorted((work / "checkpoints").glob("iter_*.pt"))
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:1000])  # truncated newest checkpoint
+    train(cfg, resume="auto", progress=False)
+    assert "skipping unreadable checkpoint" in caplog.text
+
+
+def test_nan_loss_stops_without_checkpointing_it_or_skips(tmp_path, camvid_root, monkeypatch):
+    from sceneparse.engine import trainer
+    from sceneparse.losses import SegLoss
+
+    class NanOnSecondCall(SegLoss):
+        calls = 0
+
+        def forward(self, outputs, target):
+            loss, parts = super().forward(outputs, target)
+            NanOnSecondCall.calls += 1
+            return (loss * float("nan") if NanOnSecondCall.calls == 2 else loss), parts
+
+    monkeypatch.setattr(trainer, "SegLoss", NanOnSecondCall)
+    work = tmp_path / "stop"
+    with pytest.raises(FloatingPointError, match=r"iteration 2, batch: .*\.png"):
+        train(_cfg(camvid_root, work, "train.iters=4", "train.ckpt_interval=1"), progress=False)
+    assert [p.name for p in (work / "checkpoints").glob("*.pt")] == ["iter_00000001.pt"]
+    NanOnSecondCall.calls = 0
+    work = tmp_path / "skip"
+    train(_cfg(camvid_root, work, "train.iters=4", "train.nan_skips=1"), progress=False)
+    state = torch.load(work / "final.pt", weights_only=False)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
