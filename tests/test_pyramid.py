@@ -1,0 +1,75 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sceneparse.models.pyramid import fuse, pyramid_ground_truth, pyramid_loss, relabel
+
+I = 255
+LABEL = torch.tensor([[[0, 0, 1, 1],
+                       [0, 0, 1, 1],
+                       [2, 2, 2, I],
+                       [2, 2, 2, 2]]])
+
+
+def test_pyramid_ground_truth_hand_case():
+    unity, semantic = pyramid_ground_truth(LABEL, (4, 2, 1))
+    assert unity[0].tolist() == [[[0]]] and semantic[0].tolist() == [[[I]]]  # one mix-cell
+    # stride 2: four unity cells; the ignore pixel is skipped inside the bottom-right cell
+    assert unity[1].tolist() == [[[1, 1], [1, 1]]] and semantic[1].tolist() == [[[0, 1], [2, 2]]]
+    assert unity[2][0, 2, 3] == I and semantic[2][0, 2, 3] == I  # an all-ignore cell is ignored
+    assert (semantic[2][0][LABEL[0] != I] == LABEL[0][LABEL[0] != I]).all()
+    with pytest.raises(ValueError, match="divisible"):
+        pyramid_ground_truth(torch.zeros(1, 6, 8, dtype=torch.long), (4, 2))
+    with pytest.raises(ValueError, match="half"):
+        pyramid_ground_truth(LABEL, (4, 1))
+
+
+def test_relabel_policies():
+    unity, semantic = pyramid_ground_truth(LABEL, (4, 2, 1))
+    u, y = relabel(unity, semantic, "naive")
+    assert all(torch.equal(a, b) for a, b in zip(y, semantic))
+    u, y = relabel(unity, semantic, "simple_fix")
+    assert torch.equal(y[1], semantic[1])  # the level-1 parent is a mix-cell: nothing done
+    assert (y[2] == I).all() and (u[2] == I).all()  # every stride-1 cell is done by a stride-2 unity-cell
+    probs = [torch.tensor([[[0.95]]]), torch.tensor([[[0.95, 0.5], [0.95, 0.95]]])]
+    u, y = relabel(unity, semantic, "final", unity_prob=probs, tau=0.9)
+    assert torch.equal(y[1], semantic[1])  # level-1 prediction 0.95 is a false positive (mix-cell)
+    keep = y[2][0] != I
+    assert keep.tolist() == [[False, False, True, True], [False, False, True, True], [False] * 4, [False] * 4]
+    assert (y[2][0][keep] == 1).all()  # the top-right cell was not predicted unity: its children still train
+    with pytest.raises(ValueError):
+        relabel(unity, semantic, "final")
+    with pytest.raises(ValueError):
+        relabel(unity, semantic, "greedy")
+
+
+def test_pyramid_loss_equals_manual_eq1():
+    torch.manual_seed(0)
+    unity, semantic = pyramid_ground_truth(LABEL, (4, 2, 1))
+    logits = [torch.randn(1, 3, 1, 1), torch.randn(1, 3, 2, 2), torch.randn(1, 3, 4, 4)]
+    probs = [torch.rand(1, 1, 1), torch.rand(1, 2, 2)]
+    loss, parts = pyramid_loss(logits, probs, unity, semantic)
+    ce = [F.cross_entropy(logits[1], semantic[1]), F.cross_entropy(logits[2], semantic[2], ignore_index=I)]
+    ce0 = torch.tensor(0.0)  # level 1 has no labelled cell (a mix-cell)
+    bce = [F.binary_cross_entropy(probs[0], unity[0].float()), F.binary_cross_entropy(probs[1], unity[1].float())]
+    expect = (ce0 + ce[0] + ce[1]) / 3 + (bce[0] + bce[1]) / 2
+    torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_takes_the_coarsest_predicted_unity_cell():
+    c = 3
+    sem = [torch.zeros(1, c, 1, 1), torch.zeros(1, c, 2, 2), torch.zeros(1, c, 4, 4)]
+    sem[0][:, 0] = 1  # level 1 says class 0
+    sem[1][:, 1] = 1  # level 2 says class 1
+    sem[2][:, 2] = 1  # level 3 says class 2
+    probs = [torch.tensor([[[0.5]]]), torch.tensor([[[0.95, 0.2], [0.2, 0.2]]])]
+    fused, level = fuse(sem, probs, tau=0.9)
+    assert fused.shape == (1, c, 4, 4)
+    expect_level = torch.full((4, 4), 2)
+    expect_level[:2, :2] = 1
+    assert torch.equal(level[0], expect_level)
+    assert torch.equal(fused.argmax(1)[0], torch.where(expect_level == 1, 1, 2))
+    fused, level = fuse(sem, [torch.tensor([[[0.99]]]), probs[1]], tau=0.9)
+    assert (level == 0).all() and (fused.argmax(1) == 0).all()  # the coarsest unity-cell wins
+    with pytest.raises(ValueError):
+        fuse(sem, probs[:1])
