@@ -73,3 +73,60 @@ def test_fuse_takes_the_coarsest_predicted_unity_cell():
     assert (level == 0).all() and (fused.argmax(1) == 0).all()  # the coarsest unity-cell wins
     with pytest.raises(ValueError):
         fuse(sem, probs[:1])
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0", "hrnet_w18_small"])
+def test_pyramid_model_shapes_odd_sizes(backbone):
+    from sceneparse import build_model
+
+    torch.manual_seed(0)
+    m = build_model("pyramid_output", backbone, 5, decoder_channels=32, unity_channels=8, semantic_channels=16)
+    m.train()
+    out = m(torch.randn(2, 3, 70, 100))  # resized to 64 x 96 inside, back to 70 x 100
+    assert out["out"].shape == (2, 5, 70, 100)
+    assert [tuple(s.shape[-2:]) for s in out["semantic"]] == [(2, 3), (4, 6), (8, 12), (16, 24)]
+    assert [tuple(u.shape[-2:]) for u in out["unity"]] == [(2, 3), (4, 6), (8, 12)]
+    assert all(((u >= 0) & (u <= 1)).all() for u in out["unity"])
+    loss, parts = m.compute_loss(out, torch.randint(0, 5, (2, 70, 100)))
+    assert torch.isfinite(loss) and {"loss", "loss_unity"} <= set(parts)
+    m.eval()
+    with torch.no_grad():
+        assert set(m(torch.randn(1, 3, 33, 47))) == {"out"}
+        m.return_pyramid = True
+        o = m(torch.randn(1, 3, 64, 64))
+    assert o["level"].shape == (1, 16, 16) and int(o["level"].max()) <= 3
+
+
+def test_unity_head_min_pools_cells():
+    from sceneparse.models.pyramid_head import UnityHead
+
+    head = UnityHead(8, 4, pool_factors=(4, 2))
+    u = head(torch.randn(1, 8, 8, 8))
+    assert [tuple(t.shape) for t in u] == [(1, 2, 2), (1, 4, 4)]
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_semantic_head_levels(context):
+    from sceneparse.models.pyramid_head import SemanticHead
+
+    head = SemanticHead(16, 8, 3, num_levels=4, context=context)
+    outs = head(torch.randn(2, 16, 16, 24))
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 2, 3), (2, 3, 4, 6), (2, 3, 8, 12), (2, 3, 16, 24)]
+    assert hasattr(head, "ca") == context
+
+
+def test_pyramid_trains_on_camvid_with_each_policy(tmp_path, camvid_root):
+    from sceneparse.config import load_config
+    from sceneparse.engine.trainer import train
+
+    from .conftest import TINY
+
+    base = [o for o in TINY if not o.startswith("model.head.")]
+    for policy in ("naive", "simple_fix", "final"):
+        work = tmp_path / policy
+        cfg = load_config(None, base + [
+            f"data.root={camvid_root}", f"work_dir={work}", "model.arch=pyramid_output", "model.backbone=resnet18",
+            "model.head.decoder_channels=16", "model.head.unity_channels=8", "model.head.semantic_channels=16",
+            f"model.head.relabel_policy={policy}", "train.iters=2", "data.crop_size=[96,128]"])
+        scores = train(cfg, progress=False)
+        assert 0 <= scores["mIoU"] <= 100 and (work / "final.pt").is_file()

@@ -327,7 +327,9 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             outputs = model(images)
-        loss, parts = criterion(outputs, labels)
+        # a model with its own loss (the pyramidal output, Eq. 1) computes it; others use CE + aux
+        loss, parts = (model.compute_loss(outputs, labels) if hasattr(model, "compute_loss")
+                       else criterion(outputs, labels))
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
             scaler.scale(loss).backward()
@@ -348,7 +350,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         row, scores = None, None
         if it % t.log_interval == 0 or it == total:
             row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
-                   "loss_aux": parts.get("loss_aux", torch.tensor(float("nan"))).item(),
+                   "loss_aux": parts.get("loss_aux", parts.get("loss_unity", torch.tensor(float("nan")))).item(),
                    "time_s": round(time.time() - t0, 1)}
         if it % eval_interval == 0 or it == total:
             scores = evaluate_model(model, val_ds, device, progress=False,

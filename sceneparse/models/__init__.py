@@ -12,6 +12,7 @@ from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
 from .cascade import RefinementCascade
 from .deeplabv3 import ASPPHead, CascadeBackbone
 from .heads import FCNHead, PSPHead
+from .pyramid_head import PyramidOutputModel
 from .refinement import GRN, LRN, ContextModule
 from .segmentor import SegmentationModel
 
@@ -87,13 +88,28 @@ def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: boo
     return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage, **norm)
 
 
+def _build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequence[int] = (32, 16, 8, 4),
+                          decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
+                          context: bool = True, tau: float = 0.9, relabel_policy: str = "final",
+                          output: str = "fuse") -> nn.Module:
+    """Specialize and Fuse (pyramidal output) on an undilated backbone + stride-4 fusion decoder."""
+    if backbone.output_stride != 32:
+        backbone.set_output_stride(32)
+    return PyramidOutputModel(backbone, num_classes, strides, decoder_channels, unity_channels, semantic_channels,
+                              context, tau, relabel_policy, output)
+
+
 ARCHS: dict[str, Callable[..., SegmentationModel]] = {
     "fcn": _build_fcn,
     "pspnet": _build_pspnet,
     "deeplabv3": _build_deeplabv3,
     "deeplabv3_cascade": _build_deeplabv3_cascade,
     "refine": _build_refine,
+    "pyramid_output": _build_pyramid_output,
 }
+
+
+_FIXED_OUTPUT_STRIDE = {"pyramid_output": 32}
 
 
 def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, output_stride: int = 8, *,
@@ -103,7 +119,9 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
 
     Args:
         arch: ``"fcn"`` (dilated-FCN baseline), ``"pspnet"``, ``"deeplabv3"``, ``"deeplabv3_cascade"``
-            or ``"refine"`` (GRN/LRN after a trained front model, option ``front=<checkpoint>``).
+            ``"refine"`` (GRN/LRN after a trained front model, option ``front=<checkpoint>``) or
+            ``"pyramid_output"`` (Specialize and Fuse; options ``strides``, ``context``, ``tau``,
+            ``relabel_policy``, ``output``).
         backbone: one of ``sceneparse.models.BACKBONES``.
         num_classes: number of output classes K (>= 1).
         output_stride: 8, 16 or 32.
@@ -125,6 +143,8 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
         raise ValueError(f"unknown arch {arch!r}; choose from {sorted(ARCHS)}")
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    # the pyramidal output reads an undilated backbone through its stride-4 decoder (Sec. 5.1.2)
+    output_stride = _FIXED_OUTPUT_STRIDE.get(arch, output_stride)
     net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid)
     try:
         return ARCHS[arch](net, int(num_classes), **options)

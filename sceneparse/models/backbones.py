@@ -284,6 +284,31 @@ class EfficientNetLiteBackbone(nn.Module):
         log.info("loaded ImageNet weights for EfficientNet-Lite%d (%d tensors)", self.variant, len(mapped))
 
 
+# ---------------------------------------------------------------- HRNet
+class HRNetBackbone(nn.Module):
+    """HRNet (Wang et al., TPAMI 2020; timm architecture): its four parallel branches at strides
+    4, 8, 16, 32 (``feature_location=''``), e.g. 18/36/72/144 channels for W18. No dilation: the
+    output stride is fixed at 32 for the coarsest branch, the finest is at 4 (used by the pyramidal
+    output head). No ImageNet weights are available offline: random init unless a timm-format
+    state dict is loaded by the caller."""
+
+    def __init__(self, name: str = "hrnet_w18", output_stride: int = 32):
+        super().__init__()
+        if output_stride != 32:
+            raise ValueError(f"{name} has fixed branches at strides 4-32; output_stride must be 32")
+        self.body = timm.create_model(name, pretrained=False, features_only=True, feature_location="",
+                                      out_indices=(1, 2, 3, 4))
+        self.out_channels = list(self.body.feature_info.channels())
+        self.output_stride = 32
+
+    def set_output_stride(self, output_stride: int) -> None:
+        if output_stride != 32:
+            raise ValueError("HRNet branches have fixed strides; output_stride must be 32")
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))
+
+
 # ---------------------------------------------------------------- registry
 BACKBONES = {
     "resnet18": lambda os, **kw: ResNetBackbone(18, os, **kw),
@@ -293,6 +318,9 @@ BACKBONES = {
     "efficientnet_lite0": lambda os, **kw: EfficientNetLiteBackbone(0, os),
     "efficientnet_lite1": lambda os, **kw: EfficientNetLiteBackbone(1, os),
     "efficientnet_lite2": lambda os, **kw: EfficientNetLiteBackbone(2, os),
+    "hrnet_w18_small": lambda os, **kw: HRNetBackbone("hrnet_w18_small", os),
+    "hrnet_w18": lambda os, **kw: HRNetBackbone("hrnet_w18", os),
+    "hrnet_w48": lambda os, **kw: HRNetBackbone("hrnet_w48", os),
 }
 
 
@@ -314,6 +342,8 @@ def build_backbone(name: str, output_stride: int = 8, pretrained: bool | str | N
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     is_resnet = name.startswith("resnet")
+    if name.startswith("hrnet") and pretrained not in (None, False, ""):
+        raise ValueError(f"no offline ImageNet weights for {name}; use pretrained=null")
     if not is_resnet and (deep_stem or multi_grid):
         raise ValueError(f"deep_stem / multi_grid are ResNet options, not for {name}")
     net = BACKBONES[name](output_stride, **({"deep_stem": deep_stem, "multi_grid": multi_grid} if is_resnet else {}))

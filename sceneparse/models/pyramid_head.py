@@ -1,0 +1,235 @@
+"""Specialize and Fuse heads and model (Sec. 4 and 5.1.2 of the paper).
+
+- ``FusionDecoder``: HRNet-style fusion of the four backbone stages into one stride-4 feature
+  of D channels (each stage 1x1 conv-BN-ReLU, bilinear upsampling to stride 4, concat, 1x1).
+- ``UnityHead`` (Sec. 4.1, Fig. 2b) -> unity pyramid, levels 1..L-1.
+- ``SemanticHead`` (Sec. 4.2, Fig. 2c-e, Eqs. 3-11) -> semantic pyramid, levels 1..L, with the
+  optional coarse-to-fine contextual module (CA / CU).
+- ``PyramidOutputModel``: backbone + decoder + both heads; fuse (Eq. 2) at inference.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data.base import IGNORE_INDEX
+from .heads import conv_bn_relu
+from .pyramid import POLICIES, check_strides, fuse, pyramid_ground_truth, pyramid_loss, relabel
+
+
+class FusionDecoder(nn.Module):
+    """Stages ``[c1..c4]`` (strides 4..32) -> ``(N, D, H/4, W/4)``."""
+
+    def __init__(self, in_channels: Sequence[int], channels: int = 256, branch_channels: int = 64):
+        super().__init__()
+        self.reduce = nn.ModuleList(conv_bn_relu(c, branch_channels, 1) for c in in_channels)
+        self.fuse = conv_bn_relu(branch_channels * len(in_channels), channels, 1)
+        self.out_channels = channels
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        ups = [F.interpolate(r(f), size=size, mode="bilinear", align_corners=False) if i else r(f)
+               for i, (r, f) in enumerate(zip(self.reduce, feats))]
+        return self.fuse(torch.cat(ups, dim=1))
+
+
+def _min_pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    return -F.max_pool2d(-x, k)
+
+
+class UnityHead(nn.Module):
+    """Sec. 4.1: ``X_u = Conv1x1(X)``; per level, centroids = shared Conv1x1(AvgPool(X_u)), nearest
+    upsampled and subtracted from Conv1x1(X_u); a shared Conv1x1 + sigmoid gives each pixel's
+    probability of sharing the centroid's class; min-pooling per cell gives ``U_hat`` (N, h_l, w_l).
+
+    ``pool_factors``: cell size of levels 1..L-1 in finest-level pixels (e.g. 8, 4, 2)."""
+
+    def __init__(self, in_channels: int, channels: int = 64, pool_factors: Sequence[int] = (8, 4, 2)):
+        super().__init__()
+        self.pool_factors = tuple(int(k) for k in pool_factors)
+        self.reduce = nn.Conv2d(in_channels, channels, 1)
+        self.centroid = nn.Conv2d(channels, channels, 1)  # shared over levels
+        self.pixel = nn.Conv2d(channels, channels, 1)
+        self.classify = nn.Conv2d(channels, 1, 1)  # shared over levels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        xu = self.reduce(x)
+        pix = self.pixel(xu)
+        out = []
+        for k in self.pool_factors:
+            cent = self.centroid(F.avg_pool2d(xu, k))
+            diff = pix - F.interpolate(cent, scale_factor=k, mode="nearest")
+            prob = torch.sigmoid(self.classify(diff))
+            out.append(_min_pool(prob, k)[:, 0])
+        return out
+
+
+class PyramidPoolTokens(nn.Module):
+    """Eq. 6 / 10 PyramidPool: adaptive average pools at bins (1, 3, 6, 8), flattened into
+    ``(N, C, 1 + 9 + 36 + 64)`` context tokens."""
+
+    def __init__(self, bins: Sequence[int] = (1, 3, 6, 8)):
+        super().__init__()
+        self.bins = tuple(bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.adaptive_avg_pool2d(x, b).flatten(2) for b in self.bins], dim=2)
+
+
+def _token_conv(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, bias=False), nn.BatchNorm1d(out_ch), nn.ReLU(inplace=True))
+
+
+class ContextAggregation(nn.Module):
+    """CA (Eqs. 8-9): attention from the level's features (queries) to the context tokens
+    (keys / values), concatenated with the features and projected back by Conv1x1-BN-ReLU."""
+
+    def __init__(self, channels: int, key_channels: int | None = None):
+        super().__init__()
+        kc = key_channels or max(channels // 2, 1)
+        self.query = nn.Conv2d(channels, kc, 1)
+        self.key = nn.Conv1d(channels, kc, 1)
+        self.value = nn.Conv1d(channels, channels, 1)
+        self.agg = conv_bn_relu(2 * channels, channels, 1)
+        self.scale = 1.0 / math.sqrt(kc)
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # (N, hw, kc)
+        attn = torch.softmax(q @ self.key(theta) * self.scale, dim=-1)  # (N, hw, T)
+        att = (attn @ self.value(theta).transpose(1, 2)).transpose(1, 2).reshape(n, c, h, w)
+        return self.agg(torch.cat([att, x], dim=1))
+
+
+class ContextUpdate(nn.Module):
+    """CU (Eqs. 10-11): pool the refined features into tokens, concat with the previous context,
+    Conv1x1-BN-ReLU back to C channels (the context stays at the token resolution)."""
+
+    def __init__(self, channels: int, bins: Sequence[int] = (1, 3, 6, 8)):
+        super().__init__()
+        self.pool = PyramidPoolTokens(bins)
+        self.update = _token_conv(2 * channels, channels)
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.update(torch.cat([self.pool(x), theta], dim=1))
+
+
+class SemanticHead(nn.Module):
+    """Sec. 4.2. ``X_L = Conv1x1(X)`` (D -> D_s); ``X_l = AvgPool(X_L, 2^(L-l))`` (Eq. 3); with
+    ``context``, ``X'_l = CA_l(X_l, theta_{l-1})``, ``theta_l = CU_l(X'_l, theta_{l-1})``,
+    ``theta_0 = PyramidPool(X_L)`` (Eqs. 4-6); ``Y_hat_l = ConvBlock_l(X'_l)`` (Eq. 7)."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, num_levels: int, context: bool = True,
+                 bins: Sequence[int] = (1, 3, 6, 8), dropout: float = 0.0):
+        super().__init__()
+        self.num_levels, self.context = num_levels, context
+        self.proj = conv_bn_relu(in_channels, channels, 1)
+        if context:
+            self.pool0 = PyramidPoolTokens(bins)
+            self.ca = nn.ModuleList(ContextAggregation(channels) for _ in range(num_levels))
+            self.cu = nn.ModuleList(ContextUpdate(channels, bins) for _ in range(num_levels - 1))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(channels, channels, 1), nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1))
+            for _ in range(num_levels))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        xl = self.proj(x)
+        L = self.num_levels
+        levels = [F.avg_pool2d(xl, 2 ** (L - 1 - i)) if i < L - 1 else xl for i in range(L)]
+        outs = []
+        theta = self.pool0(xl) if self.context else None
+        for i, feat in enumerate(levels):
+            if self.context:
+                feat = self.ca[i](feat, theta)
+                if i < L - 1:
+                    theta = self.cu[i](feat, theta)
+            outs.append(self.blocks[i](feat))
+        return outs
+
+
+class PyramidOutputModel(nn.Module):
+    """Backbone + fusion decoder (stride 4, D channels) + unity and semantic pyramids.
+
+    Args:
+        strides: coarse-to-fine level strides, finest 4, e.g. (32, 16, 8, 4) (paper) or (32, 4).
+            A single level ``(4,)`` is the "single output" baseline (Table 6).
+        tau: unity threshold of the fuse step (Eq. 2).
+        relabel_policy: "naive", "simple_fix" or "final" (Table 7).
+        output: ``"fuse"`` (Eq. 2) or ``"finest"`` (only the finest level: the pyramid acts as
+            auxiliary supervision, Table 8).
+
+    ``forward(x)`` -> ``{"out": (N, C, H, W) scores}`` (and, in train mode or with
+    ``return_pyramid``, ``"semantic"``, ``"unity"``, ``"level"``). Inputs whose H, W are not
+    multiples of the coarsest stride are resized (bilinear) to the nearest multiple, as the paper
+    says, and the output resized back to H x W. In fuse mode ``"out"`` holds the log of the fused
+    per-class probabilities (argmax = the fused label).
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, strides: Sequence[int] = (32, 16, 8, 4),
+                 decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
+                 context: bool = True, tau: float = 0.9, relabel_policy: str = "final", output: str = "fuse"):
+        super().__init__()
+        strides = tuple(int(s) for s in strides)
+        if strides[-1] != 4:
+            raise ValueError(f"the finest level must have stride 4 (the decoder's), got {strides}")
+        if len(strides) > 1:
+            check_strides(strides)
+        if output not in ("fuse", "finest"):
+            raise ValueError(f"output must be 'fuse' or 'finest', got {output!r}")
+        if relabel_policy not in POLICIES:
+            raise ValueError(f"relabel_policy must be one of {POLICIES}, got {relabel_policy!r}")
+        self.backbone, self.strides, self.tau = backbone, strides, tau
+        self.relabel_policy, self.output, self.num_classes = relabel_policy, output, num_classes
+        self.decoder = FusionDecoder(backbone.out_channels, decoder_channels)
+        self.unity_head = UnityHead(decoder_channels, unity_channels, [s // 4 for s in strides[:-1]]) \
+            if len(strides) > 1 else None
+        self.semantic_head = SemanticHead(decoder_channels, semantic_channels, num_classes, len(strides), context)
+        self.in_channels, self.return_pyramid = 3, False
+
+    @property
+    def output_stride(self) -> int:
+        return 4
+
+    def set_output_stride(self, output_stride: int) -> None:
+        raise ValueError("the pyramidal output model works at output stride 4 with an undilated backbone")
+
+    def _resized(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.strides[0]
+        h, w = x.shape[-2:]
+        th, tw = max(s, round(h / s) * s), max(s, round(w / s) * s)
+        return x if (th, tw) == (h, w) else F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        size = x.shape[-2:]
+        feat = self.decoder(self.backbone(self._resized(x)))
+        semantic = self.semantic_head(feat)
+        unity = self.unity_head(feat) if self.unity_head is not None else []
+        if self.output == "fuse" and unity:
+            probs, level = fuse([s.float().softmax(1) for s in semantic], unity, self.tau)
+            scores = probs.clamp_min(1e-8).log()
+        else:
+            scores, level = semantic[-1], None
+        out = {"out": F.interpolate(scores, size=size, mode="bilinear", align_corners=False)}
+        if self.training or self.return_pyramid:
+            out.update(semantic=semantic, unity=unity, level=level)
+        return out
+
+    def compute_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Eq. 1 on the relabelled pyramidal ground truth of ``target`` ``(N, H, W)``."""
+        h4, w4 = outputs["semantic"][-1].shape[-2:]
+        size = (h4 * 4, w4 * 4)
+        if target.shape[-2:] != size:
+            target = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        if len(self.strides) == 1:
+            loss = F.cross_entropy(F.interpolate(outputs["semantic"][0].float(), size=size, mode="bilinear",
+                                                 align_corners=False), target, ignore_index=IGNORE_INDEX)
+            return loss, {"loss": loss.detach()}
+        unity_gt, sem_gt = pyramid_ground_truth(target, self.strides)
+        unity_gt, sem_gt = relabel(unity_gt, sem_gt, self.relabel_policy, outputs["unity"], self.tau)
+        return pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt)
