@@ -106,6 +106,30 @@ def _predict(args) -> int:
     return 1 if failed else 0
 
 
+def _analyze(args) -> int:
+    from .config import load_config
+    from .data import build_dataset, build_eval_transform
+    from .engine.analyze import analyze_pyramid, format_analysis
+    from .engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from .engine.trainer import resolve_device
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = load_config(None, args.overrides, base=ckpt["config"])
+    device = resolve_device(args.device)
+    model, _ = model_from_checkpoint(ckpt, device=device)
+    d = cfg.data
+    split = args.split or d.val_split
+    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
+    if d.max_val_samples:
+        ds.pairs = ds.pairs[: d.max_val_samples]
+    result = analyze_pyramid(model, ds, device, progress=not args.no_progress)
+    print(format_analysis(result))
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"analysis_{split}.json")
+    out.write_text(json.dumps(result, indent=2))
+    print(f"analysis written to {out}")
+    return 0
+
+
 def _pack(args) -> int:
     """Strip a checkpoint to deployment weights (no optimizer, no auxiliary head), optionally fp16."""
     import torch
@@ -206,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="JSON path")
     _add_inference_flags(b)
     b.set_defaults(func=_benchmark)
+
+    a = sub.add_parser("analyze", help="pyramidal output: mIoU per (assigned, predicting) level, pixel shares")
+    a.add_argument("--checkpoint", required=True)
+    a.add_argument("overrides", nargs="*")
+    a.add_argument("--split")
+    a.add_argument("--out")
+    a.add_argument("--device", default="auto")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=_analyze)
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")

@@ -130,3 +130,26 @@ def test_pyramid_trains_on_camvid_with_each_policy(tmp_path, camvid_root):
             f"model.head.relabel_policy={policy}", "train.iters=2", "data.crop_size=[96,128]"])
         scores = train(cfg, progress=False)
         assert 0 <= scores["mIoU"] <= 100 and (work / "final.pt").is_file()
+
+
+def test_analyze_command_on_a_tiny_pyramid_run(tmp_path, camvid_root):
+    import json
+
+    from sceneparse.cli import main
+    from sceneparse.config import load_config
+    from sceneparse.engine.trainer import train
+
+    from .conftest import TINY
+
+    base = [o for o in TINY if not o.startswith("model.head.")]
+    work = tmp_path / "pyr"
+    train(load_config(None, base + [f"data.root={camvid_root}", f"work_dir={work}", "model.arch=pyramid_output",
+                                    "model.backbone=resnet18", "model.head.decoder_channels=16",
+                                    "model.head.semantic_channels=16", "model.head.strides=[32,16,8,4]",
+                                    "train.iters=2", "model.head.tau=0.5"]), progress=False)
+    out = tmp_path / "a.json"
+    assert main(["analyze", "--checkpoint", str(work / "final.pt"), f"data.root={camvid_root}",
+                 "data.max_val_samples=2", "--out", str(out), "--no-progress"]) == 0
+    r = json.loads(out.read_text())
+    assert len(r["mIoU"]) == 4 and all(len(row) == 4 for row in r["mIoU"])
+    assert sum(r["pixel_share"]) == pytest.approx(100.0)

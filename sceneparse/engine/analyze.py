@@ -1,0 +1,67 @@
+"""Analysis of a pyramidal-output model (Specialize and Fuse, Sec. 5.5 / Table 9).
+
+For every pixel, the fuse step (Eq. 2) assigns a pyramid level; ``analyze_pyramid`` scores, for
+each (assigned level a, predicting level p) pair, the mIoU of level p's own prediction on the
+pixels assigned to a -- the diagonal should win if each level specialised in its pixels -- and
+reports the share of labelled pixels decided at each level.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..metrics import ConfusionMatrix
+
+
+@torch.inference_mode()
+def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict:
+    """Returns ``{"strides", "pixel_share" (percent per assigned level), "mIoU" [a][p] (percent or None),
+    "fused_mIoU"}`` over ``dataset`` (whole-image inference, batch 1).
+
+    Raises:
+        ValueError: the model is not a pyramidal-output model with at least two levels.
+    """
+    if not hasattr(model, "unity_head") or model.unity_head is None:
+        raise ValueError("analyze needs a pyramid_output model with at least two levels")
+    model.eval()
+    model.return_pyramid = True
+    L, k = len(model.strides), dataset.num_classes
+    cms = [[ConfusionMatrix(k) for _ in range(L)] for _ in range(L)]
+    fused_cm = ConfusionMatrix(k)
+    counts = torch.zeros(L, dtype=torch.int64)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False, generator=torch.Generator())
+    try:
+        for batch in tqdm(loader, desc="analyze", disable=not progress, leave=False):
+            x, target = batch["image"].to(device), batch["label"]
+            out = model(x)
+            size = target.shape[-2:]
+            level = F.interpolate(out["level"][:, None].float(), size=size, mode="nearest")[:, 0].long().cpu()
+            fused_cm.update(out["out"].argmax(1).cpu(), target)
+            valid = target != 255
+            for a in range(L):
+                counts[a] += ((level == a) & valid).sum()
+            for p, sem in enumerate(out["semantic"]):
+                pred = F.interpolate(sem.float(), size=size, mode="bilinear", align_corners=False).argmax(1).cpu()
+                for a in range(L):
+                    sel = level == a
+                    if sel.any():
+                        cms[a][p].update(pred[sel], target[sel])
+    finally:
+        model.return_pyramid = False
+    share = (counts.double() / counts.sum().clamp(min=1) * 100).tolist()
+    miou = [[(None if cms[a][p].mat.sum() == 0 else cms[a][p].compute()["mIoU"]) for p in range(L)] for a in range(L)]
+    return {"strides": list(model.strides), "pixel_share": share, "mIoU": miou,
+            "fused_mIoU": fused_cm.compute()["mIoU"], "num_images": len(dataset)}
+
+
+def format_analysis(result: dict) -> str:
+    strides = result["strides"]
+    head = "assigned \\ predicting " + "".join(f"  s{s:<5}" for s in strides) + "   share %"
+    lines = [head]
+    for a, row in enumerate(result["mIoU"]):
+        cells = "".join("   -    " if v is None else f"  {v:6.2f}" for v in row)
+        lines.append(f"level s{strides[a]:<15}{cells}   {result['pixel_share'][a]:6.2f}")
+    lines.append(f"fused mIoU {result['fused_mIoU']:.2f}")
+    return "\n".join(lines)
