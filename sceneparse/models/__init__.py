@@ -40,12 +40,14 @@ def _build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int =
 
 def _build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int = 256,
                      aspp_rates: Sequence[int] = (6, 12, 18), image_pooling: bool = True, aux_head: bool = False,
-                     aux_channels: int = 256, dropout: float = 0.1, cascade_blocks: int = 0) -> SegmentationModel:
+                     aux_channels: int = 256, dropout: float = 0.1, cascade_blocks: int = 0,
+                     extra_conv: bool = False) -> SegmentationModel:
     """DeepLabv3 (Sec. 3.3): backbone [+ cascaded block5..] + ASPP head. ``aspp_rates`` are at OS16."""
     if cascade_blocks:
         backbone = CascadeBackbone(backbone, cascade_blocks, multi_grid=getattr(backbone, "multi_grid", None))
     head = ASPPHead(backbone.out_channels[-1], head_channels, num_classes, rates=aspp_rates,
-                    image_pooling=image_pooling, output_stride=backbone.output_stride, dropout=dropout)
+                    image_pooling=image_pooling, output_stride=backbone.output_stride, dropout=dropout,
+                    extra_conv=extra_conv)
     return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
 
 

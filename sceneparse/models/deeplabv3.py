@@ -4,7 +4,8 @@
   6, 12, 18 at output_stride 16, doubled at 8), all 256 filters + BN + ReLU,
   plus image-level features (global average pool, 1x1 conv + BN + ReLU,
   bilinear upsampling); concatenated, then 1x1 conv + BN + ReLU.
-- ``ASPPHead``: ASPP -> dropout -> 1x1 classifier (logits).
+- ``ASPPHead``: ASPP -> dropout -> 1x1 classifier (logits); ``extra_conv`` adds torchvision's
+  3x3 conv-BN-ReLU after ASPP.
 - ``CascadedBlocks`` (Sec. 3.2, Fig. 3b): block5..block7, replicas of the
   ResNet block4 design (3 bottleneck units, 512-2048 channels), each doubling
   the atrous rate once output_stride is reached, multi-grid unit rates
@@ -80,15 +81,18 @@ class ASPPHead(DecodeHead):
     """DeepLabv3 head: ASPP -> dropout -> 1x1 classifier."""
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, rates: Sequence[int] = (6, 12, 18),
-                 image_pooling: bool = True, output_stride: int = 16, dropout: float = 0.1, in_index: int = -1):
+                 image_pooling: bool = True, output_stride: int = 16, dropout: float = 0.1, in_index: int = -1,
+                 extra_conv: bool = False):
         super().__init__(in_channels, channels, num_classes, dropout, in_index)
         self.aspp = ASPP(in_channels, channels, rates, image_pooling, output_stride)
+        # torchvision's DeepLabHead adds a 3x3 conv-BN-ReLU after ASPP (not in the paper); for weight conversion
+        self.extra = conv_bn_relu(channels, channels) if extra_conv else nn.Identity()
 
     def set_output_stride(self, output_stride: int) -> None:
         self.aspp.set_output_stride(output_stride)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.aspp(x)
+        return self.extra(self.aspp(x))
 
 
 class CascadedBlocks(nn.Module):
