@@ -130,6 +130,31 @@ def _analyze(args) -> int:
     return 0
 
 
+def _check_data(args) -> int:
+    from .config import load_config
+    from .data import build_dataset
+    from .data.check import check_dataset, format_report
+
+    cfg = load_config(args.config, args.overrides)
+    d = cfg.data
+    report = {}
+    for split in args.splits or [d.train_split, d.val_split]:
+        ds = build_dataset(d.dataset, d.root, split)
+        report[split] = check_dataset(ds, progress=not args.no_progress)
+        print(f"[{d.dataset} / {split}] " + format_report(report[split]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 1 if any(r["problems"] for r in report.values()) else 0
+
+
+def _convert_sbd(args) -> int:
+    from .data.voc import convert_sbd
+
+    n = convert_sbd(args.sbd_root, args.voc_root)
+    print(f"wrote SegmentationClassAug/ and ImageSets/Segmentation/train_aug.txt ({n} training images)")
+    return 0
+
+
 def _pack(args) -> int:
     """Strip a checkpoint to deployment weights (no optimizer, no auxiliary head), optionally fp16."""
     import torch
@@ -239,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="auto")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_analyze)
+
+    c = sub.add_parser("check-data", help="scan a dataset's splits for bad files and report class frequencies")
+    c.add_argument("config")
+    c.add_argument("overrides", nargs="*")
+    c.add_argument("--splits", nargs="+", help="default: data.train_split and data.val_split")
+    c.add_argument("--out", help="JSON report path")
+    c.add_argument("--no-progress", action="store_true")
+    c.set_defaults(func=_check_data)
+
+    s = sub.add_parser("convert-sbd", help="SBD .mat annotations -> VOC SegmentationClassAug + train_aug.txt")
+    s.add_argument("sbd_root", help="benchmark_RELEASE/dataset (holds cls/, train.txt, val.txt)")
+    s.add_argument("voc_root", help="VOCdevkit/VOC2012")
+    s.set_defaults(func=_convert_sbd)
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")

@@ -48,6 +48,7 @@ class DataConfig:
     max_val_samples: int = 0
     bootstrap_classes: List[str] = field(default_factory=list)  # DeepLabv3 Sec. 4.4: duplicate images with these
     bootstrap_copies: int = 1  # extra copies of each such image
+    check: bool = True  # scan both splits for bad files before training (refuse with a report)
 
 
 @dataclass

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from ..config import save_config, to_dict
-from ..data import build_dataset, build_eval_transform, build_train_transform
+from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..losses import SegLoss
 from ..models import build_model
 from .checkpoint import atomic_save, list_checkpoints, load_checkpoint, load_model_weights
@@ -250,6 +250,14 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     torch.manual_seed(t.seed)
 
     train_ds, val_ds = _build_datasets(cfg)
+    if cfg.data.check:
+        from ..data.check import check_dataset, format_report
+
+        for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
+            report = check_dataset(ds, progress=progress)
+            if report["problems"]:
+                raise DataError(f"{cfg.data.dataset} split '{split}' has bad files; training refused:\n"
+                                + format_report(report))
     iters_per_epoch = len(train_ds) // t.batch_size
     if iters_per_epoch == 0:
         raise ValueError(f"{len(train_ds)} training samples are fewer than batch_size={t.batch_size}")

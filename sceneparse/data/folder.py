@@ -1,0 +1,46 @@
+"""A generic dataset for custom data: ``root/images/<split>/*`` + ``root/labels/<split>/<stem>.png``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import IGNORE_INDEX, DataError, SegmentationDataset
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class FolderDataset(SegmentationDataset):
+    """Custom data: ``root/classes.txt`` (one class name per line, id = line number from 0, optional
+    ``name r g b`` colour), images ``root/images/<split>/`` and single-channel label PNGs
+    ``root/labels/<split>/<image stem>.png`` with ids ``0..K-1`` or 255 (ignore)."""
+
+    def __init__(self, root: str | Path, split: str = "train", transform=None, seed: int = 0):
+        super().__init__(transform, seed)
+        self.root = Path(root)
+        classes = self.root / "classes.txt"
+        if not classes.is_file():
+            raise DataError(f"class list not found: {classes} (one class name per line)")
+        names, colours = [], []
+        rng = np.random.default_rng(0)
+        for line in classes.read_text().splitlines():
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) >= 4 and all(p.isdigit() for p in parts[-3:]):
+                names.append(" ".join(parts[:-3]))
+                colours.append(tuple(int(p) for p in parts[-3:]))
+            else:
+                names.append(line.strip())
+                colours.append(tuple(int(c) for c in rng.integers(0, 256, 3)))
+        if not names or len(names) > 255:
+            raise DataError(f"{classes} must list 1..255 classes, found {len(names)}")
+        self.CLASSES, self.PALETTE = tuple(names), tuple(colours)
+        img_dir, lbl_dir = self.root / "images" / split, self.root / "labels" / split
+        if not img_dir.is_dir():
+            raise DataError(f"image folder not found: {img_dir}")
+        for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            self.pairs.append((img, lbl_dir / f"{img.stem}.png"))
+        self._check_pairs(str(img_dir))
+        self.label_map[: len(names)] = np.arange(len(names))
+        self.label_map[IGNORE_INDEX] = IGNORE_INDEX

@@ -1,0 +1,117 @@
+"""Dataset readers on fixtures written in each dataset's exact on-disk encoding."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sceneparse.cli import main
+from sceneparse.data import Cityscapes, DataError, FolderDataset, PascalVOC
+from sceneparse.data.check import check_dataset
+from sceneparse.data.voc import convert_sbd, voc_palette
+
+
+def _rgb(path, h=8, w=10):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(path)
+
+
+def _palette_png(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(arr.astype(np.uint8), mode="P")
+    im.putpalette([c for rgb in voc_palette(256) for c in rgb])
+    im.save(path)
+
+
+def test_cityscapes_label_ids_and_train_ids(tmp_path):
+    root = tmp_path / "cityscapes"
+    _rgb(root / "leftImg8bit/val/aachen/aachen_000000_000019_leftImg8bit.png", 2, 4)
+    ids = np.array([[7, 26, 0, 33], [8, 1, 24, 255]], np.uint8)  # road, car, unlabeled, bicycle / sidewalk...
+    lbl = root / "gtFine/val/aachen/aachen_000000_000019_gtFine_labelIds.png"
+    lbl.parent.mkdir(parents=True)
+    Image.fromarray(ids).save(lbl)
+    ds = Cityscapes(root, "val")
+    assert ds.label_type == "labelIds"
+    assert ds[0]["label"].tolist() == [[0, 13, 255, 18], [1, 255, 11, 255]]
+    Image.fromarray(np.array([[0, 13, 255, 18], [1, 255, 11, 255]], np.uint8)).save(
+        str(lbl).replace("labelIds", "labelTrainIds"))
+    ds = Cityscapes(root, "val")
+    assert ds.label_type == "trainIds" and ds[0]["label"].tolist() == [[0, 13, 255, 18], [1, 255, 11, 255]]
+
+
+def test_cityscapes_category_iou():
+    from sceneparse.data.cityscapes import category_iou
+
+    conf = torch.zeros(19, 19, dtype=torch.int64)
+    conf[0, 1] = 10  # road predicted as sidewalk: wrong class, right category (flat)
+    conf[13, 13] = 5
+    s = category_iou(conf)
+    assert s["IoU_category"]["flat"] == 100.0 and s["IoU_category"]["vehicle"] == 100.0
+    assert s["IoU_category"]["sky"] is None
+
+
+def test_voc_palette_labels_and_sbd_conversion(tmp_path):
+    scipy_io = pytest.importorskip("scipy.io")
+    voc = tmp_path / "VOCdevkit/VOC2012"
+    seg = voc / "ImageSets/Segmentation"
+    seg.mkdir(parents=True)
+    (seg / "train.txt").write_text("a\n")
+    (seg / "val.txt").write_text("b\n")
+    for name in "abc":
+        _rgb(voc / f"JPEGImages/{name}.jpg", 4, 4)
+    _palette_png(voc / "SegmentationClass/a.png", np.array([[0, 15, 15, 255]] * 4))
+    _palette_png(voc / "SegmentationClass/b.png", np.zeros((4, 4)))
+    ds = PascalVOC(voc, "train")
+    assert ds[0]["label"][0].tolist() == [0, 15, 15, 255]  # palette indices, not colours
+    sbd = tmp_path / "benchmark_RELEASE/dataset"
+    (sbd / "cls").mkdir(parents=True)
+    (sbd / "train.txt").write_text("c\nb\n")
+    (sbd / "val.txt").write_text("a\n")
+    for name, value in (("a", 3), ("b", 4), ("c", 7)):
+        scipy_io.savemat(sbd / f"cls/{name}.mat", {"GTcls": {"Segmentation": np.full((4, 4), value, np.uint8)}})
+    assert convert_sbd(sbd, voc) == 2  # (SBD train+val + VOC train) - VOC val = {a, c}
+    aug = PascalVOC(voc, "train_aug")
+    labels = {p[1].stem: aug.load_label(p[1]) for p in aug.pairs}
+    assert set(labels) == {"a", "c"}
+    assert (labels["c"] == 7).all()
+    assert labels["a"][0].tolist() == [0, 15, 15, 255]  # VOC's own label wins over SBD's
+    with pytest.raises(DataError, match="convert-sbd"):
+        PascalVOC(tmp_path, "train_aug")
+
+
+def test_folder_dataset_and_check_data_report(tmp_path):
+    root = tmp_path / "custom"
+    root.mkdir()
+    (root / "classes.txt").write_text("background 0 0 0\nroad 128 64 128\ncar\n")
+    for name in ("ok", "big", "rgb", "mism"):
+        _rgb(root / f"images/train/{name}.jpg")
+    (root / "labels/train").mkdir(parents=True)
+    Image.fromarray(np.full((8, 10), 2, np.uint8)).save(root / "labels/train/ok.png")
+    Image.fromarray(np.full((8, 10), 9, np.uint8)).save(root / "labels/train/big.png")
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(root / "labels/train/rgb.png")  # colour label by mistake
+    Image.fromarray(np.zeros((9, 10), np.uint8)).save(root / "labels/train/mism.png")
+    _rgb(root / "images/train/nolabel.png")
+    ds = FolderDataset(root, "train")
+    assert ds.CLASSES == ("background", "road", "car") and ds.PALETTE[1] == (128, 64, 128)
+    report = check_dataset(ds, progress=False)
+    probs = {p["image"].rsplit("/", 1)[-1]: p["problem"] for p in report["problems"]}
+    assert set(probs) == {"big.jpg", "rgb.jpg", "mism.jpg", "nolabel.png"}
+    assert "[9]" in probs["big.jpg"] and "mode RGB" in probs["rgb.jpg"] and "size mismatch" in probs["mism.jpg"]
+    assert "not found" in probs["nolabel.png"]
+    assert report["class_pixels"] == {"background": 0, "road": 0, "car": 80}
+
+
+def test_training_refuses_bad_data_with_the_report(tmp_path, capsys):
+    root = tmp_path / "custom"
+    root.mkdir()
+    (root / "classes.txt").write_text("a\nb\n")
+    for split in ("train", "val"):
+        for i in range(2):
+            _rgb(root / f"images/{split}/{i}.png", 16, 16)
+            (root / f"labels/{split}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.full((16, 16), 5 if i else 1, np.uint8)).save(root / f"labels/{split}/{i}.png")
+    rc = main(["train", "configs/camvid/fcn_effl0.yaml", "data.dataset=folder", f"data.root={root}",
+               "model.pretrained=null", "train.iters=1", "train.batch_size=1", f"work_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "training refused" in err and "1.png has values [5]" in err
+    assert main(["check-data", "configs/camvid/fcn_effl0.yaml", "data.dataset=folder", f"data.root={root}",
+                 "--no-progress"]) == 1
