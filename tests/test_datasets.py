@@ -115,3 +115,43 @@ def test_training_refuses_bad_data_with_the_report(tmp_path, capsys):
     assert rc == 2 and "training refused" in err and "1.png has values [5]" in err
     assert main(["check-data", "configs/camvid/fcn_effl0.yaml", "data.dataset=folder", f"data.root={root}",
                  "--no-progress"]) == 1
+
+
+def test_class_iou_agrees_with_official_cityscapes_evaluation(tmp_path):
+    ev = pytest.importorskip("cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling")
+    from sceneparse.data.cityscapes import train_ids_to_label_ids
+    from sceneparse.metrics import ConfusionMatrix
+
+    rng = np.random.default_rng(0)
+    ds_root = tmp_path / "cs"
+    gts, preds = [], []
+    cm = ConfusionMatrix(19)
+    for i in range(5):
+        name = f"city_{i:06d}_000019"
+        gt = rng.integers(0, 34, (40, 60), dtype=np.uint8)  # every labelId, evaluated or not
+        gt[:10] = rng.choice([7, 26], (10, 60))  # some large agreeing regions
+        pred_train = rng.integers(0, 19, (40, 60), dtype=np.uint8)
+        pred_train[:10] = np.where(gt[:10] == 7, 0, 13)
+        if i == 0:
+            pred_train[pred_train == 18] = 17  # a class never predicted in this image
+        gpath = ds_root / f"gtFine/val/city/{name}_gtFine_labelIds.png"
+        ppath = tmp_path / f"pred/{name}.png"
+        gpath.parent.mkdir(parents=True, exist_ok=True)
+        ppath.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gt).save(gpath)
+        Image.fromarray(train_ids_to_label_ids(pred_train)).save(ppath)  # Cityscapes submission format
+        gts.append(str(gpath))
+        preds.append(str(ppath))
+        _rgb(ds_root / f"leftImg8bit/val/city/{name}_leftImg8bit.png", 40, 60)
+        target = Cityscapes(ds_root, "val").load_label(gpath)
+        cm.update(torch.from_numpy(pred_train.astype(np.int64)), torch.from_numpy(target.astype(np.int64)))
+    args = ev.args
+    args.evalInstLevelScore, args.quiet, args.JSONOutput = False, True, False
+    official = ev.evaluateImgLists(preds, gts, args)["classScores"]
+    ours = cm.compute(Cityscapes.CLASSES)["IoU"]
+    for name, value in ours.items():
+        ref = official[name]
+        if value is None:
+            assert np.isnan(ref)
+        else:
+            assert abs(value / 100 - ref) < 1e-6, name

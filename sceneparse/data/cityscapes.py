@@ -75,3 +75,12 @@ def category_iou(conf: "torch.Tensor") -> dict:  # noqa: F821
 
     s = scores_from_confusion(cat, list(CATEGORIES))
     return {"mIoU_category": s["mIoU"], "IoU_category": s["IoU"]}
+
+
+def train_ids_to_label_ids(pred: np.ndarray) -> np.ndarray:
+    """Convert a train-id prediction ``(H, W)`` to Cityscapes labelIds (the format the official
+    evaluation and benchmark server read). Ids outside 0..18 become 0 (unlabeled)."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for tid, lid in TRAIN_TO_LABEL.items():
+        lut[tid] = lid
+    return lut[pred.astype(np.uint8)]
