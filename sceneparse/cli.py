@@ -70,13 +70,23 @@ def _evaluate(args) -> int:
                              "scales": list(infer.scales), "flip": infer.flip})
     print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
     print(format_table(scores))
+    for key in ("score", "mIoU_category"):
+        if key in scores:
+            print(f"{key} {scores[key]:.2f}")
     if "boundary" in scores:
         b = scores["boundary"]
         print(f"boundary F-score ({b['tolerance_px']} px): F {b['F']:.2f}  P {b['precision']:.2f}  R {b['recall']:.2f}")
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"metrics_{split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2))
-    print(f"metrics written to {out}")
+    from .report import markdown_table, plot_confusion, plot_iou_bars
+
+    stem = out.with_suffix("")
+    title = f"{d.dataset} {split}, {Path(args.checkpoint).name}, output_stride {model.output_stride}"
+    stem.with_suffix(".md").write_text(markdown_table(scores, title))
+    plot_confusion(scores["confusion_matrix"], list(scores["IoU"]), f"{stem}_confusion.png")
+    plot_iou_bars(scores, f"{stem}_iou.png", ds.PALETTE)
+    print(f"metrics written to {out} (+ .md, _confusion.png, _iou.png)")
     return 0
 
 

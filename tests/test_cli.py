@@ -19,6 +19,11 @@ def test_evaluate_writes_json_with_standard_keys(tiny_run, camvid_root, tmp_path
                               "Car", "Pedestrian", "Bicyclist"]
     assert m["num_images"] == 3
     assert "mIoU" in capsys.readouterr().out
+    conf = np.array(m["confusion_matrix"])
+    assert conf.shape == (11, 11) and conf.sum() > 0
+    assert (tmp_path / "m.md").read_text().count("\n| ") == 12  # header + 11 classes
+    for png in ("m_confusion.png", "m_iou.png"):
+        assert Image.open(tmp_path / png).size[0] > 100
 
 
 def test_evaluate_at_other_output_stride(tiny_run, camvid_root, tmp_path):

@@ -155,3 +155,11 @@ def test_class_iou_agrees_with_official_cityscapes_evaluation(tmp_path):
             assert np.isnan(ref)
         else:
             assert abs(value / 100 - ref) < 1e-6, name
+
+
+def test_benchmark_protocol_scores(ade_root):
+    from sceneparse.data import ADE20K
+    from sceneparse.engine.evaluate import protocol_scores
+
+    ade = ADE20K(ade_root, "validation")
+    assert protocol_scores(ade, {"mIoU": 40.0, "aAcc": 80.0}, torch.zeros(150, 150))["score"] == 60.0
