@@ -153,3 +153,19 @@ def test_analyze_command_on_a_tiny_pyramid_run(tmp_path, camvid_root):
     r = json.loads(out.read_text())
     assert len(r["mIoU"]) == 4 and all(len(row) == 4 for row in r["mIoU"])
     assert sum(r["pixel_share"]) == pytest.approx(100.0)
+
+
+def test_fuse_equals_finest_level_when_no_cell_is_unity():
+    torch.manual_seed(0)
+    sem = [torch.randn(1, 3, 1, 1), torch.randn(1, 3, 2, 2), torch.randn(1, 3, 4, 4)]
+    fused, level = fuse(sem, [torch.full((1, 1, 1), 0.2), torch.full((1, 2, 2), 0.89)], tau=0.9)
+    assert torch.equal(fused, sem[-1]) and (level == 2).all()
+
+
+def test_loss_is_finite_with_all_ignore_levels():
+    unity, semantic = pyramid_ground_truth(torch.full((1, 4, 4), I), (4, 2, 1))
+    assert all((u == I).all() for u in unity)
+    logits = [torch.randn(1, 3, 1, 1, requires_grad=True), torch.randn(1, 3, 2, 2), torch.randn(1, 3, 4, 4)]
+    loss, _ = pyramid_loss(logits, [torch.rand(1, 1, 1), torch.rand(1, 2, 2)], unity, semantic)
+    assert torch.isfinite(loss) and loss.item() == 0.0
+    loss.backward()

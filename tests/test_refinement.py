@@ -162,3 +162,34 @@ def test_context_module_identity_init_and_dilations():
     with torch.no_grad():
         out, _ = cm(torch.rand(2, 3, 17, 19), logits)
     torch.testing.assert_close(out, logits.log_softmax(1), atol=1e-5, rtol=1e-5)
+
+
+def test_grn_zero_residual_returns_front_and_iterations_share_weights():
+    torch.manual_seed(0)
+    nets = [build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8) for _ in range(2)]
+    g1, g3 = GRN(nets[0], 3, iterations=1), GRN(nets[1], 3, iterations=3)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(g1) == count(g3)  # weight-shared: parameters independent of N
+    with torch.no_grad():
+        g3.net.decode_head.classifier.weight.zero_()
+        g3.net.decode_head.classifier.bias.zero_()
+    g3.eval()
+    logits = torch.randn(1, 3, 32, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(g3(torch.rand(1, 3, 32, 40), logits)["out"], logits)
+
+
+def test_frozen_parts_get_no_gradient():
+    from sceneparse.losses import SegLoss
+    from sceneparse.models.cascade import RefinementCascade
+
+    torch.manual_seed(0)
+    front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8)
+    grn = GRN(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8), 3, iterations=2)
+    lrn = LRN(3, m=3, channels=(8,) * 6)
+    cas = RefinementCascade(front, grn, lrn, train_stage="lrn").train()
+    loss, _ = SegLoss()(cas(torch.randn(2, 3, 32, 32)), torch.randint(0, 3, (2, 32, 32)))
+    loss.backward()
+    assert all(p.grad is None for p in front.parameters())
+    assert all(p.grad is None for p in grn.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lrn.parameters())
