@@ -53,7 +53,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 8
+    batch_size: int = 8  # global batch: split over torchrun processes and accumulation steps
+    accum_steps: int = 1  # gradient accumulation: micro-batches of batch_size / (processes * accum_steps)
     iters: int = 0  # total iterations; 0 -> derived from epochs
     epochs: int = 50
     lr: float = 0.01

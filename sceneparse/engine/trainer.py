@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
 import logging
 import math
 import random
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
@@ -42,20 +44,25 @@ LOG_FIELDS = ["iter", "epoch", "lr", "loss", "loss_aux", "val_mIoU", "val_aAcc",
 class EpochSampler(Sampler):
     """Yields ``(epoch, index)`` items: a fresh permutation per epoch drawn from ``seed + epoch``.
 
-    Each epoch yields ``iters_per_epoch * batch_size`` items (the incomplete last
-    batch is dropped), starting at iteration ``start_iter`` and stopping after
-    ``total_iters`` batches in all.
+    Each epoch has ``iters_per_epoch`` global batches of ``batch_size`` (the incomplete last batch
+    is dropped), from iteration ``start_iter`` to ``total_iters``. With ``world_size`` > 1, rank r
+    yields the r-th slice of every global batch, so N processes see exactly the samples (and, with
+    per-sample seeded augmentation, the same crops) as one process with the same global batch.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start_iter: int, total_iters: int):
+    def __init__(self, num_samples: int, batch_size: int, seed: int, start_iter: int, total_iters: int,
+                 rank: int = 0, world_size: int = 1):
         if num_samples < batch_size:
             raise ValueError(f"{num_samples} training samples are fewer than batch_size={batch_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.n, self.bs, self.seed = num_samples, batch_size, seed
         self.start, self.total = start_iter, total_iters
+        self.rank, self.world = rank, world_size
         self.iters_per_epoch = num_samples // batch_size
 
     def __len__(self) -> int:
-        return (self.total - self.start) * self.bs
+        return (self.total - self.start) * self.bs // self.world
 
     def __iter__(self):
         it = self.start
@@ -64,8 +71,10 @@ class EpochSampler(Sampler):
             perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)).tolist()
             first = (it % self.iters_per_epoch) * self.bs
             last = min(self.iters_per_epoch, it % self.iters_per_epoch + (self.total - it)) * self.bs
-            for i in perm[first:last]:
-                yield (epoch, i)
+            share = self.bs // self.world  # rank r takes slice r of every global batch
+            for b in range(first, last, self.bs):
+                for i in perm[b + self.rank * share: b + (self.rank + 1) * share]:
+                    yield (epoch, i)
             it += (last - first) // self.bs
 
 
@@ -87,6 +96,21 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; under ``torchrun`` (``WORLD_SIZE`` > 1) joins the process group
+    (NCCL on CUDA, gloo on CPU) and binds each process to ``cuda:LOCAL_RANK``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -236,14 +260,21 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         the last validation scores (dict, percent).
     """
     t = cfg.train
-    device = resolve_device(t.device)
+    rank, world, device = init_distributed(resolve_device(t.device))
+    main_proc = rank == 0
+    progress = progress and main_proc
     if t.threads:
         torch.set_num_threads(t.threads)
+    if t.batch_size % (world * t.accum_steps):
+        raise ValueError(f"train.batch_size {t.batch_size} must be divisible by processes x accum_steps "
+                         f"({world} x {t.accum_steps})")
+    micro_batch = t.batch_size // (world * t.accum_steps)
     work_dir = Path(cfg.work_dir)
     ckpt_dir = work_dir / "checkpoints"
-    work_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, work_dir / "config.yaml")
     log_path = work_dir / "log.csv"
+    if main_proc:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, work_dir / "config.yaml")
 
     random.seed(t.seed)
     np.random.seed(t.seed)
@@ -277,6 +308,10 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     set_train_mode(model, t.freeze_bn)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if world > 1 and device.type == "cuda":  # the papers' multi-GPU BN: statistics over the global batch
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif world > 1 and main_proc:
+        log.warning("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
     # pretrained backbones (any submodule named "backbone") learn at lr, new layers at lr * head_lr_mult;
     # frozen parameters (a refinement cascade's front, frozen BN) are left out
     ids = {id(p) for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] == "backbone"
@@ -301,13 +336,18 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         scaler.load_state_dict(ckpt["scaler"])
         start = ckpt["iter"]
         _set_rng_state(ckpt["rng"])
-        _truncate_log(log_path, start)
+        if main_proc:
+            _truncate_log(log_path, start)
         log.info("resumed from %s at iteration %d/%d", ckpt_path, start, total)
-    elif log_path.exists():
+    elif log_path.exists() and main_proc:
         log_path.unlink()
 
-    sampler = EpochSampler(len(train_ds), t.batch_size, t.seed, start, total)
-    loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+    raw = model  # the module itself: state dicts, evaluation, compute_loss
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    sampler = EpochSampler(len(train_ds), t.batch_size, t.seed, start, total, rank, world)
+    loader = DataLoader(train_ds, batch_size=micro_batch, sampler=sampler, num_workers=cfg.data.num_workers,
                         drop_last=True, pin_memory=device.type == "cuda",
                         generator=torch.Generator(),  # keep the global RNG untouched (exact resume)
                         persistent_workers=False)
@@ -315,7 +355,9 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     cfg_dict = to_dict(cfg)
 
     def save(it: int) -> None:
-        atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        if not main_proc:
+            return
+        atomic_save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iter": it,
                      "rng": _rng_state(), "config": cfg_dict, "meta": meta}, ckpt_dir / f"iter_{it:08d}.pt")
         for old in list_checkpoints(ckpt_dir)[: -t.keep_checkpoints]:
@@ -326,26 +368,44 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     t0 = time.time()
     bar = tqdm(total=total, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
     it = start
-    def step(batch, it: int) -> tuple[int, dict | None]:
-        """One optimisation step; returns the new iteration count and validation scores if it evaluated."""
+    def step(batches: list, it: int) -> tuple[int, dict | None]:
+        """One optimisation step over ``accum_steps`` micro-batches; returns the new iteration count
+        and the validation scores if it evaluated."""
         nonlocal skipped_nan
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True)
-        if t.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = model(images)
-        # a model with its own loss (the pyramidal output, Eq. 1) computes it; others use CE + aux
-        loss, parts = (model.compute_loss(outputs, labels) if hasattr(model, "compute_loss")
-                       else criterion(outputs, labels))
         optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            scaler.scale(loss).backward()
+        finite, sums = True, {}
+        for i, batch in enumerate(batches):
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            if t.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            sync = contextlib.nullcontext() if world == 1 or i == len(batches) - 1 else model.no_sync()
+            with sync:
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    outputs = model(images)
+                # a model with its own loss (the pyramidal output, Eq. 1) computes it; others use CE + aux
+                loss, parts = (raw.compute_loss(outputs, labels) if hasattr(raw, "compute_loss")
+                               else criterion(outputs, labels))
+                finite = finite and bool(torch.isfinite(loss))
+                if finite:
+                    scaler.scale(loss / len(batches)).backward()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v / len(batches)
+        parts = sums
+        if world > 1:  # every rank must agree on skipping, and the log shows the global mean
+            flag = torch.stack([torch.tensor(0.0 if finite else 1.0, device=device)]
+                               + [parts[k].to(device).float().reshape(()) for k in sorted(parts)])
+            dist.all_reduce(flag)
+            finite = flag[0].item() == 0
+            parts = {k: flag[1 + j] / world for j, k in enumerate(sorted(parts))}
+        batch = {"name": [n for b in batches for n in b["name"]]}
+        if finite:
             scaler.step(optimizer)
             scaler.update()
         else:  # never step on (nor checkpoint) a non-finite loss
+            optimizer.zero_grad(set_to_none=True)
             skipped_nan += 1
-            msg = (f"non-finite loss ({loss.item()}) at iteration {it + 1}, batch: {', '.join(batch['name'])}")
+            msg = (f"non-finite loss at iteration {it + 1}, batch: {', '.join(batch['name'])}")
             if skipped_nan > t.nan_skips:
                 raise FloatingPointError(f"{msg}; stopping (train.nan_skips={t.nan_skips}). The last good "
                                          f"checkpoint is in {ckpt_dir}")
@@ -356,12 +416,12 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         bar.update(1)
         bar.set_postfix(loss=f"{parts['loss'].item():.3f}", lr=f"{lr:.2e}")
         row, scores = None, None
-        if it % t.log_interval == 0 or it == total:
+        if main_proc and (it % t.log_interval == 0 or it == total):
             row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
                    "loss_aux": parts.get("loss_aux", parts.get("loss_unity", torch.tensor(float("nan")))).item(),
                    "time_s": round(time.time() - t0, 1)}
-        if it % eval_interval == 0 or it == total:
-            scores = evaluate_model(model, val_ds, device, progress=False,
+        if main_proc and (it % eval_interval == 0 or it == total):
+            scores = evaluate_model(raw, val_ds, device, progress=False,
                                     infer=InferenceConfig(channels_last=t.channels_last))
             row = row or {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr,
                           "time_s": round(time.time() - t0, 1)}
@@ -381,14 +441,14 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     with stop.installed():
         while it < total and not stop.signum:
             try:
-                batch = next(data_iter)
+                batches = [next(data_iter) for _ in range(t.accum_steps)]
             except StopIteration:
                 break
             except Exception:
                 if stop.signum:  # a loader worker died of the same Ctrl+C
                     break
                 raise
-            it, scores = step(batch, it)
+            it, scores = step(batches, it)
             last_scores = scores or last_scores
     bar.close()
     if stop.signum:
@@ -396,7 +456,11 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         raise TrainingInterrupted(f"stopped by signal {stop.signum} after iteration {it}; checkpoint saved in "
                                   f"{ckpt_dir}; continue with --resume auto")
 
-    atomic_save({"model": model.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt")
+    if world > 1:
+        dist.barrier()
+    if not main_proc:
+        return last_scores
+    atomic_save({"model": raw.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt")
     if last_scores:
         (work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
     try:
