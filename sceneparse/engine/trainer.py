@@ -364,7 +364,6 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             old.unlink(missing_ok=True)
 
     last_scores: dict = {}
-    set_train_mode(model, t.freeze_bn)
     t0 = time.time()
     bar = tqdm(total=total, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
     it = start

@@ -189,6 +189,7 @@ def convert_efficientnet_lite_state_dict(src: dict[str, torch.Tensor], model: nn
     """
     flat = [f"blocks.{s}.{j}" for s, stage in enumerate(model.blocks) for j in range(len(stage))]
     own = model.state_dict()
+    expanded = {int(k.split(".")[1]) for k in src if k.startswith("_blocks.") and "._expand_conv." in k}
     out = {}
     for key, value in src.items():
         parts = key.split(".")
@@ -196,7 +197,7 @@ def convert_efficientnet_lite_state_dict(src: dict[str, torch.Tensor], model: nn
             i, name, rest = int(parts[1]), parts[2], parts[3:]
             if i >= len(flat):
                 raise ValueError(f"reference block {i} beyond the {len(flat)} blocks of the timm model")
-            table = _IR_RENAME if any(k.startswith(f"_blocks.{i}._expand_conv") for k in src) else _DS_RENAME
+            table = _IR_RENAME if i in expanded else _DS_RENAME
             new = ".".join([flat[i], table[name], *rest])
         elif parts[0] in _TOP_RENAME:
             new = ".".join([_TOP_RENAME[parts[0]], *parts[1:]])
