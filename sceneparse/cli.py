@@ -10,11 +10,16 @@ from pathlib import Path
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
 
 
-def _inference_config(args):
+def _inference_config(args, mean=None, std=None):
     from .engine.inference import InferenceConfig
 
+    norm = {"mean": tuple(mean), "std": tuple(std)} if mean is not None else {}
+    crf = None
+    if getattr(args, "crf", False):
+        from .engine.crf import DenseCRF
+        crf = DenseCRF(iterations=args.crf_iterations)
     return InferenceConfig(mode=args.mode, crop_size=args.crop_size, stride=args.stride,
-                           scales=tuple(args.scales), flip=args.flip, window_batch=args.window_batch)
+                           scales=tuple(args.scales), flip=args.flip, window_batch=args.window_batch, crf=crf, **norm)
 
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
@@ -25,6 +30,8 @@ def _add_inference_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale TTA, e.g. 0.5 0.75 1 1.25 1.5 1.75")
     g.add_argument("--flip", action="store_true", help="left-right flip TTA")
     g.add_argument("--window-batch", type=int, default=4, help="windows per forward pass")
+    g.add_argument("--crf", action="store_true", help="dense CRF post-processing (needs pydensecrf2)")
+    g.add_argument("--crf-iterations", type=int, default=5, help="mean-field steps of --crf")
 
 
 def _train(args) -> int:
@@ -62,12 +69,12 @@ def _evaluate(args) -> int:
     ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
     if d.max_val_samples:
         ds.pairs = ds.pairs[: d.max_val_samples]
-    infer = _inference_config(args)
+    infer = _inference_config(args, d.mean, d.std)
     scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer,
                             boundary_tolerance=args.boundary_tolerance)
     scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
                   inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
-                             "scales": list(infer.scales), "flip": infer.flip})
+                             "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None})
     print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
     print(format_table(scores))
     for key in ("score", "mIoU_category"):
@@ -109,7 +116,8 @@ def _predict(args) -> int:
         print("error: no input images found", file=sys.stderr)
         return 2
     written, failed = predict_files(model, ckpt["meta"], paths, args.out, device, progress=not args.no_progress,
-                                    infer=_inference_config(args), max_whole_pixels=args.max_whole_pixels)
+                                    infer=_inference_config(args, ckpt["meta"].get("mean"), ckpt["meta"].get("std")),
+                                    max_whole_pixels=args.max_whole_pixels)
     print(f"parsed {len(written)} image(s) into {args.out}")
     for path, msg in failed.items():
         print(f"FAILED {path}: {msg}", file=sys.stderr)

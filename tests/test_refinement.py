@@ -67,7 +67,7 @@ def test_grn_iterates_a_shared_network_and_adds_residuals():
     torch.manual_seed(0)
     net = build_model("fcn", "resnet18", 3, output_stride=8, head_channels=8)
     rgb_weights = net.backbone.conv1.weight.detach().clone()
-    grn = GRN(net, num_classes=3, iterations=3).eval()
+    grn = GRN(net, num_classes=3, iterations=3, zero_init=False).eval()
     assert net.backbone.conv1.in_channels == 6
     torch.testing.assert_close(net.backbone.conv1.weight[:, :3], rgb_weights)  # pretrained RGB part kept
     img, logits = torch.rand(1, 3, 33, 41), torch.randn(1, 3, 33, 41)
@@ -170,13 +170,12 @@ def test_grn_zero_residual_returns_front_and_iterations_share_weights():
     g1, g3 = GRN(nets[0], 3, iterations=1), GRN(nets[1], 3, iterations=3)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(g1) == count(g3)  # weight-shared: parameters independent of N
+    g3.eval()  # default zero_init: the residual branch's classifier starts at zero
+    logits, img = torch.randn(1, 3, 32, 40), torch.rand(1, 3, 32, 40)
     with torch.no_grad():
-        g3.net.decode_head.classifier.weight.zero_()
-        g3.net.decode_head.classifier.bias.zero_()
-    g3.eval()
-    logits = torch.randn(1, 3, 32, 40)
-    with torch.no_grad():
-        torch.testing.assert_close(g3(torch.rand(1, 3, 32, 40), logits)["out"], logits)
+        torch.testing.assert_close(g3(img, logits)["out"], logits)
+        g_rand = GRN(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8), 3, zero_init=False).eval()
+        assert (g_rand(img, logits)["out"] - logits).abs().max() > 1e-3
 
 
 def test_frozen_parts_get_no_gradient():

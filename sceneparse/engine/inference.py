@@ -1,4 +1,5 @@
-"""Inference engine shared by every model: whole image, sliding window, multi-scale + flip TTA.
+"""Inference engine shared by every model: whole image, sliding window, multi-scale + flip TTA,
+optional dense-CRF post-processing.
 
 All modes return class **probabilities** ``(N, K, H, W)`` at the input's
 resolution. Multi-scale and flip average softmax probabilities over the
@@ -30,6 +31,9 @@ class InferenceConfig:
         flip: also run the left-right flipped input.
         window_batch: windows per forward pass in slide mode.
         channels_last: feed NHWC tensors (faster on CPU).
+        crf: a ``DenseCRF`` applied to the averaged probabilities (needs ``mean``/``std`` to
+            recover the RGB image from the normalised input), or None.
+        mean, std: the input normalisation (RGB in [0, 1]); used by the CRF only.
     """
 
     mode: str = "whole"
@@ -39,6 +43,9 @@ class InferenceConfig:
     flip: bool = False
     window_batch: int = 4
     channels_last: bool = True
+    crf: object | None = None
+    mean: Sequence[float] = (0.485, 0.456, 0.406)
+    std: Sequence[float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self):
         if self.mode not in ("whole", "slide"):
@@ -119,7 +126,14 @@ def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) 
             if p.shape[-2:] != (h, w):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
             total = p if total is None else total + p
-    return total / (len(cfg.scales) * (2 if cfg.flip else 1))
+    probs = total / (len(cfg.scales) * (2 if cfg.flip else 1))
+    if cfg.crf is not None:
+        mean = x.new_tensor(cfg.mean)[:, None, None]
+        std = x.new_tensor(cfg.std)[:, None, None]
+        for i in range(x.shape[0]):
+            rgb = ((x[i] * std + mean) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+            probs[i] = cfg.crf(probs[i], rgb.cpu().numpy())
+    return probs
 
 
 def predict_labels(model, image: torch.Tensor, cfg: InferenceConfig | None = None) -> torch.Tensor:

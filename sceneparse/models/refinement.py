@@ -134,6 +134,10 @@ class GRN(nn.Module):
             from small random weights. Its ``"out"`` is the residual.
         num_classes: K.
         iterations: N weight-shared refinement steps (default 3).
+        zero_init: zero the last layer (``net.decode_head.classifier``) so that an untrained GRN
+            predicts a zero residual and returns the front confidences unchanged; training then
+            starts from the front's accuracy instead of a random perturbation of it (our choice:
+            the paper does not say how the residual branch is initialised).
 
     ``forward(image01, logits)`` returns ``{"out": u_N, "residual": r_N, "steps": [u_1..u_N]}``
     where ``u_n = u_{n-1} + net([image01, softmax(u_{n-1})])`` and ``u_0`` = front logits.
@@ -142,7 +146,7 @@ class GRN(nn.Module):
     """
 
     def __init__(self, net: nn.Module, num_classes: int, iterations: int = 3,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, zero_init: bool = True):
         super().__init__()
         if iterations < 1:
             raise ValueError("iterations must be >= 1")
@@ -150,6 +154,12 @@ class GRN(nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         _widen_first_conv(net, num_classes)
+        last = getattr(getattr(net, "decode_head", None), "classifier", None)
+        if zero_init and isinstance(last, nn.Conv2d):
+            with torch.no_grad():
+                last.weight.zero_()
+                if last.bias is not None:
+                    last.bias.zero_()
 
     def step(self, image01: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         rgb = (image01 - self.mean) / self.std
