@@ -173,6 +173,22 @@ def _convert_sbd(args) -> int:
     return 0
 
 
+def _convert_pascal_context(args) -> int:
+    from .data.pascal_context import convert_pascal_context
+
+    n = convert_pascal_context(args.context_root, args.voc2010_root, progress=not args.no_progress)
+    print(f"wrote SegmentationClassContext/ and ImageSets/SegmentationContext/ (train {n['train']}, val {n['val']})")
+    return 0
+
+
+def _convert_cocostuff10k(args) -> int:
+    from .data.coco_stuff import convert_cocostuff10k
+
+    n = convert_cocostuff10k(args.root, progress=not args.no_progress)
+    print(f"wrote {n} label PNGs to {Path(args.root) / 'annotations_png'}")
+    return 0
+
+
 def _pack(args) -> int:
     """Strip a checkpoint to deployment weights (no optimizer, no auxiliary head), optionally fp16."""
     import torch
@@ -295,6 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("sbd_root", help="benchmark_RELEASE/dataset (holds cls/, train.txt, val.txt)")
     s.add_argument("voc_root", help="VOCdevkit/VOC2012")
     s.set_defaults(func=_convert_sbd)
+
+    pc = sub.add_parser("convert-pascal-context", help="Pascal-Context trainval/*.mat -> 60-class PNGs + split lists")
+    pc.add_argument("context_root", help="extracted trainval.tar.gz (holds trainval/*.mat, labels.txt)")
+    pc.add_argument("voc2010_root", help="VOCdevkit/VOC2010")
+    pc.add_argument("--no-progress", action="store_true")
+    pc.set_defaults(func=_convert_pascal_context)
+
+    cs = sub.add_parser("convert-cocostuff10k", help="COCO-Stuff 10k annotations/*.mat -> annotations_png/*.png")
+    cs.add_argument("root", help="the extracted cocostuff-10k-v1.1 folder (images/, annotations/, imageLists/)")
+    cs.add_argument("--no-progress", action="store_true")
+    cs.set_defaults(func=_convert_cocostuff10k)
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")

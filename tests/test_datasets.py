@@ -163,3 +163,70 @@ def test_benchmark_protocol_scores(ade_root):
 
     ade = ADE20K(ade_root, "validation")
     assert protocol_scores(ade, {"mIoU": 40.0, "aAcc": 80.0}, torch.zeros(150, 150))["score"] == 60.0
+
+
+def test_pascal_context_conversion_and_both_variants(tmp_path):
+    import scipy.io
+
+    from sceneparse.data import PascalContext, PascalContext59
+    from sceneparse.data.pascal_context import CONTEXT59_CLASSES, CONTEXT59_IDS, convert_pascal_context
+
+    ctx, voc = tmp_path / "context", tmp_path / "VOC2010"
+    (ctx / "trainval").mkdir(parents=True)
+    # official labels.txt: "<id>: <name>", 459 lines; fill the 59 used ids with their names
+    names = {i: f"other{i}" for i in range(1, 460)}
+    names.update(dict(zip(CONTEXT59_IDS, CONTEXT59_CLASSES)))
+    (ctx / "labels.txt").write_text("\n".join(f"{i}: {n}" for i, n in names.items()) + "\n")
+    # LabelMap uint16 with 459-class ids: aeroplane (2), wood (458), unused id 1 and 0 -> background
+    lm = np.array([[2, 458, 1], [0, 440, 2]], np.uint16)
+    for name in ("2008_000001", "2008_000002", "2008_000003"):
+        scipy.io.savemat(ctx / "trainval" / f"{name}.mat", {"LabelMap": lm})
+        _rgb(voc / "JPEGImages" / f"{name}.jpg", 2, 3)
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    (voc / "ImageSets/Main/train.txt").write_text("2008_000001\n2008_000002\n2008_000099\n")  # 99: no annotation
+    (voc / "ImageSets/Main/val.txt").write_text("2008_000003\n")
+    assert main(["convert-pascal-context", str(ctx), str(voc), "--no-progress"]) == 0
+    assert (voc / "ImageSets/SegmentationContext/train.txt").read_text().split() == ["2008_000001", "2008_000002"]
+    ds60, ds59 = PascalContext(voc, "train"), PascalContext59(voc, "val")
+    assert ds60.num_classes == 60 and ds59.num_classes == 59 and len(ds60) == 2 and len(ds59) == 1
+    wall = CONTEXT59_CLASSES.index("wall")
+    assert ds60.load_pair(0)[1].tolist() == [[1, 59, 0], [0, wall + 1, 1]]
+    assert ds59.load_pair(0)[1].tolist() == [[0, 58, 255], [255, wall, 0]]
+    # a different 459-class list is refused instead of silently mis-mapped
+    (ctx / "labels.txt").write_text("2: person\n")
+    with pytest.raises(DataError, match="id 2"):
+        convert_pascal_context(ctx, voc, progress=False)
+
+
+def test_coco_stuff_164k_png_and_10k_mat(tmp_path):
+    import scipy.io
+
+    from sceneparse.data import CocoStuff10k, CocoStuff164k
+    from sceneparse.data.coco_stuff import COCO_STUFF_CLASSES
+
+    assert len(COCO_STUFF_CLASSES) == 171 and COCO_STUFF_CLASSES[80] == "banner"
+    root = tmp_path / "coco164k"
+    _rgb(root / "images/val2017/000000000139.jpg", 2, 3)
+    # 164k PNG values = COCO id - 1: person (0), street sign (11, unused), stop sign (12), wood (181), unlabeled
+    Image.fromarray(np.array([[0, 11, 12], [181, 255, 91]], np.uint8)).save(
+        _mk(root / "annotations/val2017/000000000139.png"))
+    ds = CocoStuff164k(root, "val2017")
+    assert ds.num_classes == 171
+    assert ds.load_pair(0)[1].tolist() == [[0, 255, 11], [170, 255, 80]]
+    # 10k: .mat field S = COCO id (1-based), 0 = unlabeled
+    r10 = tmp_path / "cocostuff-10k"
+    (r10 / "annotations").mkdir(parents=True)
+    scipy.io.savemat(r10 / "annotations/COCO_train2014_000000000077.mat",
+                     {"S": np.array([[1, 12, 13], [182, 0, 92]], np.uint16)})
+    _rgb(r10 / "images/COCO_train2014_000000000077.jpg", 2, 3)
+    (r10 / "imageLists").mkdir()
+    (r10 / "imageLists/train.txt").write_text("COCO_train2014_000000000077\n")
+    with pytest.raises(DataError, match="convert-cocostuff10k"):
+        CocoStuff10k(r10, "train")
+    assert main(["convert-cocostuff10k", str(r10), "--no-progress"]) == 0
+    assert CocoStuff10k(r10, "train").load_pair(0)[1].tolist() == [[0, 255, 11], [170, 255, 80]]
+
+
+def _mk(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

@@ -153,6 +153,7 @@ def test_analyze_command_on_a_tiny_pyramid_run(tmp_path, camvid_root):
     r = json.loads(out.read_text())
     assert len(r["mIoU"]) == 4 and all(len(row) == 4 for row in r["mIoU"])
     assert sum(r["pixel_share"]) == pytest.approx(100.0)
+    assert len(r["level_mIoU"]) == 4 and all(0 <= v <= 100 for v in r["level_mIoU"])
 
 
 def test_fuse_equals_finest_level_when_no_cell_is_unity():

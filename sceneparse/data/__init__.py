@@ -5,7 +5,9 @@ from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_image, read_label
 from .camvid import CamVid
 from .cityscapes import Cityscapes
+from .coco_stuff import CocoStuff10k, CocoStuff164k
 from .folder import FolderDataset
+from .pascal_context import PascalContext, PascalContext59
 from .voc import PascalVOC
 from .transforms import build_eval_transform, build_train_transform
 
@@ -14,6 +16,10 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
     "ade20k": ADE20K,
     "cityscapes": Cityscapes,
     "voc": PascalVOC,
+    "pascal_context": PascalContext,
+    "pascal_context_59": PascalContext59,
+    "coco_stuff164k": CocoStuff164k,
+    "coco_stuff10k": CocoStuff10k,
     "folder": FolderDataset,
 }
 
@@ -25,5 +31,6 @@ def build_dataset(name: str, root: str, split: str, transform=None, seed: int = 
     return DATASETS[name](root, split, transform=transform, seed=seed)
 
 
-__all__ = ["ADE20K", "CamVid", "Cityscapes", "FolderDataset", "PascalVOC", "DATASETS", "DataError", "IGNORE_INDEX", "SegmentationDataset", "build_dataset",
+__all__ = ["ADE20K", "CamVid", "Cityscapes", "CocoStuff10k", "CocoStuff164k", "FolderDataset", "PascalContext",
+           "PascalContext59", "PascalVOC", "DATASETS", "DataError", "IGNORE_INDEX", "SegmentationDataset", "build_dataset",
            "build_eval_transform", "build_train_transform", "read_image", "read_label"]

@@ -3,7 +3,9 @@
 For every pixel, the fuse step (Eq. 2) assigns a pyramid level; ``analyze_pyramid`` scores, for
 each (assigned level a, predicting level p) pair, the mIoU of level p's own prediction on the
 pixels assigned to a -- the diagonal should win if each level specialised in its pixels -- and
-reports the share of labelled pixels decided at each level.
+reports the share of labelled pixels decided at each level. ``level_mIoU`` scores each level's
+prediction on all pixels: its last entry is the "finest level only" output of Table 8 (the
+pyramid used as auxiliary supervision), to compare with ``fused_mIoU``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ..metrics import ConfusionMatrix
 @torch.inference_mode()
 def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict:
     """Returns ``{"strides", "pixel_share" (percent per assigned level), "mIoU" [a][p] (percent or None),
-    "fused_mIoU"}`` over ``dataset`` (whole-image inference, batch 1).
+    "level_mIoU" [p] (percent, all pixels), "fused_mIoU"}`` over ``dataset`` (whole-image inference, batch 1).
 
     Raises:
         ValueError: the model is not a pyramidal-output model with at least two levels.
@@ -30,6 +32,7 @@ def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict
     L, k = len(model.strides), dataset.num_classes
     cms = [[ConfusionMatrix(k) for _ in range(L)] for _ in range(L)]
     fused_cm = ConfusionMatrix(k)
+    level_cms = [ConfusionMatrix(k) for _ in range(L)]
     counts = torch.zeros(L, dtype=torch.int64)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, generator=torch.Generator())
     try:
@@ -44,6 +47,7 @@ def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict
                 counts[a] += ((level == a) & valid).sum()
             for p, sem in enumerate(out["semantic"]):
                 pred = F.interpolate(sem.float(), size=size, mode="bilinear", align_corners=False).argmax(1).cpu()
+                level_cms[p].update(pred, target)
                 for a in range(L):
                     sel = level == a
                     if sel.any():
@@ -53,6 +57,7 @@ def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict
     share = (counts.double() / counts.sum().clamp(min=1) * 100).tolist()
     miou = [[(None if cms[a][p].mat.sum() == 0 else cms[a][p].compute()["mIoU"]) for p in range(L)] for a in range(L)]
     return {"strides": list(model.strides), "pixel_share": share, "mIoU": miou,
+            "level_mIoU": [cm.compute()["mIoU"] for cm in level_cms],
             "fused_mIoU": fused_cm.compute()["mIoU"], "num_images": len(dataset)}
 
 
@@ -63,5 +68,8 @@ def format_analysis(result: dict) -> str:
     for a, row in enumerate(result["mIoU"]):
         cells = "".join("   -    " if v is None else f"  {v:6.2f}" for v in row)
         lines.append(f"level s{strides[a]:<15}{cells}   {result['pixel_share'][a]:6.2f}")
+    if "level_mIoU" in result:
+        cells = "".join(f"  {v:6.2f}" for v in result["level_mIoU"])
+        lines.append(f"{'all pixels':<22}{cells}")
     lines.append(f"fused mIoU {result['fused_mIoU']:.2f}")
     return "\n".join(lines)
