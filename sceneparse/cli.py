@@ -173,6 +173,21 @@ def _convert_sbd(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.export import export_onnx, onnx_parity
+
+    model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+    path = export_onnx(model, args.out, tuple(args.size))
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; dynamic batch, height, width)")
+    if args.check:
+        h, w = args.size
+        r = onnx_parity(path, model, [(h, w), (h * 3 // 4 + 5, w + 37)])
+        print(f"onnxruntime vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, argmax agreement "
+              f"{100 * r['argmax_agreement']:.3f}% ({', '.join(r['per_size'])})")
+    return 0
+
+
 def _convert_pascal_context(args) -> int:
     from .data.pascal_context import convert_pascal_context
 
@@ -212,21 +227,36 @@ def _benchmark(args) -> int:
     from . import build_model
     from .engine.benchmark import benchmark_inference
     from .engine.checkpoint import model_from_checkpoint
+    from .engine.optimize import optimize_for_inference
     from .engine.trainer import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    if args.checkpoint:
-        model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+    if args.compare:
+        from .engine.compare import compare_with_peer
+
+        result = compare_with_peer(args.compare, args.arch, tuple(args.size), args.batch, args.num_classes,
+                                   args.repeats, args.warmup, bf16=args.bf16, compile=args.compile)
+        s = result["speedup_ours_over_peer"]
+        print(f"{result['comparison']}: ours {result['images_per_s']['ours']:.3f} img/s, peer "
+              f"{result['images_per_s']['peer']:.3f} img/s, speed-up {s:.2f}x; "
+              f"{100 * result['fraction_of_fp32_peak']['ours']:.0f}% of the fp32 matmul peak "
+              f"({result['matmul_peak_fp32_gflops_per_s']:.0f} GFLOP/s)")
     else:
-        model = build_model(args.arch, args.backbone, args.num_classes, args.output_stride or 8)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    result = benchmark_inference(model, tuple(args.size), args.batch, _inference_config(args), args.repeats,
-                                 args.warmup, device)
-    result.update(arch=args.arch if not args.checkpoint else "checkpoint:" + str(args.checkpoint),
-                  backbone=args.backbone, output_stride=model.output_stride)
+        device = resolve_device(args.device)
+        if args.checkpoint:
+            model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+        else:
+            model = build_model(args.arch, args.backbone, args.num_classes, args.output_stride or 8)
+        model = model.to(device)
+        model = optimize_for_inference(model, fold_bn=args.fold_bn, channels_last=args.channels_last,
+                                       dtype=torch.bfloat16 if args.bf16 else torch.float32, compile=args.compile,
+                                       example=torch.randn(1, 3, 64, 64, device=device))
+        result = benchmark_inference(model, tuple(args.size), args.batch, _inference_config(args), args.repeats,
+                                     args.warmup, device)
+        result.update(arch=args.arch if not args.checkpoint else "checkpoint:" + str(args.checkpoint),
+                      backbone=args.backbone, output_stride=getattr(model, "output_stride", None),
+                      fold_bn=args.fold_bn, bf16=args.bf16, compile=args.compile)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--threads", type=int, default=0)
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    b.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="fold BatchNorm into the preceding convolutions")
+    b.add_argument("--bf16", action="store_true", help="bf16 weights and inputs (fast path; AMX / tensor cores)")
+    b.add_argument("--compile", action="store_true", help="torch.compile the model (slow first call)")
+    b.add_argument("--compare", choices=("torchvision", "smp"),
+                   help="time the closest peer model in the same process (alternating runs), report ratios")
     b.add_argument("--device", default="auto")
     b.add_argument("--out", help="JSON path")
     _add_inference_flags(b)
@@ -322,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     cs.add_argument("root", help="the extracted cocostuff-10k-v1.1 folder (images/, annotations/, imageLists/)")
     cs.add_argument("--no-progress", action="store_true")
     cs.set_defaults(func=_convert_cocostuff10k)
+
+    x = sub.add_parser("export", help="ONNX export (dynamic batch, H, W), checked with onnxruntime")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True, help="model.onnx path")
+    x.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="tracing example size")
+    x.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    x.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare with PyTorch under onnxruntime at two sizes (needs onnxruntime)")
+    x.set_defaults(func=_export)
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")

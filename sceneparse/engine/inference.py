@@ -62,6 +62,9 @@ class InferenceConfig:
 
 
 def _forward(model, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    dtype = next(model.parameters()).dtype  # bf16 weights (the fast path) take bf16 inputs
+    if x.dtype != dtype:
+        x = x.to(dtype)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return model(x)["out"].float().softmax(1)

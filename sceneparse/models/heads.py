@@ -98,8 +98,7 @@ class PyramidPoolingModule(nn.Module):
 
     def pooled(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The pooled maps before reduction: ``[(N, C, b, b) for b in bins]``."""
-        fn = F.adaptive_avg_pool2d if self.pool == "avg" else F.adaptive_max_pool2d
-        return [fn(x, b) for b in self.bins]
+        return [adaptive_pool2d(x, b, self.pool) for b in self.bins]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
@@ -107,6 +106,30 @@ class PyramidPoolingModule(nn.Module):
         for pooled, branch in zip(self.pooled(x), self.branches):
             outs.append(F.interpolate(branch(pooled), size=size, mode="bilinear", align_corners=False))
         return torch.cat(outs, dim=1)
+
+
+def adaptive_pool2d(x: torch.Tensor, bins: int, mode: str = "avg") -> torch.Tensor:
+    """``F.adaptive_{avg,max}_pool2d(x, bins)`` that stays correct for any input size in an ONNX
+    export with dynamic H, W.
+
+    PyTorch's exporters bake the bin boundaries of adaptive pooling for the example input's size,
+    so an exported PSPNet silently pools the wrong cells at another size. While exporting
+    (``torch.compiler.is_exporting()``), the bins are cut with PyTorch's own boundaries
+    (``floor(i * H / b)`` to ``ceil((i + 1) * H / b)``) as slices of symbolic size; otherwise the
+    native op runs. ``x``: ``(N, C, H, W)``; returns ``(N, C, bins, bins)``.
+    """
+    if bins == 1 or not torch.compiler.is_exporting():
+        if bins == 1:
+            return x.mean((2, 3), keepdim=True) if mode == "avg" else x.amax((2, 3), keepdim=True)
+        return (F.adaptive_avg_pool2d if mode == "avg" else F.adaptive_max_pool2d)(x, bins)
+    h, w = x.shape[-2:]
+    reduce = (lambda t: t.mean((2, 3))) if mode == "avg" else (lambda t: t.amax((2, 3)))  # noqa: E731
+    rows = []
+    for i in range(bins):
+        hs, he = (i * h) // bins, -((-(i + 1) * h) // bins)
+        cells = [reduce(x[:, :, hs:he, (j * w) // bins: -((-(j + 1) * w) // bins)]) for j in range(bins)]
+        rows.append(torch.stack(cells, dim=-1))
+    return torch.stack(rows, dim=-2)
 
 
 class PSPHead(DecodeHead):

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.base import IGNORE_INDEX
-from .heads import conv_bn_relu
+from .heads import adaptive_pool2d, conv_bn_relu
 from .pyramid import POLICIES, check_strides, fuse, pyramid_ground_truth, pyramid_loss, relabel
 
 
@@ -77,7 +77,7 @@ class PyramidPoolTokens(nn.Module):
         self.bins = tuple(bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([F.adaptive_avg_pool2d(x, b).flatten(2) for b in self.bins], dim=2)
+        return torch.cat([adaptive_pool2d(x, b).flatten(2) for b in self.bins], dim=2)
 
 
 def _token_conv(in_ch: int, out_ch: int) -> nn.Sequential:

@@ -1,0 +1,123 @@
+"""Inference optimisations (BN folding, bf16), peer comparison, ONNX export, dense CRF."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from sceneparse.models import build_model
+from sceneparse.engine.optimize import fold_batchnorm, optimize_for_inference
+
+
+def _randomise_bn(model):
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=g) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,backbone", [("pspnet", "resnet18"), ("deeplabv3", "resnet18"),
+                                           ("fcn", "efficientnet_lite0")])
+def test_bn_folding_leaves_outputs_equal(arch, backbone):
+    torch.manual_seed(0)
+    model = _randomise_bn(build_model(arch, backbone, 5, output_stride=16, head_channels=32, aux_head=False))
+    x = torch.randn(2, 3, 67, 91)
+    with torch.no_grad():
+        ref = model(x)["out"]
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    folded = fold_batchnorm(model)
+    assert folded == n_bn  # every BN of these models follows a convolution
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        err = (model(x)["out"] - ref).abs().max().item()
+    # float32 rounding of the re-associated products: 1e-5 of the logits' scale
+    assert err <= 1e-5 * max(1.0, ref.abs().max().item()), (err, ref.abs().max().item())
+
+
+def test_bn_folding_refuses_training_mode_and_keeps_timm_activations():
+    model = build_model("fcn", "efficientnet_lite0", 3, output_stride=16, head_channels=8, aux_head=False)
+    with pytest.raises(ValueError, match="eval"):
+        fold_batchnorm(model.train())
+    n_act = sum(isinstance(m, nn.ReLU6) for m in model.modules())  # inside timm's BatchNormAct2d
+    fold_batchnorm(model.eval())
+    assert sum(isinstance(m, nn.ReLU6) for m in model.modules()) == n_act > 0  # BatchNormAct2d -> its act
+
+
+def test_bf16_fast_path_stays_close_to_fp32():
+    from sceneparse.engine.inference import InferenceConfig, infer_probs
+
+    torch.manual_seed(0)
+    model = _randomise_bn(build_model("pspnet", "resnet18", 4, output_stride=16, head_channels=32, aux_head=False))
+    x = torch.randn(1, 3, 64, 80)
+    p32 = infer_probs(model, x, InferenceConfig())
+    fast = optimize_for_inference(model, dtype=torch.bfloat16)
+    assert next(fast.parameters()).dtype == torch.bfloat16
+    p16 = infer_probs(fast, x, InferenceConfig())  # the input is cast to the weights' dtype
+    assert p16.dtype == torch.float32 and (p16 - p32).abs().max() < 0.1
+
+
+def test_compare_with_torchvision_same_weights_equal_outputs():
+    from sceneparse.engine.compare import alternate_timings, compare_with_peer
+
+    r = compare_with_peer("torchvision", size=(64, 64), num_classes=3, repeats=2, warmup=1)
+    assert r["max_abs_diff_logits"] < 1e-3 and r["argmax_agreement"] > 0.999
+    assert r["gflops_per_image"]["peer"] == pytest.approx(r["gflops_per_image"]["ours"], rel=1e-6)
+    assert len(r["latency_s_all"]["peer"]) == 2 and r["speedup_ours_over_peer"] > 0
+    order = []
+    alternate_timings({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=2, warmup=0)
+    assert order == ["a", "b", "a", "b"]  # alternating, not one block after the other
+
+
+def test_compare_with_smp_runs():
+    pytest.importorskip("segmentation_models_pytorch")
+    from sceneparse.engine.compare import compare_with_peer
+
+    r = compare_with_peer("smp", arch="pspnet", size=(64, 64), num_classes=3, repeats=1, warmup=0)
+    assert r["images_per_s"]["peer"] > 0 and r["gflops_per_image"]["ours"] > r["gflops_per_image"]["peer"]
+
+
+def _onnx_roundtrip(tmp_path, arch, **kw):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sceneparse.engine.export import export_onnx, onnx_parity
+
+    torch.manual_seed(0)
+    model = _randomise_bn(build_model(arch, "resnet18", 5, output_stride=16, **kw))
+    path = export_onnx(model, tmp_path / f"{arch}.onnx", (96, 128))
+    # other sizes than the tracing example: adaptive pooling must not be baked in
+    r = onnx_parity(path, model, [(96, 128), (70, 150), (128, 64)])
+    assert r["max_abs_diff"] < 1e-4 and r["argmax_agreement"] > 0.999, r
+
+
+def test_onnx_export_pspnet_dynamic_size(tmp_path):
+    _onnx_roundtrip(tmp_path, "pspnet", head_channels=16, aux_head=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch,kw", [("fcn", {"head_channels": 16}), ("deeplabv3", {"head_channels": 16}),
+                                     ("deeplabv3_cascade", {"head_channels": 16}),
+                                     ("pyramid_output", {"decoder_channels": 16, "semantic_channels": 16})])
+def test_onnx_export_every_arch(tmp_path, arch, kw):
+    _onnx_roundtrip(tmp_path, arch, **kw)
+
+
+def test_dense_crf_cleans_a_flipped_pixel_and_keeps_clear_regions():
+    pytest.importorskip("pydensecrf")
+    from sceneparse.engine.crf import DenseCRF
+
+    # left half black, right half white; the model is confident except one wrong pixel in the left half
+    img = np.zeros((20, 30, 3), np.uint8)
+    img[:, 15:] = 255
+    probs = torch.full((2, 20, 30), 0.1)
+    probs[0, :, :15], probs[1, :, 15:] = 0.9, 0.9
+    probs[:, 10, 5] = torch.tensor([0.4, 0.6])  # noisy pixel
+    out = DenseCRF()(probs, img)
+    assert out.shape == (2, 20, 30)
+    torch.testing.assert_close(out.sum(0), torch.ones(20, 30), atol=1e-4, rtol=0)
+    labels = out.argmax(0)
+    assert labels[10, 5] == 0 and (labels[:, :15] == 0).all() and (labels[:, 15:] == 1).all()
+    with pytest.raises(ValueError, match="uint8"):
+        DenseCRF()(probs, img.astype(np.float32))
