@@ -63,7 +63,11 @@ def _evaluate(args) -> int:
     cfg = load_config(args.config, args.overrides, base=ckpt["config"])
     device = resolve_device(args.device)
     model, _ = model_from_checkpoint(ckpt, output_stride=args.output_stride, device=device)
-    model = model.to(memory_format=torch.channels_last)
+    from .engine.optimize import optimize_for_inference
+
+    model = optimize_for_inference(model, fold_bn=args.fold_bn or args.bf16,
+                                   dtype=torch.bfloat16 if args.bf16 else torch.float32,
+                                   example=torch.randn(1, 3, 64, 64, device=device))
     d = cfg.data
     split = args.split or d.val_split
     ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
@@ -74,7 +78,8 @@ def _evaluate(args) -> int:
                             boundary_tolerance=args.boundary_tolerance)
     scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
                   inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
-                             "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None})
+                             "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None,
+                             "bf16": args.bf16, "fold_bn": args.fold_bn or args.bf16})
     print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
     print(format_table(scores))
     for key in ("score", "mIoU_category"):
@@ -286,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at another output_stride")
     e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
     e.add_argument("--boundary-tolerance", type=int, default=3, help="pixels, for the boundary F-score")
+    e.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions (inference speed)")
+    e.add_argument("--bf16", action="store_true", help="the bf16 fast path (BN folded, bf16 weights and inputs)")
     e.add_argument("--device", default="auto")
     e.add_argument("--no-progress", action="store_true")
     _add_inference_flags(e)

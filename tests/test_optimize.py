@@ -121,3 +121,16 @@ def test_dense_crf_cleans_a_flipped_pixel_and_keeps_clear_regions():
     assert labels[10, 5] == 0 and (labels[:, :15] == 0).all() and (labels[:, 15:] == 1).all()
     with pytest.raises(ValueError, match="uint8"):
         DenseCRF()(probs, img.astype(np.float32))
+
+
+def test_export_safe_adaptive_pooling_matches_pytorch(monkeypatch):
+    import torch.nn.functional as F
+
+    from sceneparse.models.heads import adaptive_pool2d
+
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)  # take the export path
+    for h, w in [(6, 8), (5, 9), (13, 7), (2, 3)]:
+        x = torch.randn(2, 4, h, w)
+        for b in (1, 2, 3, 6):
+            torch.testing.assert_close(adaptive_pool2d(x, b, "avg"), F.adaptive_avg_pool2d(x, b))
+            torch.testing.assert_close(adaptive_pool2d(x, b, "max"), F.adaptive_max_pool2d(x, b))

@@ -34,6 +34,7 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     """FLOPs of one forward pass (``torch.utils.flop_counter``; a multiply-add counts 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    x = x.to(next(model.parameters()).dtype)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x)
     return int(counter.get_total_flops())

@@ -125,9 +125,11 @@ def adaptive_pool2d(x: torch.Tensor, bins: int, mode: str = "avg") -> torch.Tens
     h, w = x.shape[-2:]
     reduce = (lambda t: t.mean((2, 3))) if mode == "avg" else (lambda t: t.amax((2, 3)))  # noqa: E731
     rows = []
+    # ceil(a / b) as (a + b - 1) // b: numerators stay >= 0, where ONNX's truncating integer
+    # division agrees with Python's floor division
     for i in range(bins):
-        hs, he = (i * h) // bins, -((-(i + 1) * h) // bins)
-        cells = [reduce(x[:, :, hs:he, (j * w) // bins: -((-(j + 1) * w) // bins)]) for j in range(bins)]
+        hs, he = (i * h) // bins, ((i + 1) * h + bins - 1) // bins
+        cells = [reduce(x[:, :, hs:he, (j * w) // bins: ((j + 1) * w + bins - 1) // bins]) for j in range(bins)]
         rows.append(torch.stack(cells, dim=-1))
     return torch.stack(rows, dim=-2)
 
