@@ -74,6 +74,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 -> torch default
+    deterministic: bool = False  # GPU: deterministic kernels (slower); CPU training is reproducible without it
     nan_skips: int = 0  # non-finite losses tolerated (step skipped) before training stops
 
 

@@ -20,10 +20,13 @@ class DataError(ValueError):
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB, applying EXIF orientation.
 
-    Grayscale, palette and RGBA images are converted to RGB.
+    Grayscale, palette and RGBA images are converted to RGB (alpha dropped). 16-bit images are
+    scaled to 8 bits (``v >> 8``), not clipped: PIL's own conversion saturates every value above
+    255, which would turn a 16-bit photo white.
 
     Raises:
-        DataError: the file is missing, unreadable or truncated (message names the file).
+        DataError: the file is missing, unreadable or truncated, or a floating-point / 32-bit image
+            with values beyond 16 bits (message names the file).
     """
     path = Path(path)
     if not path.is_file():
@@ -31,6 +34,14 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I") or im.mode == "F":
+                arr = np.asarray(im)
+                if im.mode == "F" or arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+                    raise DataError(f"image {path} has mode {im.mode} with values "
+                                    f"{arr.min(initial=0)}..{arr.max(initial=0)}; expected 8- or 16-bit")
+                wide = im.mode.startswith("I;16") or arr.max(initial=0) > 255
+                gray = (arr.astype(np.uint32) >> 8 if wide else arr).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e

@@ -279,6 +279,10 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     random.seed(t.seed)
     np.random.seed(t.seed)
     torch.manual_seed(t.seed)
+    if t.deterministic:  # CUDA: no atomics-based kernels (bilinear upsampling backward, scatter), no autotuning
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
 
     train_ds, val_ds = _build_datasets(cfg)
     if cfg.data.check:
