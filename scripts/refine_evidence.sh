@@ -18,8 +18,9 @@ ev() { [ -f "$2" ] || t sceneparse evaluate --checkpoint "$1" --out "$2" --no-pr
 [ -f runs/camvid_refine_grn/final.pt ] || t sceneparse train configs/camvid/refine/grn_stage.yaml $COMMON --work-dir runs/camvid_refine_grn --no-progress
 [ -f runs/camvid_refine_grn_lrn/final.pt ] || t sceneparse train configs/camvid/refine/lrn_stage.yaml $COMMON $LRN \
     model.init_weights=runs/camvid_refine_grn/final.pt --work-dir runs/camvid_refine_grn_lrn --no-progress
+# LRN alone: 240x320 crops (CPU budget), as in the README table
 [ -f runs/camvid_refine_lrn/final.pt ] || t sceneparse train configs/camvid/refine/lrn_stage.yaml $COMMON $LRN \
-    model.head.grn=false --work-dir runs/camvid_refine_lrn --no-progress
+    model.head.grn=false "data.crop_size=[240,320]" --work-dir runs/camvid_refine_lrn --no-progress
 [ -f runs/camvid_refine_context/final.pt ] || t sceneparse train configs/camvid/refine/lrn_stage.yaml $COMMON \
     model.head.grn=false model.head.local=context --work-dir runs/camvid_refine_context --no-progress
 [ -f runs/camvid_pspnet_effl0/eval_os16.json ] && cp -n runs/camvid_pspnet_effl0/eval_os16.json $E/front.json
@@ -29,5 +30,5 @@ ev runs/camvid_refine_grn_lrn/final.pt $E/grn_lrn.json
 ev runs/camvid_refine_lrn/final.pt $E/lrn.json
 ev runs/camvid_refine_context/final.pt $E/context.json
 ev $FRONT $E/front_crf.json --crf
-ev runs/camvid_refine_grn_lrn/final.pt $E/grn_lrn_ms.json --scales 0.75 1.0 1.25
+ev runs/camvid_refine_grn_lrn/final.pt $E/grn_lrn_ms.json --scales 0.75 1.0 1.25  # not run yet (README)
 echo done >> $LOG
