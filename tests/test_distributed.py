@@ -1,9 +1,12 @@
 """torchrun / DDP on CPU (gloo, 2 processes) and gradient accumulation."""
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 
+import pytest
 import torch
 
 from sceneparse.engine.checkpoint import model_from_checkpoint
@@ -68,3 +71,53 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path, camvid_root):
     step = torch.cat([(a[k] - init[k]).flatten() for k in keys])
     gap = torch.cat([(a[k] - b[k]).flatten() for k in keys])
     assert gap.norm() < 0.05 * step.norm(), (gap.norm(), step.norm())
+
+
+def _worker_pid(agent_pid: int, local_rank: int) -> int | None:
+    """The pid of torchrun's worker with ``LOCAL_RANK=local_rank`` (Linux /proc), or None."""
+    try:
+        kids = open(f"/proc/{agent_pid}/task/{agent_pid}/children").read().split()
+    except OSError:
+        return None
+    for pid in kids:
+        try:
+            env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if f"LOCAL_RANK={local_rank}".encode() in env:
+            return int(pid)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers through /proc")
+def test_signal_to_one_rank_stops_all_ranks_with_a_checkpoint(tmp_path, camvid_root):
+    # SIGTERM reaches only rank 1: rank 0 must learn it through the step's all-reduce, save, and both exit;
+    # without that, rank 0 would wait in the next collective until gloo's 30-minute timeout
+    work = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29518", "-m",
+           "sceneparse", "train", str(REPO / "configs/camvid/pspnet_effl0.yaml"), *TINY, "train.iters=500",
+           "train.batch_size=4", "train.ckpt_interval=1", "train.eval_interval=100000", "train.threads=1",
+           "data.max_train_samples=8", f"data.root={camvid_root}", f"work_dir={work}", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.time()
+        while not (work / "checkpoints/iter_00000002.pt").exists():
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.time() - t0 < 300, "training never reached iteration 2"
+            time.sleep(0.05)
+        pid = _worker_pid(proc.pid, 1)
+        assert pid is not None
+        os.kill(pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0  # an interrupted run is not a finished one
+    assert "stopped by signal on another rank" in err and "stopped by signal 15" in err, err[-3000:]
+    assert not (work / "final.pt").exists()
+    newest = sorted((work / "checkpoints").glob("iter_*.pt"))[-1]
+    it = int(newest.stem.split("_")[1])
+    assert 2 <= it < 500 and f"after iteration {it};" in err
+    model, _ = model_from_checkpoint(newest)
+    assert isinstance(model, torch.nn.Module)

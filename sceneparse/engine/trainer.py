@@ -374,7 +374,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     def step(batches: list, it: int) -> tuple[int, dict | None]:
         """One optimisation step over ``accum_steps`` micro-batches; returns the new iteration count
         and the validation scores if it evaluated."""
-        nonlocal skipped_nan
+        nonlocal skipped_nan, stopping
         optimizer.zero_grad(set_to_none=True)
         finite, sums = True, {}
         for i, batch in enumerate(batches):
@@ -395,12 +395,18 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v / len(batches)
         parts = sums
-        if world > 1:  # every rank must agree on skipping, and the log shows the global mean
-            flag = torch.stack([torch.tensor(0.0 if finite else 1.0, device=device)]
+        if world > 1:  # every rank must agree on skipping and on stopping; the log shows the global mean
+            flag = torch.stack([torch.tensor(0.0 if finite else 1.0, device=device),
+                                torch.tensor(float(stop.signum), device=device)]
                                + [parts[k].to(device).float().reshape(()) for k in sorted(parts)])
             dist.all_reduce(flag)
             finite = flag[0].item() == 0
-            parts = {k: flag[1 + j] / world for j, k in enumerate(sorted(parts))}
+            # a signal seen by any rank stops all ranks after this same iteration; one that arrives after
+            # this all-reduce is agreed on at the next iteration's
+            stopping = stopping or flag[1].item() > 0
+            parts = {k: flag[2 + j] / world for j, k in enumerate(sorted(parts))}
+        else:
+            stopping = stopping or bool(stop.signum)
         batch = {"name": [n for b in batches for n in b["name"]]}
         if finite:
             scaler.step(optimizer)
@@ -440,24 +446,32 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
 
     skipped_nan = 0
     stop = _StopFlag()
+    # single process: stop as soon as a signal is seen. Under torchrun the ranks stop only when the
+    # all-reduce in step() says one of them saw a signal, so that no rank waits forever in a collective
+    # for a rank that has already left (torchrun forwards SIGTERM to all workers, but not at the same
+    # instant, and a signal sent to one worker reaches only that one)
+    stopping = False
     data_iter = iter(loader)
     with stop.installed():
-        while it < total and not stop.signum:
+        while it < total and not stopping:
             try:
                 batches = [next(data_iter) for _ in range(t.accum_steps)]
             except StopIteration:
                 break
             except Exception:
                 if stop.signum:  # a loader worker died of the same Ctrl+C
+                    stopping = True
                     break
                 raise
             it, scores = step(batches, it)
             last_scores = scores or last_scores
     bar.close()
-    if stop.signum:
+    if stopping:
         save(it)
-        raise TrainingInterrupted(f"stopped by signal {stop.signum} after iteration {it}; checkpoint saved in "
-                                  f"{ckpt_dir}; continue with --resume auto")
+        if world > 1:  # rank 0 has written the checkpoint before any rank exits (torchrun tears the
+            dist.barrier()  # group down as soon as one worker returns)
+        raise TrainingInterrupted(f"stopped by signal {stop.signum or 'on another rank'} after iteration {it}; "
+                                  f"checkpoint saved in {ckpt_dir}; continue with --resume auto")
 
     if world > 1:
         dist.barrier()
