@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
 
 
@@ -149,7 +151,13 @@ def _analyze(args) -> int:
     print(format_analysis(result))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"analysis_{split}.json")
     out.write_text(json.dumps(result, indent=2))
-    print(f"analysis written to {out}")
+    try:
+        from .engine.analyze import plot_analysis
+
+        plot_analysis(result, str(out.with_suffix(".png")))
+    except Exception as e:  # a figure must never lose the numbers
+        log.warning("could not plot the analysis: %s", e)
+    print(f"analysis written to {out} (heatmap {out.with_suffix('.png')})")
     return 0
 
 

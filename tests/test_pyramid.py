@@ -154,6 +154,7 @@ def test_analyze_command_on_a_tiny_pyramid_run(tmp_path, camvid_root):
     assert len(r["mIoU"]) == 4 and all(len(row) == 4 for row in r["mIoU"])
     assert sum(r["pixel_share"]) == pytest.approx(100.0)
     assert len(r["level_mIoU"]) == 4 and all(0 <= v <= 100 for v in r["level_mIoU"])
+    assert (tmp_path / "a.png").stat().st_size > 1000  # the Table 9 heatmap
 
 
 def test_fuse_equals_finest_level_when_no_cell_is_unity():

@@ -61,6 +61,36 @@ def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict
             "fused_mIoU": fused_cm.compute()["mIoU"], "num_images": len(dataset)}
 
 
+def plot_analysis(result: dict, out_png: str, title: str = "") -> None:
+    """Table 9 as a heatmap: mIoU of each predicting level (columns) on the pixels each level was
+    assigned by the fuse step (rows), with the rows' pixel shares; a dark diagonal means each level
+    specialised in the pixels it decides."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    strides = result["strides"]
+    grid = np.array([[np.nan if v is None else v for v in row] for row in result["mIoU"]], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.3 * len(strides) + 2.5, 1.1 * len(strides) + 1.5))
+    im = ax.imshow(grid, cmap="viridis")
+    for a in range(len(strides)):
+        for p in range(len(strides)):
+            if not np.isnan(grid[a, p]):
+                ax.text(p, a, f"{grid[a, p]:.1f}", ha="center", va="center",
+                        color="white" if grid[a, p] < np.nanmean(grid) else "black", fontsize=9)
+    ax.set_xticks(range(len(strides)), [f"s{s}" for s in strides])
+    ax.set_yticks(range(len(strides)),
+                  [f"s{s} ({share:.0f}%)" for s, share in zip(strides, result["pixel_share"])])
+    ax.set_xlabel("predicting level")
+    ax.set_ylabel("assigned level (share of pixels)")
+    ax.set_title(title or f"mIoU per level pair; fused {result['fused_mIoU']:.2f}", fontsize=10)
+    fig.colorbar(im, ax=ax, label="mIoU (%)")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+
+
 def format_analysis(result: dict) -> str:
     strides = result["strides"]
     head = "assigned \\ predicting " + "".join(f"  s{s:<5}" for s in strides) + "   share %"

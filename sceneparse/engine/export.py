@@ -42,7 +42,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
     dims = {0: torch.export.Dim("batch", min=1, max=256), 2: torch.export.Dim("height", min=min_size, max=max_size),
             3: torch.export.Dim("width", min=min_size, max=max_size)}
     with torch.no_grad():
-        program = torch.onnx.export(_LogitsOnly(model), (x,), dynamo=True, dynamic_shapes={"x": dims},
+        program = torch.onnx.export(_LogitsOnly(model).eval(), (x,), dynamo=True, dynamic_shapes={"x": dims},
                                     input_names=["input"], output_names=["out"], verbose=False)
     program.save(str(path))
     return path

@@ -198,10 +198,15 @@ class PyramidOutputModel(nn.Module):
         raise ValueError("the pyramidal output model works at output stride 4 with an undilated backbone")
 
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` bilinearly resized to the nearest multiple of the coarsest stride (ties up, at least one
+        cell); integer arithmetic only, so that ONNX export keeps H and W symbolic. While exporting the
+        resize is always in the graph (a same-size bilinear resize is the identity)."""
         s = self.strides[0]
         h, w = x.shape[-2:]
-        th, tw = max(s, round(h / s) * s), max(s, round(w / s) * s)
-        return x if (th, tw) == (h, w) else F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
+        th, tw = max(s, (h + s // 2) // s * s), max(s, (w + s // 2) // s * s)
+        if not torch.compiler.is_exporting() and (th, tw) == (h, w):
+            return x
+        return F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> dict:
         if x.ndim != 4 or x.shape[1] != 3:
