@@ -196,7 +196,8 @@ def _export(args) -> int:
     if args.check:
         h, w = args.size
         r = onnx_parity(path, model, [(h, w), (h * 3 // 4 + 5, w + 37)])
-        print(f"onnxruntime vs PyTorch: max |diff| {r['max_abs_diff']:.2e}, argmax agreement "
+        print(f"onnxruntime vs PyTorch: max |diff| {r['max_abs_diff']:.2e} (largest |logit| "
+              f"{r['ref_max_abs']:.3g}), argmax agreement "
               f"{100 * r['argmax_agreement']:.3f}% ({', '.join(r['per_size'])})")
     return 0
 

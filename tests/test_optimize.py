@@ -89,7 +89,8 @@ def _onnx_roundtrip(tmp_path, arch, backbone="resnet18", **kw):
     path = export_onnx(model, tmp_path / f"{arch}.onnx", (96, 128))
     # other sizes than the tracing example: adaptive pooling must not be baked in
     r = onnx_parity(path, model, [(96, 128), (70, 150), (128, 64)])
-    assert r["max_abs_diff"] < 1e-4 and r["argmax_agreement"] > 0.999, r
+    # float32 rounding grows with the logits' scale (a random ResNet-50 gives logits in the hundreds)
+    assert r["max_abs_diff"] < 1e-4 * max(1.0, r["ref_max_abs"] / 10) and r["argmax_agreement"] > 0.999, r
 
 
 def test_onnx_export_pspnet_dynamic_size(tmp_path):

@@ -36,24 +36,30 @@ def _median_rate(fn, flops: float, repeats: int) -> float:
     return flops / statistics.median(times) / 1e9
 
 
-def matmul_peak_gflops(threads: int | None = None, n: int = 2048, dtype: torch.dtype = torch.float32,
-                       repeats: int = 10) -> dict:
-    """This machine's measured dense matrix-multiply rate (GFLOP/s, ``2 n^3`` FLOPs per product).
+def matmul_peak_gflops(threads: int | None = None, dtype: torch.dtype = torch.float32, repeats: int = 10) -> dict:
+    """This machine's measured dense matrix-multiply rate (GFLOP/s, 2 FLOPs per multiply-add).
 
-    Two GEMM paths are timed, because they differ by 2x on some CPUs (MKL's ``torch.mm`` takes a
-    slow path on AMD processors, oneDNN does not): ``torch.mm`` of n x n matrices, and the same
-    GEMM as a 1x1 convolution (oneDNN, channels_last). Returns ``{"mm": .., "conv1x1": .., "peak": max}``.
+    Several GEMM paths are timed, because they differ by 2x on some CPUs (MKL's ``torch.mm`` takes a
+    slow path on AMD processors, oneDNN does not), and the peak is the fastest of them:
+    ``mm`` (``torch.mm`` of 2048 x 2048 matrices), ``conv1x1`` (a 1024 -> 1024 channel 1x1
+    convolution on 64 x 64 pixels, oneDNN, channels_last; the same GEMM shape as a 4096 x 1024 by
+    1024 x 1024 product) and ``conv3x3`` (256 -> 256 channels, 3x3, 128 x 128 pixels: an implicit GEMM,
+    the best case for a convolution network). Returns ``{"mm", "conv1x1", "conv3x3", "peak"}``.
     """
     if threads:
         torch.set_num_threads(threads)
+    n = 2048
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    side = int(round(n ** 0.5))
-    x = torch.randn(1, n, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
-    conv = nn.Conv2d(n, n, 1, bias=False).to(dtype).to(memory_format=torch.channels_last).eval()
+    rates = {}
     with torch.inference_mode():
-        mm = _median_rate(lambda: a @ b, 2 * n ** 3, repeats)
-        c1 = _median_rate(lambda: conv(x), 2 * n * n * side * side, repeats)
-    return {"mm": mm, "conv1x1": c1, "peak": max(mm, c1)}
+        rates["mm"] = _median_rate(lambda: a @ b, 2 * n ** 3, repeats)
+        for name, cin, cout, k, side in (("conv1x1", 1024, 1024, 1, 64), ("conv3x3", 256, 256, 3, 128)):
+            x = torch.randn(1, cin, side, side, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False).to(dtype)
+            conv = conv.to(memory_format=torch.channels_last).eval()
+            rates[name] = _median_rate(lambda: conv(x), 2 * cin * cout * k * k * side * side, repeats)
+    rates["peak"] = max(rates.values())
+    return rates
 
 
 def alternate_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, list[float]]:

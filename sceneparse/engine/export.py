@@ -53,7 +53,8 @@ def onnx_parity(path: str | Path, model: nn.Module, sizes: Sequence[Sequence[int
     """Max absolute difference between onnxruntime (CPU) and PyTorch logits on random inputs.
 
     Returns:
-        ``{"max_abs_diff": float, "per_size": {"HxW": float}, "argmax_agreement": float (fraction)}``.
+        ``{"max_abs_diff": float, "per_size": {"HxW": float}, "ref_max_abs": float (largest |logit|
+        of PyTorch's output, the scale to judge the difference by), "argmax_agreement": float (fraction)}``.
     """
     import onnxruntime as ort
 
@@ -61,7 +62,7 @@ def onnx_parity(path: str | Path, model: nn.Module, sizes: Sequence[Sequence[int
     name = sess.get_inputs()[0].name
     gen = torch.Generator().manual_seed(seed)
     model = model.eval()
-    per_size, agree, total = {}, 0, 0
+    per_size, agree, total, scale = {}, 0, 0, 0.0
     for h, w in sizes:
         x = torch.randn(batch, 3, h, w, generator=gen)
         with torch.no_grad():
@@ -70,6 +71,8 @@ def onnx_parity(path: str | Path, model: nn.Module, sizes: Sequence[Sequence[int
         if out.shape != ref.shape:
             raise AssertionError(f"ONNX output {out.shape} != PyTorch {ref.shape} at {h}x{w}")
         per_size[f"{h}x{w}"] = float(np.abs(out - ref).max())
+        scale = max(scale, float(np.abs(ref).max()))
         agree += int((out.argmax(1) == ref.argmax(1)).sum())
         total += ref.shape[0] * h * w
-    return {"max_abs_diff": max(per_size.values()), "per_size": per_size, "argmax_agreement": agree / total}
+    return {"max_abs_diff": max(per_size.values()), "per_size": per_size, "ref_max_abs": scale,
+            "argmax_agreement": agree / total}
