@@ -35,3 +35,24 @@ def test_benchmark_cli_writes_json(tmp_path, capsys):
                  "--warmup", "1", "--output-stride", "32", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["output_stride"] == 32 and r["gflops_per_image"] > 0 and r["achieved_gflops_per_s"] > 0
+
+
+class Dilated(nn.Module):
+    def __init__(self, dilation):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=dilation, dilation=dilation, bias=False)
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+def test_padding_flops_are_hand_computed():
+    from sceneparse.engine.benchmark import padding_flops
+
+    x = torch.randn(1, 1, 4, 4)
+    # 3x3, padding 1 on 4x4: per axis the taps that read the input are 3 + 4 + 3 = 10 of 12
+    assert count_flops(Dilated(1), x) == 2 * 16 * 9
+    assert padding_flops(Dilated(1), x) == 2 * (144 - 100)
+    # dilation 4 on 4x4: only the centre tap reads the input (4 of 12 per axis)
+    assert padding_flops(Dilated(4), x) == 2 * (144 - 16)
+    assert padding_flops(OneByOne(), torch.randn(1, 3, 5, 5)) == 0

@@ -59,6 +59,36 @@ def test_bf16_fast_path_stays_close_to_fp32():
     assert p16.dtype == torch.float32 and (p16 - p32).abs().max() < 0.1
 
 
+def test_prepadded_dilated_convs_compute_the_same_function():
+    from sceneparse.engine.optimize import PrePaddedConv2d, prepad_dilated_convs
+
+    torch.manual_seed(0)
+    model = build_model("deeplabv3", "resnet18", 4, output_stride=8, head_channels=16, aux_head=False).eval()
+    x = torch.randn(1, 3, 64, 72)
+    with torch.no_grad():
+        ref = model(x)["out"]
+    n_dilated = sum(type(m) is nn.Conv2d and max(m.dilation) > 1 for m in model.modules())
+    assert prepad_dilated_convs(model) == n_dilated > 3  # ASPP's three rates + the dilated backbone
+    assert sum(isinstance(m, PrePaddedConv2d) for m in model.modules()) == n_dilated
+    with torch.no_grad():
+        assert torch.allclose(model(x)["out"], ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="zero padding"):
+        PrePaddedConv2d(nn.Conv2d(1, 1, 3, padding=1, padding_mode="reflect"))
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_inference_with_freezing_matches_eager():
+    torch.manual_seed(0)
+    model = _randomise_bn(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8, aux_head=False))
+    x = torch.randn(1, 3, 32, 48)
+    with torch.no_grad():
+        ref = model(x)["out"]
+    fast = optimize_for_inference(model, compile=True)
+    with torch.inference_mode():
+        out = fast(x.contiguous(memory_format=torch.channels_last))["out"]
+    assert torch.allclose(out, ref, atol=1e-4 * max(1.0, ref.abs().max().item()), rtol=0)
+
+
 def test_compare_with_torchvision_same_weights_equal_outputs():
     from sceneparse.engine.compare import alternate_timings, compare_with_peer
 

@@ -102,19 +102,81 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> int
     return len(pairs)
 
 
+class PrePaddedConv2d(nn.Module):
+    """A zero-padded convolution computed as ``F.pad`` followed by the convolution with padding 0.
+
+    Same function as the wrapped ``nn.Conv2d`` (input (N, C_in, H, W), output (N, C_out, H', W'),
+    any dtype). It exists for speed: oneDNN's bf16 kernels (AMX on Intel Xeon) fall back to a path
+    5-10x slower for dilated convolutions with a dilation of 4 or more when the convolution pads
+    (measured at 2048->256 channels on 64x64, DeepLabv3's ASPP shape: 127 GFLOP/s at rate 36 vs
+    1159 GFLOP/s padded first). The conv's weights are shared, not copied.
+    """
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError("PrePaddedConv2d needs an nn.Conv2d with numeric zero padding")
+        ph, pw = conv.padding
+        self.pad = (pw, pw, ph, ph)
+        conv.padding = (0, 0)
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.pad(x, self.pad))
+
+
+def prepad_dilated_convs(model: nn.Module, min_dilation: int = 2) -> int:
+    """Replace (in place) every zero-padded ``nn.Conv2d`` with dilation >= ``min_dilation`` by a
+    ``PrePaddedConv2d``; returns how many were replaced. Outputs are unchanged."""
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if (type(child) is nn.Conv2d and max(child.dilation) >= min_dilation and child.padding_mode == "zeros"
+                    and not isinstance(child.padding, str) and max(child.padding) > 0):
+                setattr(parent, name, PrePaddedConv2d(child))
+                n += 1
+    return n
+
+
 def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
                            dtype: torch.dtype = torch.float32, compile: bool = False,
                            example: torch.Tensor | None = None) -> nn.Module:
-    """Eval mode, BN folding, ``channels_last``, weights cast to ``dtype`` (``torch.bfloat16`` for the
-    fast path; inputs must then be cast too, which ``InferenceConfig(dtype=...)`` does) and optionally
-    ``torch.compile``. Returns the model to use (the compiled wrapper when ``compile``)."""
+    """Eval mode, BN folding, ``channels_last``, weights cast to ``dtype`` and optionally ``torch.compile``.
+
+    ``dtype=torch.bfloat16`` is the fast path: inputs must be cast too (``InferenceConfig(dtype=...)``
+    does), and dilated convolutions are padded explicitly first (``prepad_dilated_convs``; oneDNN's
+    bf16 dilated kernels are slow when they pad). ``compile`` uses Inductor with ``freezing`` (weights
+    become constants, so oneDNN prepacks them and fuses conv + ReLU / add): 8-14% faster than eager
+    on this CPU for ResNet-50 models, after a first call of 6-9 s. Returns the model to use (the
+    compiled wrapper when ``compile``); the module is modified in place.
+    """
     model = model.eval()
     if fold_bn:
         fold_batchnorm(model, example)
+    if dtype == torch.bfloat16:
+        n = prepad_dilated_convs(model)
+        log.debug("padded %d dilated convolutions explicitly for bf16", n)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         model = model.to(dtype)
     if compile:
-        model = torch.compile(model)
+        model = _FrozenCompiled(model)
     return model
+
+
+class _FrozenCompiled(nn.Module):
+    """``torch.compile`` with Inductor's ``freezing`` switched on while compiling and running.
+
+    (``torch.compile(options={"freezing": True})`` did not freeze in torch 2.14: no speed-up.)"""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.compiled = torch.compile(model)
+
+    def forward(self, *args, **kwargs):
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(freezing=True):
+            return self.compiled(*args, **kwargs)
