@@ -19,9 +19,25 @@ def _inference_config(args, mean=None, std=None):
     crf = None
     if getattr(args, "crf", False):
         from .engine.crf import DenseCRF
-        crf = DenseCRF(iterations=args.crf_iterations)
+        crf = DenseCRF(iterations=args.crf_iterations, **_crf_params(getattr(args, "crf_param", None) or []))
     return InferenceConfig(mode=args.mode, crop_size=args.crop_size, stride=args.stride,
                            scales=tuple(args.scales), flip=args.flip, window_batch=args.window_batch, crf=crf, **norm)
+
+
+def _crf_params(items: list[str]) -> dict:
+    """``["bilateral_compat=5", ...]`` -> ``{"bilateral_compat": 5.0}``; unknown keys raise ``ValueError``."""
+    import dataclasses
+
+    from .engine.crf import DenseCRF
+
+    known = {f.name for f in dataclasses.fields(DenseCRF)} - {"iterations"}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"--crf-param {item!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
+        out[key] = float(value)
+    return out
 
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
@@ -34,6 +50,8 @@ def _add_inference_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--window-batch", type=int, default=4, help="windows per forward pass")
     g.add_argument("--crf", action="store_true", help="dense CRF post-processing (needs pydensecrf2)")
     g.add_argument("--crf-iterations", type=int, default=5, help="mean-field steps of --crf")
+    g.add_argument("--crf-param", action="append", metavar="KEY=VALUE",
+                   help="a DenseCRF kernel parameter, e.g. bilateral_compat=5 (repeatable; scripts/crf_grid.py picks them)")
 
 
 def _train(args) -> int:

@@ -171,3 +171,65 @@ def test_loss_is_finite_with_all_ignore_levels():
     loss, _ = pyramid_loss(logits, [torch.rand(1, 1, 1), torch.rand(1, 2, 2)], unity, semantic)
     assert torch.isfinite(loss) and loss.item() == 0.0
     loss.backward()
+
+
+# issue 14, defect 4: the finest level (stride 4) is supervised on every labelled pixel
+# an 8x8 map, strides (8, 4): the top-left 4x4 cell is mixed (a one-pixel "pole" of class 3 in class 0),
+# the top-right cell is unity (class 1), the bottom half is unity class 2 (an 8x4 band of two cells)
+FINE = torch.zeros(1, 8, 8, dtype=torch.long)
+FINE[0, :4, 4:] = 1
+FINE[0, 4:, :] = 2
+FINE[0, 1, 1] = 3  # the pole pixel
+FINE[0, 7, 7] = I
+
+
+def test_finest_level_supervises_every_labelled_pixel_of_mixed_cells():
+    from sceneparse.models.pyramid import finest_pixel_target, supervised_share
+
+    unity, semantic = pyramid_ground_truth(FINE, (8, 4))
+    assert semantic[1][0].tolist() == [[I, 1], [2, 2]]  # the mixed cell has no cell-level class
+    for policy in ("naive", "simple_fix"):
+        u, y = relabel(unity, semantic, policy)
+        target = finest_pixel_target(FINE, unity, u, 4)
+        assert target.shape == FINE.shape
+        assert torch.equal(target[0, :4, :4], FINE[0, :4, :4])  # every pixel of the mixed cell, pole included
+        assert target[0, 1, 1] == 3
+        share = supervised_share(FINE, y, (8, 4), target)
+        assert share["sup_none"] == 0.0 and share["sup_s4"] == 100.0  # level 1 (8x8) is one mixed cell
+    # the old stride-4 cell supervision left the mixed cell (16 of 63 labelled pixels) unsupervised
+    old = semantic[1].repeat_interleave(4, -2).repeat_interleave(4, -1)
+    assert supervised_share(FINE, semantic, (8, 4), old)["sup_none"] == pytest.approx(100 * 16 / 63)
+
+
+def test_finest_target_respects_done_by_coarser():
+    from sceneparse.models.pyramid import finest_pixel_target
+
+    label = torch.full((1, 8, 8), 2, dtype=torch.long)  # level 1 (stride 8) is one unity-cell
+    label[0, 0, 0] = I
+    unity, semantic = pyramid_ground_truth(label, (8, 4))
+    u, _ = relabel(unity, semantic, "simple_fix")
+    assert (finest_pixel_target(label, unity, u, 4) == I).all()  # done by the coarser level
+    u, _ = relabel(unity, semantic, "naive")
+    assert torch.equal(finest_pixel_target(label, unity, u, 4), label)
+
+
+def test_pyramid_model_loss_trains_the_pixels_of_mixed_cells():
+    """compute_loss equals Eq. 1 with the finest level's CE taken on the upsampled logits against
+    every labelled pixel; the old cell-level supervision differs (and ignores the pole pixel)."""
+    from sceneparse import build_model
+
+    torch.manual_seed(0)
+    model = build_model("pyramid_output", "resnet18", 4, strides=(8, 4), decoder_channels=8, unity_channels=4,
+                        semantic_channels=8, relabel_policy="naive", context=False)
+    sem = [torch.randn(1, 4, 1, 1), torch.randn(1, 4, 2, 2)]
+    uni = [torch.rand(1, 1, 1)]
+    loss, parts = model.compute_loss({"semantic": sem, "unity": uni}, FINE)
+    up = F.interpolate(sem[1], size=(8, 8), mode="bilinear", align_corners=False)
+    unity, _ = pyramid_ground_truth(FINE, (8, 4))
+    expect = (sem[0].sum() * 0 + F.cross_entropy(up, FINE, ignore_index=I)) / 2 \
+        + F.binary_cross_entropy(uni[0], unity[0].float())
+    torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
+    assert float(parts["sup_none"]) == 0.0
+    model.finest_per_pixel = False
+    _, old = model.compute_loss({"semantic": sem, "unity": uni}, FINE)
+    assert float(old["sup_none"]) > 25.0

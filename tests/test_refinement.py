@@ -138,7 +138,9 @@ def test_cascade_outputs_and_parallel_fusion():
     x = torch.randn(2, 3, 40, 48)
     cas = RefinementCascade(front, grn, lrn, train_stage="grn").train()
     out = cas(x)
-    assert set(out) == {"out", "aux"} and out["out"].shape == (2, 3, 40, 48)
+    assert set(out) == {"out", "aux", "front"} and out["out"].shape == (2, 3, 40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(out["front"], front(x)["out"])  # the frozen input, for the diagnostic
     assert not front.training and not any(p.requires_grad for p in front.parameters())
     assert not lrn.training and all(p.requires_grad for p in grn.parameters())
     par = RefinementCascade(front, grn, lrn, fusion="parallel").eval()
@@ -161,7 +163,55 @@ def test_context_module_identity_init_and_dilations():
     logits = torch.randn(2, 5, 17, 19)
     with torch.no_grad():
         out, _ = cm(torch.rand(2, 3, 17, 19), logits)
-    torch.testing.assert_close(out, logits.log_softmax(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, logits)  # an untrained module returns the front's logits exactly
+
+
+def test_context_module_gradient_is_bounded_and_one_step_keeps_the_front():
+    """Defect 2 of issue 14: the module on softmax -> log(clamp) had CE gradients of order 1/q on
+    confident errors, and one SGD step at lr 0.01 destroyed the identity start. As a residual on the
+    logits, the CE gradient w.r.t. its output is softmax - onehot (|.| <= 1 per pixel), and a step
+    at the config's lr keeps the argmax of a confident front almost everywhere."""
+    from sceneparse.models.refinement import ContextModule
+
+    torch.manual_seed(0)
+    k, h, w = 5, 23, 30
+    cm = ContextModule(k)
+    logits = 8 * torch.randn(4, k, h, w)  # a confident front ...
+    target = logits.argmax(1)
+    wrong = torch.rand(4, h, w) < 0.1  # ... confidently wrong on 10 % of the pixels
+    target[wrong] = (target[wrong] + 1) % k
+    out, _ = cm(None, logits)
+    out.retain_grad()
+    F.cross_entropy(out, target).backward()
+    assert out.grad.abs().sum(1).max() * out.grad[0, 0].numel() * 4 <= 2.0 + 1e-4  # |softmax - onehot|_1 <= 2
+    grad_norm = torch.cat([p.grad.flatten() for p in cm.parameters() if p.grad is not None]).norm()
+    assert grad_norm < 5.0
+    opt = torch.optim.SGD(cm.parameters(), lr=0.001, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        out, _ = cm(None, logits)
+        F.cross_entropy(out, target).backward()
+        opt.step()
+    with torch.no_grad():
+        agree = (cm(None, logits)[0].argmax(1) == logits.argmax(1)).float().mean()
+    assert agree > 0.95
+
+
+def test_cascade_runs_the_context_module_at_the_front_stride():
+    from sceneparse.models.cascade import RefinementCascade
+    from sceneparse.models.refinement import ContextModule
+
+    torch.manual_seed(0)
+    front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8).eval()
+    cm = ContextModule(3)
+    seen = []
+    cm.body.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    cas = RefinementCascade(front, None, cm).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        out = cas(x)["out"]
+        torch.testing.assert_close(out, front(x)["out"])  # zero-initialised residual: the front exactly
+    assert seen == [(4, 6)]  # 64 x 96 at output stride 16
 
 
 def test_grn_zero_residual_returns_front_and_iterations_share_weights():
@@ -192,3 +242,104 @@ def test_frozen_parts_get_no_gradient():
     assert all(p.grad is None for p in front.parameters())
     assert all(p.grad is None for p in grn.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lrn.parameters())
+
+
+# issue 14, defects 5 and 6
+def _cascade_ckpt(front_path, **head):
+    from sceneparse.engine.checkpoint import load_checkpoint
+
+    f = load_checkpoint(front_path)
+    cfg = {"model": {"arch": "refine", "backbone": f["config"]["model"]["backbone"],
+                     "output_stride": f["config"]["model"]["output_stride"], "pretrained": None,
+                     "head": {"front": str(front_path), "iterations": 1, "m": 3,
+                              "lrn_channels": [8, 8, 8, 16, 16, 16], **head}}}
+    model = build_model("refine", cfg["model"]["backbone"], len(f["meta"]["classes"]),
+                        cfg["model"]["output_stride"], **cfg["model"]["head"])
+    return {"model": model.state_dict(), "config": {**f["config"], **cfg}, "meta": f["meta"]}
+
+
+def test_output_stride_switch_reaches_every_part_of_the_cascade(tmp_path, camvid_root, tiny_run):
+    import json
+
+    from sceneparse.cli import main
+    from sceneparse.engine.checkpoint import model_from_checkpoint
+
+    ckpt = _cascade_ckpt(tiny_run / "final.pt")
+    assert ckpt["config"]["model"]["output_stride"] == 16
+    model, _ = model_from_checkpoint(ckpt, output_stride=8)
+    assert model.front.output_stride == 8 and model.grn.net.output_stride == 8 and model.output_stride == 8
+    torch.save(ckpt, tmp_path / "cascade.pt")
+    out = tmp_path / "os8.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "cascade.pt"), "--output-stride", "8",
+                 f"data.root={camvid_root}", "data.max_val_samples=1", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads(out.read_text())["output_stride"] == 8
+
+
+def test_lrn_stage_refuses_init_weights_without_a_grn(tmp_path, camvid_root, tiny_run):
+    """Defect 6: an LRN stage started from a checkpoint that has no GRN weights silently ran a zero
+    GRN; only the network being trained may be missing from model.init_weights."""
+    from sceneparse.engine.trainer import train
+
+    front = tiny_run / "final.pt"
+    lrn_only = _cascade_ckpt(front, grn=False)
+    torch.save(lrn_only, tmp_path / "lrn_only.pt")
+    cfg = _refine_cfg(camvid_root, tmp_path / "run", front, "lrn", f"model.init_weights={tmp_path / 'lrn_only.pt'}")
+    with pytest.raises(ValueError, match=r"(?s)init_weights.*lrn\.\*.*missing: \['grn\."):
+        train(cfg, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["refine", "pyramid_output"])
+def test_upsample_logits_false_is_refused_where_it_would_be_ignored(tmp_path, camvid_root, tiny_run, arch):
+    from sceneparse.config import load_config
+    from sceneparse.engine.trainer import train
+
+    from .conftest import TINY
+
+    if arch == "refine":
+        cfg = _refine_cfg(camvid_root, tmp_path / "r", tiny_run / "final.pt", "grn", "train.upsample_logits=false")
+    else:
+        base = [o for o in TINY if not o.startswith("model.head.")]
+        cfg = load_config(None, base + [f"data.root={camvid_root}", f"work_dir={tmp_path / 'p'}",
+                                        "model.arch=pyramid_output", "model.backbone=resnet18",
+                                        "model.head.decoder_channels=16", "train.iters=1",
+                                        "train.upsample_logits=false"])
+    with pytest.raises(ValueError, match="upsample_logits"):
+        train(cfg, progress=False)
+
+
+def test_refine_stage_logs_the_front_next_to_the_refined_model(tmp_path, camvid_root, tiny_run):
+    import csv
+
+    from sceneparse.engine.trainer import train
+
+    train(_refine_cfg(camvid_root, tmp_path / "g", tiny_run / "final.pt", "grn", "train.log_interval=1"),
+          progress=False)
+    rows = list(csv.DictReader((tmp_path / "g/log.csv").open()))
+    assert rows[0]["iter"] == "0" and rows[0]["val_mIoU_front"] != ""
+    # the untrained GRN (zero residual) scores exactly what the front scores
+    assert float(rows[0]["val_mIoU"]) == pytest.approx(float(rows[0]["val_mIoU_front"]))
+    first = rows[1]
+    assert first["loss_front"] != "" and float(first["loss"]) == pytest.approx(float(first["loss_front"]), rel=1e-4)
+
+
+def test_psp_head_keeps_its_field_when_the_output_stride_changes():
+    """Defect 7: the backbone's OS8 features equal its OS16 features at the OS16 sample positions, so the
+    OS16-trained head must see the same field at OS8: its 3x3 bottleneck is dilated by 2."""
+    torch.manual_seed(0)
+    model = build_model("pspnet", "efficientnet_lite0", 3, output_stride=16, head_channels=16, aux_head=False,
+                        bins=(1,), pretrained=None).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        f16 = model.backbone(x)[-1]
+        l16 = model.decode_head(model.backbone(x))
+        model.set_output_stride(8)
+        f8 = model.backbone(x)[-1]
+        l8 = model.decode_head(model.backbone(x))
+    torch.testing.assert_close(f8[..., ::2, ::2], f16, atol=1e-4, rtol=1e-4)
+    assert model.decode_head.bottleneck[0].dilation == (2, 2)
+    # with bins=(1,) the global pooling is the only other input: a dense-grid mean of the same map
+    err = (l8[..., ::2, ::2] - l16).abs().max()
+    model.decode_head.bottleneck[0].dilation, model.decode_head.bottleneck[0].padding = (1, 1), (1, 1)
+    with torch.no_grad():
+        err_undilated = (model.decode_head(model.backbone(x))[..., ::2, ::2] - l16).abs().max()
+    assert err < 0.2 * err_undilated

@@ -65,11 +65,15 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     m = ckpt["config"]["model"]
     meta = ckpt.get("meta", {})
     num_classes = len(meta["classes"]) if "classes" in meta else ckpt["num_classes"]
-    model = build_model(m["arch"], m["backbone"], num_classes, output_stride or m["output_stride"],
+    model = build_model(m["arch"], m["backbone"], num_classes, m["output_stride"],
                         pretrained=None, deep_stem=m.get("deep_stem", False), multi_grid=m.get("multi_grid"),
                         **m.get("head", {}))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     load_model_weights(model, state)
+    # built as trained, then switched as a whole: a model made of several strided parts (a refinement
+    # cascade's front and GRN) must not end up with the parts at different strides
+    if output_stride and output_stride != getattr(model, "output_stride", output_stride):
+        model.set_output_stride(output_stride)
     return model.to(device).eval(), ckpt
 
 

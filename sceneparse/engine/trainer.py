@@ -38,7 +38,10 @@ from .inference import InferenceConfig
 
 log = logging.getLogger(__name__)
 
-LOG_FIELDS = ["iter", "epoch", "lr", "loss", "loss_aux", "val_mIoU", "val_aAcc", "val_mAcc", "time_s"]
+# loss_front / val_mIoU_front: a refinement stage's frozen front on the same batches / at step 0, so that a
+# refiner worse than its input shows in the first log lines
+LOG_FIELDS = ["iter", "epoch", "lr", "loss", "loss_aux", "loss_front", "val_mIoU", "val_aAcc", "val_mAcc",
+              "val_mIoU_front", "time_s"]
 
 
 class EpochSampler(Sampler):
@@ -303,12 +306,25 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     model = build_model_from_config(cfg, train_ds.num_classes,
                                     pretrained=ckpt_path is None and not cfg.model.init_weights).to(device)
     if cfg.model.init_weights and ckpt_path is None:
-        fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v
-                                           for k, v in load_checkpoint(cfg.model.init_weights)["model"].items()},
-                                   allow_missing=("aux_head.", "lrn.", "grn."))
+        # only what this run trains may be missing (a refinement stage's new network); anything else
+        # missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one, is an error
+        new = getattr(model, "new_weight_prefixes", lambda: ())()
+        try:
+            fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v
+                                               for k, v in load_checkpoint(cfg.model.init_weights)["model"].items()},
+                                       allow_missing=("aux_head.", *new))
+        except ValueError as e:
+            only = f"only {', '.join(p + '*' for p in new)} may be missing" if new else "nothing may be missing"
+            raise ValueError(f"model.init_weights={cfg.model.init_weights} lacks weights this run uses but does "
+                             f"not train ({only}; e.g. an LRN stage needs a finished GRN stage, or "
+                             f"model.head.grn=false): {e}") from e
         log.info("initialised the model from %s (%d tensors not in it keep their init)",
                  cfg.model.init_weights, len(fresh))
-    model.upsample_train_logits = bool(t.upsample_logits)
+    if hasattr(model, "upsample_train_logits"):
+        model.upsample_train_logits = bool(t.upsample_logits)
+    elif not t.upsample_logits:
+        raise ValueError(f"train.upsample_logits=false is not supported by arch {cfg.model.arch!r} (it computes "
+                         "its loss at the input resolution); it applies to fcn, pspnet and deeplabv3")
     set_train_mode(model, t.freeze_bn)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -389,6 +405,9 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
                 # a model with its own loss (the pyramidal output, Eq. 1) computes it; others use CE + aux
                 loss, parts = (raw.compute_loss(outputs, labels) if hasattr(raw, "compute_loss")
                                else criterion(outputs, labels))
+                if "front" in outputs:  # a refinement stage: its frozen input's loss on the same batch
+                    with torch.no_grad():
+                        parts["loss_front"] = criterion({"out": outputs["front"]}, labels)[1]["loss"]
                 finite = finite and bool(torch.isfinite(loss))
                 if finite:
                     scaler.scale(loss / len(batches)).backward()
@@ -429,6 +448,14 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
                    "loss_aux": parts.get("loss_aux", parts.get("loss_unity", torch.tensor(float("nan")))).item(),
                    "time_s": round(time.time() - t0, 1)}
+            if "loss_front" in parts:
+                row["loss_front"] = parts["loss_front"].item()
+            extra = {k: round(float(v), 5) for k, v in parts.items() if k not in LOG_FIELDS and k != "loss_unity"}
+            if extra:  # model-specific diagnostics (e.g. the pyramid's supervised share per level)
+                with (work_dir / "diagnostics.jsonl").open("a") as f:
+                    f.write(json.dumps({"iter": it, **extra}) + "\n")
+                if it == start + 1 or it == total:
+                    log.info("iteration %d diagnostics: %s", it, extra)
         if main_proc and (it % eval_interval == 0 or it == total):
             scores = evaluate_model(raw, val_ds, device, progress=False,
                                     infer=InferenceConfig(channels_last=t.channels_last))
@@ -443,6 +470,17 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         if it % t.ckpt_interval == 0 or it == total:
             save(it)
         return it, scores
+
+    if main_proc and start == 0 and isinstance(getattr(raw, "front", None), torch.nn.Module):
+        # a refinement stage: the frozen front's val mIoU next to the untrained refined model's
+        infer = InferenceConfig(channels_last=t.channels_last)
+        front_scores = evaluate_model(raw.front, val_ds, device, progress=False, infer=infer)
+        init_scores = evaluate_model(raw, val_ds, device, progress=False, infer=infer)
+        _append_log(log_path, {"iter": 0, "epoch": 0.0, "val_mIoU": round(init_scores["mIoU"], 3),
+                               "val_aAcc": round(init_scores["aAcc"], 3), "val_mAcc": round(init_scores["mAcc"], 3),
+                               "val_mIoU_front": round(front_scores["mIoU"], 3), "time_s": 0.0})
+        log.info("step 0: front val mIoU %.2f, refined (untrained) %.2f", front_scores["mIoU"], init_scores["mIoU"])
+        set_train_mode(model, t.freeze_bn)
 
     skipped_nan = 0
     stop = _StopFlag()
@@ -501,7 +539,7 @@ def plot_curves(log_csv: str | Path, out_png: str | Path) -> None:
         return [p for p in pts if not math.isnan(p[1])]
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for key, label in (("loss", "main CE"), ("loss_aux", "aux CE")):
+    for key, label in (("loss", "main CE"), ("loss_aux", "aux CE"), ("loss_front", "front CE (same batch)")):
         pts = series(key)
         if pts:
             axes[0].plot(*zip(*pts), label=label)
@@ -511,7 +549,10 @@ def plot_curves(log_csv: str | Path, out_png: str | Path) -> None:
         axes[1].plot(*zip(*series("lr")))
     axes[1].set(title="backbone learning rate (poly)", xlabel="iteration")
     if series("val_mIoU"):
-        axes[2].plot(*zip(*series("val_mIoU")), marker="o")
+        axes[2].plot(*zip(*series("val_mIoU")), marker="o", label="model")
+    if series("val_mIoU_front"):
+        axes[2].axhline(series("val_mIoU_front")[0][1], color="gray", ls="--", label="frozen front")
+        axes[2].legend()
     axes[2].set(title="validation mIoU (%)", xlabel="iteration")
     for ax in axes:
         ax.grid(alpha=0.3)

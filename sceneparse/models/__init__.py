@@ -34,7 +34,7 @@ def _build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int =
                   aux_channels: int = 256, dropout: float = 0.1, bins: Sequence[int] = (1, 2, 3, 6),
                   pool: str = "avg", reduction: bool = True) -> SegmentationModel:
     head = PSPHead(backbone.out_channels[-1], head_channels, num_classes, bins=bins, pool=pool,
-                   reduction=reduction, dropout=dropout)
+                   reduction=reduction, dropout=dropout, output_stride=backbone.output_stride)
     return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
 
 
@@ -79,6 +79,9 @@ def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: boo
     norm = {"mean": meta.get("mean", IMAGENET_MEAN), "std": meta.get("std", IMAGENET_STD)}
     grn_net = None
     if grn:
+        if backbone.output_stride != front_model.output_stride:
+            raise ValueError(f"model.output_stride {backbone.output_stride} differs from the front's "
+                             f"({front_model.output_stride}, in {front}); the GRN works at the front's stride")
         head_opts = {**fm.get("head", {}), "aux_head": False}
         grn_net = GRN(ARCHS[fm["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
     if local not in ("lrn", "context"):
@@ -93,12 +96,12 @@ def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: boo
 def _build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequence[int] = (32, 16, 8, 4),
                           decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
                           context: bool = True, tau: float = 0.9, relabel_policy: str = "final",
-                          output: str = "fuse") -> nn.Module:
+                          output: str = "fuse", finest_per_pixel: bool = True) -> nn.Module:
     """Specialize and Fuse (pyramidal output) on an undilated backbone + stride-4 fusion decoder."""
     if backbone.output_stride != 32:
         backbone.set_output_stride(32)
     return PyramidOutputModel(backbone, num_classes, strides, decoder_channels, unity_channels, semantic_channels,
-                              context, tau, relabel_policy, output)
+                              context, tau, relabel_policy, output, finest_per_pixel)
 
 
 ARCHS: dict[str, Callable[..., SegmentationModel]] = {

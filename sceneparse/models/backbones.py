@@ -260,11 +260,14 @@ class EfficientNetLiteBackbone(nn.Module):
         self.output_stride = output_stride
 
     def set_output_stride(self, output_stride: int) -> None:
-        """Switch output_stride keeping the current weights (and their device/dtype)."""
+        """Switch output_stride keeping the current weights (and their device/dtype, and train/eval mode)."""
         state = self.state_dict()
         p = next(self.parameters())
+        stem = self.conv_stem  # stride 2 at every output_stride; may have been widened (GRN input)
         self._build(output_stride)
+        self.conv_stem = stem
         self.load_state_dict(state)
+        self.train(stem.training)  # timm builds in train mode: keep the mode the backbone was in
         self.to(device=p.device, dtype=p.dtype)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

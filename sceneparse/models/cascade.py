@@ -9,6 +9,10 @@ trained is given by ``train_stage``:
 - ``"lrn"``: front and GRN frozen, LRN trained.
 
 ``fusion="parallel"`` averages the GRN and LRN outputs (the alternative the paper compares with).
+
+A local module with ``native_resolution = True`` (the Yu & Koltun context module) runs on the
+front's logits at the front's output stride, as in Yu & Koltun; its residual is upsampled
+(bilinear) to the input size and added to the full-resolution logits.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .refinement import GRN, LRN, unnormalize
@@ -35,8 +40,9 @@ class RefinementCascade(nn.Module):
         train_stage: ``"grn"``, ``"lrn"`` or None (nothing trainable: evaluation of a finished cascade).
         mean, std: the normalisation of the images this model receives (undone for GRN/LRN input).
 
-    ``forward(x)`` with ``x`` ``(N, 3, H, W)`` normalised returns ``{"out": (N, K, H, W) logits}``,
-    plus ``"aux"`` (GRN residual) in train mode at stage ``"grn"``.
+    ``forward(x)`` with ``x`` ``(N, 3, H, W)`` normalised returns ``{"out": (N, K, H, W) logits}``;
+    in train mode also ``"front"`` (the frozen front's logits, for the diagnostic "front loss on the
+    same batch" the trainer logs) and, at stage ``"grn"``, ``"aux"`` (the last GRN residual).
     """
 
     def __init__(self, front: nn.Module, grn: GRN | None = None, lrn: LRN | None = None, fusion: str = "cascade",
@@ -65,10 +71,39 @@ class RefinementCascade(nn.Module):
 
     @property
     def output_stride(self) -> int:
+        """The front's output stride (``set_output_stride`` keeps the GRN on the same one)."""
         return self.front.output_stride
 
     def set_output_stride(self, output_stride: int) -> None:
+        """Switch every strided part (front and GRN network) to ``output_stride``; the LRN works at
+        the input resolution and the context module at the front's, so they follow."""
         self.front.set_output_stride(output_stride)
+        if self.grn is not None and hasattr(self.grn.net, "set_output_stride"):
+            self.grn.net.set_output_stride(output_stride)
+
+    def new_weight_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes that an ``init_weights`` checkpoint may lack: only the stage being
+        trained (a GRN or LRN that is used but neither trained nor loaded would be an error)."""
+        return (f"{self.train_stage}.",) if self.train_stage else ()
+
+    def _front_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Front logits at the input size and, for a backbone + decode head front, at its output
+        stride (the full-size ones are their bilinear upsampling, as in ``SegmentationModel``)."""
+        front = self.front
+        if hasattr(front, "decode_head") and hasattr(front, "backbone"):
+            low = front.decode_head(front.backbone(x)).float()
+            return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False), low
+        return front(x)["out"].float(), None
+
+    def _local(self, img: torch.Tensor, u: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
+        net = self.lrn
+        if getattr(net, "native_resolution", False):
+            if low is None:  # no native logits (or a GRN ran first): pool to the front's stride
+                s = self.front.output_stride
+                low = F.adaptive_avg_pool2d(u, (max(1, -(-u.shape[-2] // s)), max(1, -(-u.shape[-1] // s))))
+            r = net.residual(low)
+            return u + F.interpolate(r, size=u.shape[-2:], mode="bilinear", align_corners=False)
+        return net(img, u)[0]
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -87,12 +122,12 @@ class RefinementCascade(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            front = self.front(x)["out"].float()
+            front, low = self._front_logits(x)
         img = unnormalize(x, self.mean, self.std)
-        out: dict[str, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {"front": front} if self.training else {}
         if self.fusion == "parallel":
             g = self._run("grn", lambda: self.grn(img, front))
-            l_, _ = self._run("lrn", lambda: self.lrn(img, front))
+            l_ = self._run("lrn", lambda: self._local(img, front, low))
             out["out"] = (g["out"] + l_) / 2
             if self.training and self.train_stage == "grn":
                 out["aux"] = g["residual"]
@@ -100,10 +135,10 @@ class RefinementCascade(nn.Module):
         u = front
         if self.grn is not None:
             g = self._run("grn", lambda: self.grn(img, u))
-            u = g["out"]
+            u, low = g["out"], None
             if self.training and self.train_stage == "grn":
                 out["aux"] = g["residual"]
         if self.lrn is not None:
-            u, _ = self._run("lrn", lambda: self.lrn(img, u))
+            u = self._run("lrn", lambda: self._local(img, u, low))
         out["out"] = u
         return out

@@ -135,13 +135,31 @@ def adaptive_pool2d(x: torch.Tensor, bins: int, mode: str = "avg") -> torch.Tens
 
 
 class PSPHead(DecodeHead):
-    """PSPNet head: pyramid pooling module -> 3x3 conv-BN-ReLU -> dropout -> classifier (Fig. 3)."""
+    """PSPNet head: pyramid pooling module -> 3x3 conv-BN-ReLU -> dropout -> classifier (Fig. 3).
+
+    ``output_stride``: the stride the head is built (trained) at. ``set_output_stride(s)`` keeps the
+    3x3 bottleneck's field in image pixels when the same weights run at another stride: dilation
+    ``output_stride / s`` (2 when OS16-trained weights run at OS8), as DeepLabv3 doubles its ASPP
+    rates (Sec. 3.3). The backbone's OS8 features equal its OS16 features at the OS16 sample
+    positions (tested), so with the dilated bottleneck the OS8 logits at those positions equal the
+    OS16 logits up to the pyramid pooling's averages over a denser grid; without it, the bottleneck
+    sees half the context it was trained with (measured in the README, issue 14).
+    """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, bins: Sequence[int] = (1, 2, 3, 6),
-                 pool: str = "avg", reduction: bool = True, dropout: float = 0.1, in_index: int = -1):
+                 pool: str = "avg", reduction: bool = True, dropout: float = 0.1, in_index: int = -1,
+                 output_stride: int | None = None):
         super().__init__(in_channels, channels, num_classes, dropout, in_index)
         self.ppm = PyramidPoolingModule(in_channels, bins, pool, reduction)
         self.bottleneck = conv_bn_relu(self.ppm.out_channels, channels)
+        self.trained_output_stride = output_stride
+
+    def set_output_stride(self, output_stride: int) -> None:
+        if not self.trained_output_stride:
+            return
+        d = max(1, self.trained_output_stride // output_stride)
+        conv = self.bottleneck[0]
+        conv.dilation, conv.padding = (d, d), (d, d)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(self.ppm(x))

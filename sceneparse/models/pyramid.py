@@ -116,11 +116,15 @@ def pyramid_loss(semantic_logits: list[torch.Tensor], unity_prob: list[torch.Ten
     """Eq. 1: ``mean_l CE(Y_hat_l, Y_l) + mean_{l<L} BCE(U_hat_l, U_l)`` on relabelled ground truth.
 
     ``semantic_logits``: L tensors ``(N, C, h_l, w_l)``; ``unity_prob``: L-1 probabilities
-    ``(N, h_l, w_l)`` (after the sigmoid and min-pooling); targets as from ``relabel``. A level whose
-    cells are all ignored contributes 0.
+    ``(N, h_l, w_l)`` (after the sigmoid and min-pooling); targets as from ``relabel``. The finest
+    target may be a per-pixel map larger than its logits (``finest_pixel_target``): the logits are
+    then bilinearly upsampled to it. A level whose cells are all ignored contributes 0.
     """
     ce = []
-    for logits, y in zip(semantic_logits, semantic_gt):
+    for i, (logits, y) in enumerate(zip(semantic_logits, semantic_gt)):
+        if i == len(semantic_logits) - 1 and y.shape[-2:] != logits.shape[-2:]:
+            # the finest level on a per-pixel target (``finest_pixel_target``): logits upsampled to it
+            logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
         ce.append(F.cross_entropy(logits.float(), y, ignore_index=ignore_index) if (y != ignore_index).any()
                   else logits.sum() * 0.0)
     bce = []
@@ -131,6 +135,49 @@ def pyramid_loss(semantic_logits: list[torch.Tensor], unity_prob: list[torch.Ten
     loss_ce = torch.stack(ce).mean()
     loss_bce = torch.stack(bce).mean() if bce else loss_ce * 0.0
     return loss_ce + loss_bce, {"loss": loss_ce.detach(), "loss_unity": loss_bce.detach()}
+
+
+def finest_pixel_target(label: torch.Tensor, unity: list[torch.Tensor], relabelled_unity: list[torch.Tensor],
+                        stride: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Per-pixel target of the finest level: every labelled pixel, less those "done by coarser".
+
+    The paper's finest cells are pixels, so every labelled pixel is supervised at some level. Our
+    finest level has stride 4: supervising it on its 4x4 cells would leave the pixels of mixed
+    4x4 cells unsupervised at every level (8.5 % of labelled CamVid pixels, 75 % of Pole pixels).
+    Instead the finest logits are upsampled to the label and trained on every labelled pixel,
+    except those whose finest cell was relabelled "done by coarser" (``relabel``).
+
+    Args:
+        label: ``(N, H, W)`` int64 labels; H, W = ``stride`` x the finest level's size.
+        unity, relabelled_unity: the finest level's unity map before / after ``relabel``
+            (``(N, H/stride, W/stride)``); a cell that went from labelled to ``ignore_index`` is done.
+
+    Returns:
+        ``(N, H, W)`` int64: ``label`` with the done pixels set to ``ignore_index``.
+    """
+    done = (relabelled_unity[-1] == ignore_index) & (unity[-1] != ignore_index)
+    done = done.repeat_interleave(stride, dim=-2).repeat_interleave(stride, dim=-1)
+    return torch.where(done, torch.full_like(label, ignore_index), label)
+
+
+def supervised_share(label: torch.Tensor, relabelled_semantic: list[torch.Tensor], strides: Sequence[int],
+                     finest_target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
+    """Diagnostic: share (%) of the labelled pixels of ``label`` whose semantic class is supervised at
+    each level (``"sup_s32"`` ...; levels above the finest through their cells, the finest through
+    ``finest_target``) and at no level (``"sup_none"``)."""
+    labelled = label != ignore_index
+    n = labelled.sum().clamp_min(1).float()
+    covered = torch.zeros_like(labelled)
+    out = {}
+    for s, y in zip(strides[:-1], relabelled_semantic[:-1]):
+        cell = (y != ignore_index).repeat_interleave(s, dim=-2).repeat_interleave(s, dim=-1) & labelled
+        covered |= cell
+        out[f"sup_s{s}"] = float(100.0 * cell.sum() / n)
+    fine = finest_target != ignore_index
+    covered |= fine
+    out[f"sup_s{strides[-1]}"] = float(100.0 * fine.sum() / n)
+    out["sup_none"] = float(100.0 * (labelled & ~covered).sum() / n)
+    return out
 
 
 def fuse(semantic: list[torch.Tensor], unity_prob: list[torch.Tensor], tau: float = 0.9

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from ..data.base import IGNORE_INDEX
 from .heads import adaptive_pool2d, conv_bn_relu
-from .pyramid import POLICIES, check_strides, fuse, pyramid_ground_truth, pyramid_loss, relabel
+from .pyramid import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss,
+                      relabel, supervised_share)
 
 
 class FusionDecoder(nn.Module):
@@ -161,6 +162,10 @@ class PyramidOutputModel(nn.Module):
         relabel_policy: "naive", "simple_fix" or "final" (Table 7).
         output: ``"fuse"`` (Eq. 2) or ``"finest"`` (only the finest level: the pyramid acts as
             auxiliary supervision, Table 8).
+        finest_per_pixel: supervise the finest level on every labelled pixel not done by a coarser
+            level (default; the paper's finest cells are pixels). ``False`` supervises its 4x4 cells
+            like the other levels, leaving mixed 4x4 cells unsupervised at every level (the old
+            behaviour, kept for the ablation).
 
     ``forward(x)`` -> ``{"out": (N, C, H, W) scores}`` (and, in train mode or with
     ``return_pyramid``, ``"semantic"``, ``"unity"``, ``"level"``). Inputs whose H, W are not
@@ -171,8 +176,10 @@ class PyramidOutputModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, strides: Sequence[int] = (32, 16, 8, 4),
                  decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
-                 context: bool = True, tau: float = 0.9, relabel_policy: str = "final", output: str = "fuse"):
+                 context: bool = True, tau: float = 0.9, relabel_policy: str = "final", output: str = "fuse",
+                 finest_per_pixel: bool = True):
         super().__init__()
+        self.finest_per_pixel = bool(finest_per_pixel)
         strides = tuple(int(s) for s in strides)
         if strides[-1] != 4:
             raise ValueError(f"the finest level must have stride 4 (the decoder's), got {strides}")
@@ -235,6 +242,12 @@ class PyramidOutputModel(nn.Module):
             loss = F.cross_entropy(F.interpolate(outputs["semantic"][0].float(), size=size, mode="bilinear",
                                                  align_corners=False), target, ignore_index=IGNORE_INDEX)
             return loss, {"loss": loss.detach()}
-        unity_gt, sem_gt = pyramid_ground_truth(target, self.strides)
-        unity_gt, sem_gt = relabel(unity_gt, sem_gt, self.relabel_policy, outputs["unity"], self.tau)
-        return pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt)
+        unity0, sem0 = pyramid_ground_truth(target, self.strides)
+        unity_gt, sem_gt = relabel(unity0, sem0, self.relabel_policy, outputs["unity"], self.tau)
+        if self.finest_per_pixel:  # every labelled pixel is supervised somewhere (see finest_pixel_target)
+            sem_gt[-1] = finest_pixel_target(target, unity0, unity_gt, self.strides[-1])
+        loss, parts = pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt)
+        share = supervised_share(target, sem_gt, self.strides, sem_gt[-1] if self.finest_per_pixel
+                                 else sem_gt[-1].repeat_interleave(4, -2).repeat_interleave(4, -1))
+        parts.update({k: torch.tensor(v) for k, v in share.items()})
+        return loss, parts
