@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-0 1}
-EXTRA_SEEDS=${EXTRA_SEEDS:-0}
+EXTRA_SEEDS=${EXTRA_SEEDS-0}
 EPOCHS=${EPOCHS:-4}
 CFG=configs/camvid/pyramid_effl0.yaml
 R=runs/pyramid
