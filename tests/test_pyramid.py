@@ -233,3 +233,45 @@ def test_pyramid_model_loss_trains_the_pixels_of_mixed_cells():
     model.finest_per_pixel = False
     _, old = model.compute_loss({"semantic": sem, "unity": uni}, FINE)
     assert float(old["sup_none"]) > 25.0
+
+
+def test_finest_target_places_a_partial_done_mask_on_the_right_pixels():
+    """A 16x8 map, strides (8, 4): the top 8x8 cell is one unity-cell (class 1, done by the coarse level
+    under simple_fix), the bottom one is mixed. Only the top half of the finest target is ignored; the
+    bottom keeps every pixel (a tiled instead of interleaved mask, or a transposed one, would not)."""
+    from sceneparse.models.pyramid import finest_pixel_target
+
+    label = torch.full((1, 16, 8), 1, dtype=torch.long)
+    label[0, 8:, :] = 2
+    label[0, 13, 2] = 0  # the bottom cell is mixed
+    unity, semantic = pyramid_ground_truth(label, (8, 4))
+    u, _ = relabel(unity, semantic, "simple_fix")
+    target = finest_pixel_target(label, unity, u, 4)
+    assert (target[0, :8] == I).all() and torch.equal(target[0, 8:], label[0, 8:])
+    # "final": the top cell is done only when its predicted unity probability reaches tau
+    u, _ = relabel(unity, semantic, "final", unity_prob=[torch.tensor([[[0.95], [0.99]]])], tau=0.9)
+    assert (finest_pixel_target(label, unity, u, 4)[0, :8] == I).all()
+    u, _ = relabel(unity, semantic, "final", unity_prob=[torch.tensor([[[0.5], [0.99]]])], tau=0.9)
+    assert torch.equal(finest_pixel_target(label, unity, u, 4), label)
+
+
+def test_pyramid_model_loss_ignores_pixels_done_by_coarser():
+    from sceneparse import build_model
+
+    label = torch.full((1, 16, 8), 1, dtype=torch.long)
+    label[0, 8:, :] = 2
+    label[0, 13, 2] = 0
+    torch.manual_seed(0)
+    model = build_model("pyramid_output", "resnet18", 3, strides=(8, 4), decoder_channels=8, unity_channels=4,
+                        semantic_channels=8, relabel_policy="simple_fix", context=False)
+    sem = [torch.randn(1, 3, 2, 1), torch.randn(1, 3, 4, 2)]
+    uni = [torch.rand(1, 2, 1)]
+    loss, parts = model.compute_loss({"semantic": sem, "unity": uni}, label)
+    unity, semantic = pyramid_ground_truth(label, (8, 4))
+    up = F.interpolate(sem[1], size=(16, 8), mode="bilinear", align_corners=False)
+    finest = label.clone()
+    finest[0, :8] = I  # done by the coarse unity-cell
+    expect = (F.cross_entropy(sem[0], semantic[0], ignore_index=I) + F.cross_entropy(up, finest, ignore_index=I)) / 2 \
+        + F.binary_cross_entropy(uni[0], unity[0].float())
+    torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
+    assert float(parts["sup_s8"]) == pytest.approx(100 * 64 / 128) and float(parts["sup_none"]) == 0.0

@@ -181,9 +181,7 @@ def test_context_module_gradient_is_bounded_and_one_step_keeps_the_front():
     wrong = torch.rand(4, h, w) < 0.1  # ... confidently wrong on 10 % of the pixels
     target[wrong] = (target[wrong] + 1) % k
     out, _ = cm(None, logits)
-    out.retain_grad()
     F.cross_entropy(out, target).backward()
-    assert out.grad.abs().sum(1).max() * out.grad[0, 0].numel() * 4 <= 2.0 + 1e-4  # |softmax - onehot|_1 <= 2
     grad_norm = torch.cat([p.grad.flatten() for p in cm.parameters() if p.grad is not None]).norm()
     assert grad_norm < 5.0
     opt = torch.optim.SGD(cm.parameters(), lr=0.001, momentum=0.9)
@@ -211,7 +209,14 @@ def test_cascade_runs_the_context_module_at_the_front_stride():
     with torch.no_grad():
         out = cas(x)["out"]
         torch.testing.assert_close(out, front(x)["out"])  # zero-initialised residual: the front exactly
-    assert seen == [(4, 6)]  # 64 x 96 at output stride 16
+        assert seen == [(4, 6)]  # 64 x 96 at output stride 16
+        nn.init.normal_(cm.final.weight, std=0.5)  # a trained module: full-size front + upsampled residual
+        low = front.decode_head(front.backbone(x))
+        expect = front(x)["out"] + F.interpolate(cm.residual(low), size=(64, 96), mode="bilinear",
+                                                 align_corners=False)
+        got = cas(x)["out"]
+        assert (got - front(x)["out"]).abs().max() > 1e-2
+        torch.testing.assert_close(got, expect)
 
 
 def test_grn_zero_residual_returns_front_and_iterations_share_weights():
@@ -337,6 +342,16 @@ def test_psp_head_keeps_its_field_when_the_output_stride_changes():
         l8 = model.decode_head(model.backbone(x))
     torch.testing.assert_close(f8[..., ::2, ::2], f16, atol=1e-4, rtol=1e-4)
     assert model.decode_head.bottleneck[0].dilation == (2, 2)
+    assert not any(m.training for m in model.modules())  # the EfficientNet rebuild keeps eval mode
+    model.train()
+    model.backbone.blocks[0].requires_grad_(False)  # a frozen part stays frozen through a switch
+    model.backbone.blocks[0].eval()
+    model.set_output_stride(16)
+    assert not any(p.requires_grad for p in model.backbone.blocks[0].parameters())
+    assert not model.backbone.blocks[0].training and model.backbone.blocks[1].training
+    model.eval()
+    assert model.decode_head.bottleneck[0].dilation == (1, 1)
+    model.set_output_stride(8)
     # with bins=(1,) the global pooling is the only other input: a dense-grid mean of the same map
     err = (l8[..., ::2, ::2] - l16).abs().max()
     model.decode_head.bottleneck[0].dilation, model.decode_head.bottleneck[0].padding = (1, 1), (1, 1)

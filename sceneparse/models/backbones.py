@@ -263,11 +263,18 @@ class EfficientNetLiteBackbone(nn.Module):
         """Switch output_stride keeping the current weights (and their device/dtype, and train/eval mode)."""
         state = self.state_dict()
         p = next(self.parameters())
+        # the rebuild makes fresh modules: keep each module's train/eval mode (frozen BN) and each
+        # parameter's requires_grad (a frozen front) as they were
+        modes = {n: m.training for n, m in self.named_modules()}
+        grads = {n: q.requires_grad for n, q in self.named_parameters()}
         stem = self.conv_stem  # stride 2 at every output_stride; may have been widened (GRN input)
         self._build(output_stride)
         self.conv_stem = stem
         self.load_state_dict(state)
-        self.train(stem.training)  # timm builds in train mode: keep the mode the backbone was in
+        for n, m in self.named_modules():
+            m.training = modes.get(n, self.training)
+        for n, q in self.named_parameters():
+            q.requires_grad_(grads.get(n, True))
         self.to(device=p.device, dtype=p.dtype)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -98,7 +98,8 @@ class RefinementCascade(nn.Module):
     def _local(self, img: torch.Tensor, u: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
         net = self.lrn
         if getattr(net, "native_resolution", False):
-            if low is None:  # no native logits (or a GRN ran first): pool to the front's stride
+            if low is None:  # no native logits (a GRN ran first): average-pool the full-size ones to
+                # ceil(H / stride) x ceil(W / stride) cells, close to (not exactly) the backbone's grid
                 s = self.front.output_stride
                 low = F.adaptive_avg_pool2d(u, (max(1, -(-u.shape[-2] // s)), max(1, -(-u.shape[-1] // s))))
             r = net.residual(low)

@@ -141,11 +141,13 @@ def finest_pixel_target(label: torch.Tensor, unity: list[torch.Tensor], relabell
                         stride: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Per-pixel target of the finest level: every labelled pixel, less those "done by coarser".
 
-    The paper's finest cells are pixels, so every labelled pixel is supervised at some level. Our
-    finest level has stride 4: supervising it on its 4x4 cells would leave the pixels of mixed
-    4x4 cells unsupervised at every level (8.5 % of labelled CamVid pixels, 75 % of Pole pixels).
-    Instead the finest logits are upsampled to the label and trained on every labelled pixel,
-    except those whose finest cell was relabelled "done by coarser" (``relabel``).
+    The paper (Sec. 3) puts the finest level at stride s_L = 4 and *assumes* its cells are
+    unity-cells; it does not say how a mixed finest cell is supervised. Taken literally (cell-level
+    targets at every level), the pixels of mixed 4x4 cells are supervised at no level: 8.5 % of
+    labelled CamVid train pixels, 76 % of Pole pixels (``scripts/pyramid_supervision_share.py``).
+    Our choice: the finest logits are upsampled (bilinear) to the label and trained on every
+    labelled pixel, except those whose finest cell was relabelled "done by coarser" (``relabel``),
+    as the single-output baseline is trained on every pixel.
 
     Args:
         label: ``(N, H, W)`` int64 labels; H, W = ``stride`` x the finest level's size.

@@ -163,7 +163,7 @@ class PyramidOutputModel(nn.Module):
         output: ``"fuse"`` (Eq. 2) or ``"finest"`` (only the finest level: the pyramid acts as
             auxiliary supervision, Table 8).
         finest_per_pixel: supervise the finest level on every labelled pixel not done by a coarser
-            level (default; the paper's finest cells are pixels). ``False`` supervises its 4x4 cells
+            level (default; our choice where the paper assumes unity finest cells). ``False`` supervises its 4x4 cells
             like the other levels, leaving mixed 4x4 cells unsupervised at every level (the old
             behaviour, kept for the ablation).
 

@@ -198,7 +198,8 @@ class ContextModule(nn.Module):
     "+context module" (MS-Dilation) of the GRN/LRN paper's Table 2.
 
     Layers (their Table 1, basic): 3x3 convs with dilations 1, 1, 2, 4, 8, 16, 1 (K -> K channels
-    each, ``width`` times K for the "large" variant), ReLU after each, then a 1x1 conv back to K.
+    each; ``width`` > 1 widens every layer to ``width`` x K, a simplification of their "large"
+    module, whose widths grow from 2K to 32K), ReLU after each, then a 1x1 conv back to K.
     Their identity initialisation (Sec. 3) is kept for the dilated stack. Two choices of ours make
     the module safe to train after a good front (measured, README "Table 2"):
 
@@ -211,7 +212,9 @@ class ContextModule(nn.Module):
 
     Yu & Koltun run the module on the front-end's output at the front-end's feature resolution;
     ``RefinementCascade`` feeds it the front's logits at its output stride (e.g. 23 x 30 for a
-    360 x 480 image at OS16) and upsamples the residual.
+    360 x 480 image at OS16) and upsamples the residual. Their final 1x1 is identity-initialised and
+    not residual (an untrained module returns ReLU(x)); ours returns x. The dilations are in feature
+    pixels and are not rescaled when the cascade is switched to another output stride.
 
     ``forward(image01, logits)`` -> ``(refined_logits, None)`` (same interface as ``LRN``; the image
     is not used); ``logits`` ``(N, K, h, w)`` float, any h, w.
