@@ -12,6 +12,18 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
 
 
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` without the traceback text a DataLoader worker wraps around it."""
+    text = str(e)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        lines = text.rstrip().splitlines()
+        for i in range(len(lines) - 1, -1, -1):
+            head, sep, rest = lines[i].partition(": ")
+            if sep and head.rsplit(".", 1)[-1] == type(e).__name__:
+                return "\n".join([rest] + lines[i + 1:])
+    return text
+
+
 def _inference_config(args, mean=None, std=None):
     from .engine.inference import InferenceConfig
 
@@ -62,25 +74,45 @@ def _train(args) -> int:
     if args.work_dir:
         from omegaconf import OmegaConf
         cfg = OmegaConf.merge(cfg, {"work_dir": args.work_dir})
-    scores = train(cfg, resume=args.resume, progress=not args.no_progress)
+    scores = train(cfg, resume=args.resume, progress=not args.no_progress,
+                   allow_config_change=tuple(args.allow_config_change or ()))
     if scores:
         print(f"final val mIoU {scores['mIoU']:.2f}  aAcc {scores['aAcc']:.2f}  mAcc {scores['mAcc']:.2f}")
     print(f"run written to {cfg.work_dir}")
     return 0
 
 
+def _checkpoint_split_and_out(args, config: str | None, kind: str):
+    """``(ckpt, cfg, split, dataset, out path)`` for a command that scores a checkpoint on a split; checks
+    the classes match and the output can be written before any model is built."""
+    from .config import load_config
+    from .data import build_dataset, build_eval_transform
+    from .engine.checkpoint import check_classes, load_checkpoint
+    from .engine.outputs import check_output_file
+
+    ckpt = load_checkpoint(args.checkpoint)
+    cfg = load_config(config, args.overrides, base=ckpt["config"])
+    d = cfg.data
+    split = args.split or d.val_split
+    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
+    if d.max_val_samples:
+        ds.pairs = ds.pairs[: d.max_val_samples]
+    check_classes(ckpt["meta"], ds, source=str(args.checkpoint))
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{kind}_{split}.json")
+    check_output_file(out, [args.checkpoint, config], flag="--out" if args.out else f"{kind} file (set --out)")
+    return ckpt, cfg, split, ds, out
+
+
 def _evaluate(args) -> int:
     import torch
 
-    from .config import load_config
-    from .data import build_dataset, build_eval_transform
-    from .engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from .engine.checkpoint import model_from_checkpoint
     from .engine.evaluate import evaluate_model
     from .engine.trainer import resolve_device
     from .metrics import format_table
 
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = load_config(args.config, args.overrides, base=ckpt["config"])
+    ckpt, cfg, split, ds, out = _checkpoint_split_and_out(args, args.config, "metrics")
+    d = cfg.data
     device = resolve_device(args.device)
     model, _ = model_from_checkpoint(ckpt, output_stride=args.output_stride, device=device)
     from .engine.optimize import optimize_for_inference
@@ -88,11 +120,6 @@ def _evaluate(args) -> int:
     model = optimize_for_inference(model, fold_bn=args.fold_bn or args.bf16,
                                    dtype=torch.bfloat16 if args.bf16 else torch.float32,
                                    example=torch.randn(1, 3, 64, 64, device=device))
-    d = cfg.data
-    split = args.split or d.val_split
-    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
-    if d.max_val_samples:
-        ds.pairs = ds.pairs[: d.max_val_samples]
     infer = _inference_config(args, d.mean, d.std)
     scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer,
                             boundary_tolerance=args.boundary_tolerance)
@@ -108,8 +135,6 @@ def _evaluate(args) -> int:
     if "boundary" in scores:
         b = scores["boundary"]
         print(f"boundary F-score ({b['tolerance_px']} px): F {b['F']:.2f}  P {b['precision']:.2f}  R {b['recall']:.2f}")
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"metrics_{split}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(scores, indent=2))
     from .report import markdown_table, plot_confusion, plot_iou_bars
 
@@ -124,7 +149,8 @@ def _evaluate(args) -> int:
 
 def _predict(args) -> int:
     from .engine.checkpoint import model_from_checkpoint
-    from .engine.predict import expand_inputs, predict_files
+    from .engine.outputs import prepare_out_dir
+    from .engine.predict import expand_inputs, predict_files, previous_outputs
     from .engine.trainer import resolve_device
 
     ckpt_path = Path(args.checkpoint) if args.checkpoint else DEFAULT_WEIGHTS
@@ -134,40 +160,40 @@ def _predict(args) -> int:
               "  then:       sceneparse predict IMAGES --out DIR --checkpoint runs/camvid_pspnet_effl0/final.pt",
               file=sys.stderr)
         return 2
-    device = resolve_device(args.device)
-    model, ckpt = model_from_checkpoint(ckpt_path, output_stride=args.output_stride, device=device)
-    paths = expand_inputs(args.inputs)
+    # everything that can be checked without the model is checked first
+    out_dir = prepare_out_dir(args.out)
+    paths = expand_inputs(args.inputs, skip=previous_outputs(out_dir))
     if not paths:
         print("error: no input images found", file=sys.stderr)
         return 2
-    written, failed = predict_files(model, ckpt["meta"], paths, args.out, device, progress=not args.no_progress,
+    if args.max_image_pixels:
+        from PIL import Image
+
+        # PIL refuses above 2 x its own limit even before ours is checked: an explicit larger limit wins
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_image_pixels // 2 + 1)
+    device = resolve_device(args.device)
+    model, ckpt = model_from_checkpoint(ckpt_path, output_stride=args.output_stride, device=device)
+    written, failed = predict_files(model, ckpt["meta"], paths, out_dir, device, progress=not args.no_progress,
                                     infer=_inference_config(args, ckpt["meta"].get("mean"), ckpt["meta"].get("std")),
-                                    max_whole_pixels=args.max_whole_pixels)
-    print(f"parsed {len(written)} image(s) into {args.out}")
+                                    max_whole_pixels=args.max_whole_pixels, max_image_pixels=args.max_image_pixels)
+    labels = [p for p in written if p.suffix == ".png"]
+    print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {out_dir} "
+          f"({len(labels)} label maps, {len(written) - len(labels)} overlays; inputs -> outputs in predictions.json)")
     for path, msg in failed.items():
         print(f"FAILED {path}: {msg}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def _analyze(args) -> int:
-    from .config import load_config
-    from .data import build_dataset, build_eval_transform
     from .engine.analyze import analyze_pyramid, format_analysis
-    from .engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from .engine.checkpoint import model_from_checkpoint
     from .engine.trainer import resolve_device
 
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = load_config(None, args.overrides, base=ckpt["config"])
+    ckpt, cfg, split, ds, out = _checkpoint_split_and_out(args, None, "analysis")
     device = resolve_device(args.device)
     model, _ = model_from_checkpoint(ckpt, device=device)
-    d = cfg.data
-    split = args.split or d.val_split
-    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
-    if d.max_val_samples:
-        ds.pairs = ds.pairs[: d.max_val_samples]
     result = analyze_pyramid(model, ds, device, progress=not args.no_progress)
     print(format_analysis(result))
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"analysis_{split}.json")
     out.write_text(json.dumps(result, indent=2))
     try:
         from .engine.analyze import plot_analysis
@@ -207,7 +233,9 @@ def _convert_sbd(args) -> int:
 def _export(args) -> int:
     from .engine.checkpoint import model_from_checkpoint
     from .engine.export import export_onnx, onnx_parity
+    from .engine.outputs import check_output_file
 
+    check_output_file(args.out, [args.checkpoint])
     model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
     path = export_onnx(model, args.out, tuple(args.size))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; dynamic batch, height, width)")
@@ -241,13 +269,18 @@ def _pack(args) -> int:
     import torch
 
     from .engine.checkpoint import atomic_save, load_checkpoint
+    from .engine.outputs import check_output_file
 
+    check_output_file(args.out, [args.checkpoint, args.metrics], flag="output")
     ckpt = load_checkpoint(args.checkpoint)
     state = {k: (v.half() if args.fp16 and v.is_floating_point() else v)
              for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
     out = {"model": state, "config": ckpt["config"], "meta": ckpt["meta"], "iter": ckpt.get("iter")}
     if args.metrics:
-        out["metrics"] = json.loads(Path(args.metrics).read_text())
+        try:
+            out["metrics"] = json.loads(Path(args.metrics).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--metrics {args.metrics}: cannot read it as JSON ({e})") from e
     atomic_save(out, args.out)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, {len(state)} tensors)")
     return 0
@@ -264,6 +297,10 @@ def _benchmark(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.out:
+        from .engine.outputs import check_output_file
+
+        check_output_file(args.out, [args.checkpoint])
     if args.compare:
         from .engine.compare import compare_with_peer
 
@@ -309,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.iters=100")
     t.add_argument("--resume", help="checkpoint path, or 'auto' for the newest in the run's checkpoints/")
     t.add_argument("--work-dir", help="run directory (default runs/<name>)")
+    t.add_argument("--allow-config-change", nargs="+", metavar="KEY",
+                   help="with --resume: config keys (e.g. train.lr train.iters) allowed to differ from the "
+                        "checkpoint's; the new values are used and recorded in resumes.jsonl")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
@@ -334,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     r.add_argument("--max-whole-pixels", type=int, default=2048 * 2048,
                    help="larger images use a 1024x1024 sliding window automatically")
+    r.add_argument("--max-image-pixels", type=int,
+                   help="images declaring more pixels are refused before decoding (decompression bombs); "
+                        "default 100000000; 0: only PIL's own check (~179 MP)")
     r.add_argument("--device", default="auto")
     r.add_argument("--no-progress", action="store_true")
     _add_inference_flags(r)
@@ -419,10 +462,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     from .config import ConfigError
     from .data.base import DataError
+    from .engine.runlock import RunLockedError
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, ValueError, RunLockedError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # file not found, permission denied, no space left (the message names the path)
+        detail = str(e) if e.filename is None else f"{e.strerror}: {e.filename}"
+        print(f"error: {detail}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)

@@ -8,12 +8,14 @@ key suggested.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, GrammarParseError, ValidationError
+from yaml import YAMLError
 
 from .models.backbones import IMAGENET_MEAN, IMAGENET_STD
 
@@ -76,6 +78,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 -> torch default
     deterministic: bool = False  # GPU: deterministic kernels (slower); CPU training is reproducible without it
     nan_skips: int = 0  # non-finite losses tolerated (step skipped) before training stops
+    divergence_factor: float = 20.0  # stop when a loss exceeds this x max(its running mean, 1); 0 disables
 
 
 @dataclass
@@ -108,12 +111,60 @@ def _explain(err: Exception, schema) -> ConfigError:
     return ConfigError(f"invalid config key or value '{key}': {str(err).splitlines()[0]}{hint}")
 
 
+def _check(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def _pair(cfg: DictConfig, key: str, kind: type, positive: bool = True) -> None:
+    value = OmegaConf.select(cfg, key)
+    items = list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else None
+    _check(items is not None and len(items) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         for v in items), key, value,
+           f"two numbers [a, b]{' ([H, W])' if key.endswith('crop_size') else ''}")
+    _check(all(v > 0 if positive else v >= 0 for v in items) and all(math.isfinite(v) for v in items),
+           key, items, "positive values" if positive else "non-negative values")
+    if kind is int:
+        _check(all(float(v).is_integer() for v in items), key, items, "integers")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Value checks the types alone do not catch (ranges, list lengths), each a one-line ``ConfigError``
+    naming the key: e.g. ``train.batch_size=0``, ``data.crop_size=[96]`` (give ``[H, W]``), ``train.lr=nan``."""
+    t, d, m = cfg.train, cfg.data, cfg.model
+    for key, minimum in (("train.batch_size", 1), ("train.accum_steps", 1), ("train.ckpt_interval", 1),
+                         ("train.log_interval", 1), ("train.keep_checkpoints", 1), ("train.iters", 0),
+                         ("train.epochs", 0), ("train.eval_interval", 0), ("train.nan_skips", 0),
+                         ("train.threads", 0), ("data.num_workers", 0), ("data.max_train_samples", 0),
+                         ("data.max_val_samples", 0), ("data.bootstrap_copies", 0)):
+        value = OmegaConf.select(cfg, key)
+        _check(value >= minimum, key, value, f"an integer >= {minimum}")
+    _check(t.iters > 0 or t.epochs > 0, "train.iters", t.iters, "> 0, or train.epochs > 0")
+    for key, lo, hi in (("train.momentum", 0.0, 1.0), ("data.hflip", 0.0, 1.0), ("data.blur", 0.0, 1.0)):
+        value = OmegaConf.select(cfg, key)
+        _check(math.isfinite(value) and lo <= value <= hi, key, value, f"a number in [{lo:g}, {hi:g}]")
+    for key in ("train.lr", "train.head_lr_mult", "train.weight_decay", "train.poly_power", "train.aux_weight", "train.divergence_factor",
+                "data.rotate"):
+        value = OmegaConf.select(cfg, key)
+        _check(math.isfinite(value) and value >= 0, key, value, "a finite number >= 0")
+    _pair(cfg, "data.crop_size", int)
+    _pair(cfg, "data.scale_range", float)
+    _check(d.scale_range[0] <= d.scale_range[1], "data.scale_range", list(d.scale_range), "[min, max] with min <= max")
+    for key in ("data.mean", "data.std"):
+        value = list(OmegaConf.select(cfg, key))
+        _check(len(value) == 3 and all(math.isfinite(v) for v in value), key, value, "3 finite numbers (R, G, B)")
+    _check(all(v > 0 for v in d.std), "data.std", list(d.std), "positive values")
+    _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), base: dict | None = None) -> DictConfig:
-    """Defaults <- ``base`` (e.g. a checkpoint's config) <- YAML file <- ``key=value`` overrides, resolved.
+    """Defaults <- ``base`` (e.g. a checkpoint's config) <- YAML file <- ``key=value`` overrides, resolved
+    and validated (:func:`validate`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ConfigError: unknown key (closest valid key suggested), bad value type or override syntax.
+        ConfigError: unknown key (closest valid key suggested), bad value type or range, YAML syntax error
+            (file and line named) or override syntax.
     """
     schema = OmegaConf.structured(Config)
     cfg = schema
@@ -124,15 +175,30 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
             path = Path(path)
             if not path.is_file():
                 raise FileNotFoundError(f"config file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            try:
+                loaded = OmegaConf.load(path)
+            except YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                raise ConfigError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from e
+            if not isinstance(loaded, DictConfig):
+                raise ConfigError(f"{path}: expected a YAML mapping of config sections, got a {type(loaded).__name__}")
+            cfg = OmegaConf.merge(cfg, loaded)
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad}")
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        for o in overrides:
+            try:
+                cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o]))
+            except (YAMLError, GrammarParseError) as e:
+                raise ConfigError(f"override {o!r}: cannot parse the value ({str(e).splitlines()[0]})") from e
     except (ConfigKeyError, ConfigAttributeError, ValidationError) as e:
         raise _explain(e, schema) from e
-    OmegaConf.resolve(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as e:  # e.g. an interpolation ${...} to a key that does not exist
+        raise ConfigError(f"cannot resolve the config: {str(e).splitlines()[0]}") from e
+    validate(cfg)
     return cfg
 
 

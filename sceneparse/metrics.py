@@ -60,10 +60,16 @@ def scores_from_confusion(mat: torch.Tensor, class_names: Sequence[str] | None =
 
     Per-class values are ``None`` (JSON null) for classes with no pixels in
     the union (IoU) or in the labels (Acc).
+
+    Raises:
+        ValueError: ``class_names`` is not one distinct name per class.
     """
     mat = mat.double()
     k = mat.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k or len(set(names)) != k:  # per-class dicts are keyed by name: a repeat would lose a class
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"{k} classes need {k} distinct names, got {len(names)}" + (f" (repeated: {dup})" if dup else ""))
     tp = mat.diag()
     gt, pr = mat.sum(1), mat.sum(0)
     union = gt + pr - tp

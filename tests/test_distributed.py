@@ -64,8 +64,8 @@ def test_gradient_accumulation_equals_the_full_batch(tmp_path, camvid_root):
     cfg = _cfg(camvid_root, tmp_path / "x", *extra)
     torch.manual_seed(cfg.train.seed)
     init = build_model_from_config(cfg, 11, pretrained=False).state_dict()
-    a = torch.load(tmp_path / "full/final.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "accum/final.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full/final.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "accum/final.pt", weights_only=True)["model"]
     keys = [k for k in a if a[k].is_floating_point() and not torch.equal(a[k], init[k])]
     assert keys
     step = torch.cat([(a[k] - init[k]).flatten() for k in keys])

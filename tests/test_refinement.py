@@ -113,12 +113,12 @@ def test_stagewise_training_freezes_earlier_stages(tmp_path, camvid_root, tiny_r
 
     front = tiny_run / "final.pt"
     train(_refine_cfg(camvid_root, tmp_path / "grn", front, "grn"), progress=False)
-    s_front = torch.load(front, weights_only=False)["model"]
-    s_grn = torch.load(tmp_path / "grn/final.pt", weights_only=False)["model"]
+    s_front = torch.load(front, weights_only=True)["model"]
+    s_grn = torch.load(tmp_path / "grn/final.pt", weights_only=True)["model"]
     assert all(torch.equal(s_front[k], s_grn["front." + k]) for k in s_front)  # front frozen, BN stats too
     train(_refine_cfg(camvid_root, tmp_path / "lrn", front, "lrn", f"model.init_weights={tmp_path / 'grn/final.pt'}"),
           progress=False)
-    s_lrn = torch.load(tmp_path / "lrn/final.pt", weights_only=False)["model"]
+    s_lrn = torch.load(tmp_path / "lrn/final.pt", weights_only=True)["model"]
     grn_keys = [k for k in s_grn if k.startswith("grn.")]
     lrn_keys = [k for k in s_lrn if k.startswith("lrn.") and "weight" in k]
     assert grn_keys and all(torch.equal(s_grn[k], s_lrn[k]) for k in grn_keys)  # GRN frozen in the LRN stage

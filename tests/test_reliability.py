@@ -52,8 +52,8 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path, camvid_root, 
     resumed = subprocess.run(_cli_args(camvid_root, work, iters) + ["--resume", "auto"], env=_env(),
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(ref / "final.pt", weights_only=False)["model"]
-    b = torch.load(work / "final.pt", weights_only=False)["model"]
+    a = torch.load(ref / "final.pt", weights_only=True)["model"]
+    b = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -87,5 +87,5 @@ def test_nan_loss_stops_without_checkpointing_it_or_skips(tmp_path, camvid_root,
     NanOnSecondCall.calls = 0
     work = tmp_path / "skip"
     train(_cfg(camvid_root, work, "train.iters=4", "train.nan_skips=1"), progress=False)
-    state = torch.load(work / "final.pt", weights_only=False)["model"]
+    state = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())

@@ -44,12 +44,12 @@ def test_resume_gives_same_state_as_uninterrupted(tmp_path, camvid_root):
             p.unlink()
     (b / "final.pt").unlink()
     train(_cfg(camvid_root, b, *extra), resume="auto", progress=False)
-    sa = torch.load(a / "final.pt", weights_only=False)["model"]
-    sb = torch.load(b / "final.pt", weights_only=False)["model"]
+    sa = torch.load(a / "final.pt", weights_only=True)["model"]
+    sb = torch.load(b / "final.pt", weights_only=True)["model"]
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
-    ca = torch.load(a / "checkpoints/iter_00000006.pt", weights_only=False)
-    cb = torch.load(b / "checkpoints/iter_00000006.pt", weights_only=False)
+    ca = torch.load(a / "checkpoints/iter_00000006.pt", weights_only=True)
+    cb = torch.load(b / "checkpoints/iter_00000006.pt", weights_only=True)
     for sa_, sb_ in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values()):
         assert torch.equal(sa_["momentum_buffer"], sb_["momentum_buffer"])
     assert _losses(a) == _losses(b)  # the log has no duplicated or missing rows either
@@ -82,11 +82,12 @@ def test_freeze_bn_keeps_statistics_and_affine_fixed(tmp_path, camvid_root):
     from sceneparse.engine.trainer import build_model_from_config
 
     work = tmp_path / "fz"
-    cfg = _cfg(camvid_root, work, "train.iters=3", "train.freeze_bn=true", "train.eval_interval=100")
+    cfg = _cfg(camvid_root, work, "train.iters=3", "train.freeze_bn=true", "train.eval_interval=100",
+               "train.divergence_factor=0")  # random init under frozen BN explodes (loss 5 -> 533); not the point here
     train(cfg, progress=False)
     torch.manual_seed(cfg.train.seed)
     init = build_model_from_config(cfg, 11, pretrained=False).state_dict()
-    final = torch.load(work / "final.pt", weights_only=False)["model"]
+    final = torch.load(work / "final.pt", weights_only=True)["model"]
     model = build_model_from_config(cfg, 11, pretrained=False)
     bn_keys = [f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)
                for p in ("weight", "bias", "running_mean", "running_var")]
@@ -135,6 +136,6 @@ def test_init_weights_fine_tunes_from_a_checkpoint(tmp_path, camvid_root, tiny_r
     cfg = _cfg(camvid_root, work, "train.iters=1", f"model.init_weights={tiny_run / 'final.pt'}",
                "model.output_stride=8", "train.lr=0", "train.head_lr_mult=0", "train.freeze_bn=true")
     train(cfg, progress=False)
-    a = torch.load(tiny_run / "final.pt", weights_only=False)["model"]
-    b = torch.load(work / "final.pt", weights_only=False)["model"]
+    a = torch.load(tiny_run / "final.pt", weights_only=True)["model"]
+    b = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0 and frozen BN: the weights are the loaded ones

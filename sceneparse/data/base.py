@@ -1,6 +1,7 @@
 """Base dataset: (image, label) file pairs -> normalised tensors, with label checking."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -11,28 +12,48 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 IGNORE_INDEX = 255
+# images above this many pixels are refused before decoding (a PNG header can declare 20000x20000 in a few
+# bytes: a decompression bomb). 8K UHD is 33 MP; PIL's own hard limit is ~179 MP
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 class DataError(ValueError):
     """A data file is missing, unreadable or holds values the dataset does not allow."""
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB, applying EXIF orientation.
+
+    ``max_pixels`` (default ``MAX_IMAGE_PIXELS``; ``0``: no limit): an image whose header declares more
+    pixels is refused before anything is decoded.
 
     Grayscale, palette and RGBA images are converted to RGB (alpha dropped). 16-bit images are
     scaled to 8 bits (``v >> 8``), not clipped: PIL's own conversion saturates every value above
     255, which would turn a 16-bit photo white.
 
     Raises:
-        DataError: the file is missing, unreadable or truncated, or a floating-point / 32-bit image
-            with values beyond 16 bits (message names the file).
+        DataError: the file is missing, unreadable or truncated, larger than ``max_pixels``, or a
+            floating-point / 32-bit image with values beyond 16 bits (message names the file).
     """
     path = Path(path)
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            im_file = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} is too large to decode safely ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    w, h = im_file.size
+    if limit and w * h > limit:
+        im_file.close()
+        raise DataError(f"image {path} is {w}x{h} = {w * h / 1e6:.0f} MP, above the limit of {limit / 1e6:.0f} MP "
+                        "(a decompression bomb, or raise the limit: predict --max-image-pixels)")
+    try:
+        with im_file as im:
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I") or im.mode == "F":
                 arr = np.asarray(im)
@@ -43,7 +64,9 @@ def read_image(path: str | Path) -> np.ndarray:
                 gray = (arr.astype(np.uint32) >> 8 if wide else arr).astype(np.uint8)
                 return np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
@@ -58,11 +81,15 @@ def read_label(path: str | Path) -> np.ndarray:
         raise DataError(f"label not found: {path}")
     try:
         with Image.open(path) as im:
+            if MAX_IMAGE_PIXELS and im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
+                raise DataError(f"label {path} is {im.size[0]}x{im.size[1]}, above {MAX_IMAGE_PIXELS / 1e6:.0f} MP")
             if im.mode not in ("L", "P", "I", "I;16"):
                 raise DataError(f"label {path} has mode {im.mode}; expected a single-channel or palette PNG "
                                 "of class ids (an RGB colour label must be converted to ids first)")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read label {path}: {e}") from e
     if arr.max(initial=0) > 255:
         raise DataError(f"label {path} has values > 255")

@@ -4,29 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .base import DataError, SegmentationDataset
+from .base import DataError, SegmentationDataset, read_image
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the header, without decoding; raises DataError for missing/unreadable files."""
-    if not path.is_file():
-        raise DataError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
-    return h, w
+    """(H, W) of the fully decoded image: the same ``read_image`` training uses, so a truncated JPEG (whose
+    header ``verify()`` accepts) is found here and not mid-training. Raises DataError naming the file."""
+    return read_image(path).shape[:2]
 
 
 def check_dataset(ds: SegmentationDataset, progress: bool = True, max_problems: int = 1000) -> dict:
     """Scan every pair of ``ds`` and report problems and class pixel frequencies.
 
-    Checks: missing / unreadable image or label, multi-channel (e.g. a palette label saved as RGB)
+    Checks (decoding every file as training does): missing / unreadable / truncated image or label, multi-channel (e.g. a palette label saved as RGB)
     labels, label values outside the class range other than the ignore index, image/label size
     mismatch. Returns ``{"num_pairs", "problems": [{"image", "label", "problem"}], "class_pixels":
     {name: count}, "ignore_pixels"}``.

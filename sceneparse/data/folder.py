@@ -35,6 +35,9 @@ class FolderDataset(SegmentationDataset):
                 colours.append(tuple(int(c) for c in rng.integers(0, 256, 3)))
         if not names or len(names) > 255:
             raise DataError(f"{classes} must list 1..255 classes, found {len(names)}")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise DataError(f"{classes}: class names must be distinct; repeated: {repeated}")
         self.CLASSES, self.PALETTE = tuple(names), tuple(colours)
         img_dir, lbl_dir = self.root / "images" / split, self.root / "labels" / split
         if not img_dir.is_dir():

@@ -1,13 +1,19 @@
-"""Checkpoints: atomic writes, and rebuilding a model from a checkpoint alone.
+"""Checkpoints: safe loading, atomic finite-only writes, and rebuilding a model from a checkpoint alone.
 
 A checkpoint is a ``torch.save`` dict with ``model`` (state dict), ``config``
 (the resolved config as a plain dict), ``meta`` (class names, palette,
 mean/std) and, for training checkpoints, ``optimizer``, ``scheduler``,
-``scaler``, ``iter`` and ``rng``.
+``scaler``, ``iter`` and ``rng``. Every value is a tensor or a plain Python
+type, so every file loads with ``torch.load(..., weights_only=True)``: reading
+a checkpoint never runs code from it. A file that can only be read by unsafe
+unpickling is refused (:class:`UnsafeCheckpointError`).
 """
 from __future__ import annotations
 
+import errno
+import io
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -15,14 +21,137 @@ import torch
 
 from ..models import SegmentationModel, build_model
 
+# the only non-tensor objects in the training checkpoints of sceneparse <= 0.x (the numpy RNG state): array
+# reconstruction, whose contents are unpickled by the same restricted unpickler, so allowing it runs no code
+_LEGACY_NUMPY_GLOBALS = ("numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+                         "numpy.ndarray", "numpy.dtype")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A file that only unsafe unpickling (which can run arbitrary code) could read; it is not loaded."""
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable sceneparse checkpoint (corrupt, wrong structure, non-finite weights)."""
+
+
+def _legacy_numpy_allowlist() -> list:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype,
+            *{type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64)}]  # the dtype classes (numpy >= 1.25)
+
+
+def _pickle_globals(path: Path) -> list[str]:
+    """The ``module.name`` globals a pickle file imports, read from its opcodes (nothing is executed)."""
+    import pickletools
+
+    names, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if isinstance(arg, str):
+                    strings = (strings + [arg])[-2:]
+                if op.name == "GLOBAL":
+                    names.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                    names.append(".".join(strings))
+    except Exception:
+        pass
+    return [n for n in dict.fromkeys(names) if not n.startswith(("torch.", "collections.OrderedDict"))]
+
+
+def safe_torch_load(path: str | Path):
+    """``torch.load(path, weights_only=True)`` on CPU; numpy arrays (older training checkpoints) allowed.
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: the file references other Python globals (e.g. ``os.system``); the
+            message names the file and the globals. Nothing in the file is executed.
+        CheckpointError: truncated or not a ``torch.save`` file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first_error = e
+    except Exception as e:  # truncated / corrupt / not a torch file
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    try:
+        found = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
+    except Exception:  # not a zip checkpoint: a raw pickle, whose opcodes name its globals
+        found = (_pickle_globals(path) or re.findall(r"GLOBAL ([\w.]+)", str(first_error))
+                 or ["objects that are not tensors"])
+    unsafe = [g for g in found if g not in _LEGACY_NUMPY_GLOBALS]
+    if not unsafe:
+        try:
+            with torch.serialization.safe_globals(_legacy_numpy_allowlist()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            unsafe = re.findall(r"GLOBAL ([\w.]+)", str(e)) or [str(e).splitlines()[0]]
+    raise UnsafeCheckpointError(
+        f"refusing to load {path}: reading it needs unsafe unpickling of {', '.join(unsafe[:5])}, which can run "
+        "arbitrary code (sceneparse checkpoints hold only tensors and plain values). Nothing in it was executed.")
+
+
+class NonFiniteModelError(FloatingPointError):
+    """Refused to save (or use) model weights that hold NaN or infinity."""
+
+
+def nonfinite_tensors(state: dict) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or +-inf."""
+    return [k for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
 
 def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (never a half-written file)."""
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
+
+    A dict with a ``"model"`` state dict is saved only if every floating-point tensor is finite.
+
+    Raises:
+        NonFiniteModelError: ``obj["model"]`` holds NaN/inf (message lists the tensors); nothing written.
+        OSError: writing failed, e.g. ``"no space left on device writing PATH"``; the temporary file is
+            removed and an existing file at ``path`` is left as it was.
+    """
     path = Path(path)
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        bad = nonfinite_tensors(obj["model"])
+        if bad:
+            raise NonFiniteModelError(f"not saving {path}: {len(bad)} weight tensor(s) hold NaN/inf "
+                                      f"({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})")
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(obj, buf)  # serialise in memory: the file write below then reports a real OSError (errno, path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            raise OSError(e.errno, f"no space left on device writing {path} (nothing was changed there; "
+                                   f"{buf.tell() / 2**20:.1f} MiB needed)") from e
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete ``.*.tmp<pid>`` files :func:`atomic_save` left in ``folder`` (a process killed mid-write).
+    Call only while holding the run directory's lock, so no live writer owns them."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp*"):
+            if re.fullmatch(r"\..+\.tmp\d+", p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
 
 
 def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
@@ -32,17 +161,35 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint dict on CPU. Raises ``FileNotFoundError`` / ``ValueError`` (not a sceneparse checkpoint)."""
+    """Load and validate a checkpoint dict on CPU, safely (``weights_only=True``; see :func:`safe_torch_load`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        UnsafeCheckpointError: only unsafe unpickling could read it (nothing is executed).
+        CheckpointError: corrupt, or not a sceneparse checkpoint (the message names the file and the
+            missing or malformed entry).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # truncated / corrupt file
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"{path} is not a sceneparse checkpoint (needs 'model' and 'config')")
+        raise CheckpointError(f"{path} is not a sceneparse checkpoint (needs 'model' and 'config')")
+    if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):
+        raise CheckpointError(f"{path}: 'model' is not a state dict of tensors")
+    m = ckpt["config"].get("model") if isinstance(ckpt["config"], dict) else None
+    if not isinstance(m, dict):
+        raise CheckpointError(f"{path} is not a sceneparse checkpoint: it has no config.model section")
+    for key in ("arch", "backbone", "output_stride"):
+        if key not in m:
+            raise CheckpointError(f"{path}: config.model.{key} is missing")
+    meta = ckpt.get("meta")
+    if not isinstance(meta, dict) or not ("classes" in meta or "num_classes" in ckpt):
+        raise CheckpointError(f"{path}: meta.classes is missing (the class names the model predicts)")
     return ckpt
+
+
+def is_training_checkpoint(ckpt: dict) -> bool:
+    """Whether ``ckpt`` holds what ``--resume`` needs (optimizer, scheduler, iteration, RNG states)."""
+    return all(k in ckpt for k in ("optimizer", "scheduler", "scaler", "iter", "rng"))
 
 
 def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = None,
@@ -57,17 +204,25 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
         ``(model, ckpt)``.
 
     Raises:
+        CheckpointError: unreadable / not a checkpoint (see :func:`load_checkpoint`).
+        NonFiniteModelError: weights hold NaN/inf (such a model predicts one class everywhere).
         ValueError: the weights do not fit the architecture in the checkpoint's config
             (the message lists missing / unexpected / mis-shaped keys).
     """
+    source = "checkpoint"
     if not isinstance(ckpt, dict):
+        source = str(ckpt)
         ckpt = load_checkpoint(ckpt)
+    bad = nonfinite_tensors(ckpt["model"])
+    if bad:
+        raise NonFiniteModelError(f"{source}: {len(bad)} weight tensor(s) hold NaN/inf ({', '.join(bad[:4])}); "
+                                  "the training diverged before it was saved")
     m = ckpt["config"]["model"]
     meta = ckpt.get("meta", {})
     num_classes = len(meta["classes"]) if "classes" in meta else ckpt["num_classes"]
     model = build_model(m["arch"], m["backbone"], num_classes, m["output_stride"],
                         pretrained=None, deep_stem=m.get("deep_stem", False), multi_grid=m.get("multi_grid"),
-                        **m.get("head", {}))
+                        weights_follow=True, **m.get("head", {}))
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     load_model_weights(model, state)
     # built as trained, then switched as a whole: a model made of several strided parts (a refinement
@@ -75,6 +230,24 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     if output_stride and output_stride != getattr(model, "output_stride", output_stride):
         model.set_output_stride(output_stride)
     return model.to(device).eval(), ckpt
+
+
+def check_classes(meta: dict, dataset, source: str = "checkpoint") -> None:
+    """Refuse to score a model on a dataset with other classes.
+
+    Raises:
+        ValueError: the class counts differ, or both have names and they differ (first differences listed).
+    """
+    classes = list(meta.get("classes") or [])
+    ds_classes = list(getattr(dataset, "CLASSES", []))
+    name = type(dataset).__name__
+    if len(classes) != len(ds_classes):
+        raise ValueError(f"{source} predicts {len(classes)} classes but {name} has {len(ds_classes)}: the "
+                         "scores would be meaningless (evaluate a model trained on this dataset)")
+    diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(classes, ds_classes)) if a != b]
+    if diff:
+        raise ValueError(f"{source} and {name} name their classes differently ({'; '.join(diff[:5])}"
+                         f"{'; ...' if len(diff) > 5 else ''}): the class ids would not mean the same things")
 
 
 def load_model_weights(model: torch.nn.Module, state: dict, allow_missing: tuple[str, ...] = ("aux_head.",)) -> list:

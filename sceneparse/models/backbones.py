@@ -336,7 +336,8 @@ BACKBONES = {
 
 
 def build_backbone(name: str, output_stride: int = 8, pretrained: bool | str | None = None,
-                   deep_stem: bool = False, multi_grid: Sequence[int] | None = None) -> nn.Module:
+                   deep_stem: bool = False, multi_grid: Sequence[int] | None = None,
+                   announce_random: bool = True) -> nn.Module:
     """Build a backbone by name.
 
     Args:
@@ -346,6 +347,7 @@ def build_backbone(name: str, output_stride: int = 8, pretrained: bool | str | N
             only); a path loads a torchvision-format ResNet ``.pth``; ``False``/
             ``None`` leaves random init (logged as a warning).
         deep_stem, multi_grid: ResNet only.
+        announce_random: warn about random init (``False`` when trained weights are loaded next).
 
     Raises:
         ValueError: unknown name, or an option the backbone does not support.
@@ -359,7 +361,8 @@ def build_backbone(name: str, output_stride: int = 8, pretrained: bool | str | N
         raise ValueError(f"deep_stem / multi_grid are ResNet options, not for {name}")
     net = BACKBONES[name](output_stride, **({"deep_stem": deep_stem, "multi_grid": multi_grid} if is_resnet else {}))
     if pretrained in (None, False, ""):
-        log.warning("backbone %s: RANDOM initialisation (no pretrained weights)", name)
+        if announce_random:
+            log.warning("backbone %s: RANDOM initialisation (no pretrained weights)", name)
     elif pretrained is True:
         if is_resnet:
             raise ValueError("torchvision ResNet weights cannot be downloaded here; pass pretrained=<path to .pth>")

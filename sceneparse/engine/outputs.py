@@ -1,0 +1,55 @@
+"""Where commands write: checked before any work starts, and never over a file the user gave as input."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (links and case-insensitive file systems included)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        try:
+            return os.path.samefile(a, b)
+        except OSError:
+            pass
+    return os.path.normcase(str(a.resolve())) == os.path.normcase(str(b.resolve()))
+
+
+def prepare_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create ``path`` (and parents) and check that files can be created in it.
+
+    Raises:
+        ValueError: ``path`` is an existing file, or cannot be created or written (message names it).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path} is an existing file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".sceneparse_write_test"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot write there ({e.strerror or e})") from e
+    return path
+
+
+def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out") -> Path:
+    """Check, before the work, that ``path`` can be written and is none of ``inputs``.
+
+    Raises:
+        ValueError: ``path`` is an input file, a directory, or in a folder that cannot be created or
+            written (message names it).
+    """
+    path = Path(path)
+    for src in inputs:
+        if src is not None and same_file(path, src):
+            raise ValueError(f"{flag} {path} is the input file {src}: refusing to write over it")
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file path")
+    prepare_out_dir(path.parent if str(path.parent) else Path("."), flag=f"{flag} folder")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path} exists and is not writable")
+    return path

@@ -1,0 +1,443 @@
+"""Issue 15: untrusted checkpoints, inputs never overwritten, no NaN or mixed-config run, and the other
+input-safety cases. Each test failed on the code before the fix."""
+import errno
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sceneparse.cli import main
+from sceneparse.engine.checkpoint import (CheckpointError, NonFiniteModelError, UnsafeCheckpointError, atomic_save,
+                                          check_classes, load_checkpoint, model_from_checkpoint)
+
+from .conftest import REPO, TINY
+
+CONFIG = str(REPO / "configs/camvid/pspnet_effl0.yaml")
+
+
+def _tiny(camvid_root, work, *extra):
+    return [CONFIG, *TINY, f"data.root={camvid_root}", f"work_dir={work}", "train.eval_interval=1000", *extra,
+            "--no-progress"]
+
+
+# ---------------------------------------------------------------- 1. checkpoints never execute code
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def evil(tmp_path):
+    """A .pt whose unpickling would create ``marker`` (zip format), and the same as a raw pickle."""
+    marker = tmp_path / "PWNED"
+    pt = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {"model": _RunsCode(marker)}, "meta": {}}, pt)
+    raw = tmp_path / "evil_raw.pt"
+    raw.write_bytes(pickle.dumps({"model": _RunsCode(marker)}))
+    return pt, raw, marker
+
+
+def test_crafted_checkpoint_is_refused_by_every_entry_point(evil, tiny_run, camvid_root, tmp_path, capsys):
+    pt, raw, marker = evil
+    img = camvid_root / "val/0016E5_07959.png"
+    runs = tmp_path / "runs"
+    auto = runs / "auto/checkpoints"
+    auto.mkdir(parents=True)
+    shutil.copy(pt, auto / "iter_00000009.pt")
+    entry_points = {
+        "predict": ["predict", str(img), "--out", str(tmp_path / "p"), "--checkpoint", str(pt), "--no-progress"],
+        "evaluate": ["evaluate", "--checkpoint", str(pt), f"data.root={camvid_root}", "--no-progress"],
+        "analyze": ["analyze", "--checkpoint", str(pt), f"data.root={camvid_root}", "--no-progress"],
+        "pack": ["pack", str(pt), str(tmp_path / "packed.pt")],
+        "export": ["export", "--checkpoint", str(pt), "--out", str(tmp_path / "m.onnx")],
+        "benchmark": ["benchmark", "--checkpoint", str(pt), "--size", "32", "32", "--repeats", "1"],
+        "train --resume PATH": ["train", *_tiny(camvid_root, runs / "r", "train.iters=2"), "--resume", str(pt)],
+        "model.init_weights": ["train", *_tiny(camvid_root, runs / "i", "train.iters=1",
+                                               f"model.init_weights={pt}")],
+        "model.head.front": ["train", str(REPO / "configs/camvid/refine/grn_stage.yaml"), f"model.head.front={pt}",
+                             f"data.root={camvid_root}", f"work_dir={runs / 'f'}", "data.check=false",
+                             "train.iters=1", "--no-progress"],
+        "raw pickle": ["predict", str(img), "--out", str(tmp_path / "p2"), "--checkpoint", str(raw)],
+    }
+    for name, argv in entry_points.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert "refusing to load" in err and "evil" in err and "posix.system" in err, (name, err)
+        assert not marker.exists(), f"{name} executed code from the checkpoint"
+    # --resume auto skips the unsafe file (like a corrupt one), names it, and never runs it
+    assert main(["train", *_tiny(camvid_root, runs / "auto", "train.iters=1"), "--resume", "auto"]) == 0
+    assert not marker.exists()
+    assert not (tmp_path / "packed.pt").exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_our_checkpoints_load_with_weights_only(tiny_run):
+    for path in [tiny_run / "final.pt", *sorted((tiny_run / "checkpoints").glob("iter_*.pt"))]:
+        ckpt = torch.load(path, weights_only=True)  # no allow-list: tensors and plain values only
+        assert "model" in ckpt
+    rng = torch.load(tiny_run / "checkpoints/iter_00000004.pt", weights_only=True)["rng"]
+    assert isinstance(rng["numpy"]["keys"], torch.Tensor) and len(rng["python"]["state"]) == 625
+
+
+def test_checkpoint_with_the_old_numpy_rng_state_still_resumes(tiny_run, tmp_path):
+    """Training checkpoints written before this fix held numpy arrays: those (only those) still load."""
+    ckpt = torch.load(tiny_run / "checkpoints/iter_00000004.pt", weights_only=True)
+    ckpt["rng"]["numpy"] = np.random.RandomState(3).get_state()  # tuple holding a numpy array
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "old.pt", weights_only=True)
+    loaded = load_checkpoint(tmp_path / "old.pt")
+    assert isinstance(loaded["rng"]["numpy"][1], np.ndarray)
+
+
+# ---------------------------------------------------------------- 2. predict never writes over an input
+def test_predict_never_overwrites_inputs_and_counts_what_it_wrote(tiny_run, camvid_root, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = Image.open(camvid_root / "val/0016E5_07959.png").convert("RGB").resize((96, 72))
+    src.save(photos / "street.png")
+    for name in ("a.jpg", "a.png", "a.webp", "b.JPG", "b.bmp"):
+        src.save(photos / name)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    ckpt = ["--checkpoint", str(tiny_run / "final.pt"), "--no-progress"]
+    assert main(["predict", str(photos), "--out", str(photos), *ckpt]) == 0
+    out = capsys.readouterr().out
+    assert all((photos / n).read_bytes() == b for n, b in before.items()), "an input was overwritten"
+    made = sorted(set(p.name for p in photos.iterdir()) - set(before))
+    labels = [n for n in made if n.endswith(".png")]
+    assert len(labels) == 6 and len([n for n in made if n.endswith("_overlay.jpg")]) == 6
+    assert "parsed 6 of 6 image(s): wrote 12 file(s)" in out
+    manifest = json.loads((photos / "predictions.json").read_text())["outputs"]
+    assert sorted(Path(manifest[n]).name for n in labels) == sorted(before)  # every input has its own outputs
+    # a second run into the same folder parses the photos again (not its own outputs) and replaces its outputs
+    assert main(["predict", str(photos), "--out", str(photos), *ckpt]) == 0
+    assert "parsed 6 of 6 image(s)" in capsys.readouterr().out
+    assert sorted(set(p.name for p in photos.iterdir()) - set(before)) == made
+    # a file predict did not write is never replaced: the output takes another name
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "street.png").write_bytes(b"user's file")
+    assert main(["predict", str(photos / "street.png"), "--out", str(other), *ckpt]) == 0
+    assert (other / "street.png").read_bytes() == b"user's file" and (other / "street_2.png").is_file()
+
+
+def test_pack_and_export_refuse_to_write_over_their_input(tiny_run, tmp_path, capsys):
+    ckpt = tmp_path / "c.pt"
+    shutil.copy(tiny_run / "final.pt", ckpt)
+    before = ckpt.read_bytes()
+    assert main(["pack", str(ckpt), str(ckpt)]) == 2
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(ckpt)]) == 2
+    assert "refusing to write over it" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+
+
+# ---------------------------------------------------------------- 3. no non-finite model is ever saved
+def test_atomic_save_refuses_non_finite_weights(tmp_path):
+    with pytest.raises(NonFiniteModelError, match="w"):
+        atomic_save({"model": {"w": torch.tensor([1.0, float("nan")])}}, tmp_path / "x.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exploding_lr_stops_with_exit_3_and_saves_nothing(camvid_root, tmp_path, capsys):
+    work = tmp_path / "lr"
+    assert main(["train", *_tiny(camvid_root, work, "train.lr=1e30", "train.iters=1", "train.ckpt_interval=1")]) == 3
+    err = capsys.readouterr().err
+    assert "diverged" in err and "No checkpoint was saved" in err
+    assert not (work / "final.pt").exists() and not list(work.glob("checkpoints/*.pt"))
+
+
+def test_loss_explosion_stops_before_nan_and_names_the_last_good_checkpoint(camvid_root, tmp_path, monkeypatch,
+                                                                            capsys):
+    from sceneparse.losses import SegLoss
+
+    calls, forward = [0], SegLoss.forward
+
+    def exploding(self, outputs, labels):
+        loss, parts = forward(self, outputs, labels)
+        calls[0] += 1
+        return (loss * 1000, {**parts, "loss": parts["loss"] * 1000}) if calls[0] >= 3 else (loss, parts)
+
+    monkeypatch.setattr(SegLoss, "forward", exploding)
+    work = tmp_path / "boom"
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=5", "train.ckpt_interval=1")]) == 3
+    err = capsys.readouterr().err
+    assert "at iteration 3 is above 20 x its running mean" in err
+    assert f"The last good checkpoint is {work / 'checkpoints/iter_00000002.pt'}" in err
+    assert not (work / "final.pt").exists()
+
+
+def test_non_finite_checkpoint_is_refused_by_predict(tiny_run, camvid_root, tmp_path, capsys):
+    ckpt = torch.load(tiny_run / "final.pt", weights_only=True)
+    first = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][first] = torch.full_like(ckpt["model"][first], float("nan"))
+    torch.save(ckpt, tmp_path / "nan.pt")
+    with pytest.raises(NonFiniteModelError):
+        model_from_checkpoint(tmp_path / "nan.pt")
+    assert main(["predict", str(camvid_root / "val/0016E5_07959.png"), "--out", str(tmp_path / "o"),
+                 "--checkpoint", str(tmp_path / "nan.pt")]) == 3
+    assert "NaN/inf" in capsys.readouterr().err and not (tmp_path / "o/0016E5_07959.png").exists()
+
+
+# ---------------------------------------------------------------- 4. resume never mixes configurations
+def test_resume_refuses_changed_config_unless_allowed_and_uses_the_new_values(camvid_root, tmp_path, capsys):
+    work = tmp_path / "run"
+    assert main(["train", *_tiny(camvid_root, work, "train.ckpt_interval=2", "train.iters=2")]) == 0
+    config_before = (work / "config.yaml").read_text()
+    changed = _tiny(camvid_root, work, "train.ckpt_interval=2", "train.iters=4", "train.lr=0.02",
+                    "model.output_stride=8")
+    assert main(["train", *changed, "--resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert all(k in err for k in ("train.iters: 2 -> 4", "train.lr: 0.01 -> 0.02", "model.output_stride: 16 -> 8",
+                                  "--allow-config-change"))
+    assert (work / "config.yaml").read_text() == config_before  # a refused run writes nothing
+    assert main(["train", *changed, "--resume", "auto", "--allow-config-change", "train.iters", "train.lr",
+                 "model.output_stride"]) == 0
+    rows = [r.split(",") for r in (work / "log.csv").read_text().splitlines()]
+    lr3 = float(next(r for r in rows[1:] if r[0] == "3")[2])
+    assert lr3 == pytest.approx(0.02 * (1 - 2 / 4) ** 0.9)  # the new lr and the new schedule, from iteration 2
+    record = json.loads((work / "resumes.jsonl").read_text().splitlines()[-1])
+    assert record["changed"]["train.lr"] == [0.01, 0.02] and record["iter"] == 2
+    final = torch.load(work / "final.pt", weights_only=True)
+    assert final["config"]["train"]["lr"] == 0.02 and final["config"]["model"]["output_stride"] == 8
+
+
+def test_resume_from_a_final_model_says_what_it_is(tiny_run, camvid_root, tmp_path, capsys):
+    assert main(["train", *_tiny(camvid_root, tmp_path / "r", "train.iters=2"), "--resume",
+                 str(tiny_run / "final.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "model weights only" in err and "model.init_weights=" in err and "--resume auto" in err
+
+
+# ---------------------------------------------------------------- 5. one training per run directory
+def test_second_training_in_a_locked_run_directory_is_refused(camvid_root, tmp_path, capsys):
+    from sceneparse.engine.runlock import RunLock
+
+    work = tmp_path / "run"
+    with RunLock(work):
+        assert main(["train", *_tiny(camvid_root, work, "train.iters=1")]) == 2
+        assert f"in use by another training (pid {os.getpid()}" in capsys.readouterr().err
+    assert not (work / "log.csv").exists() and not (work / "config.yaml").exists()
+    # a lock left by a dead process is stale: taken over
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (work / ".lock").write_text(json.dumps({"pid": dead.pid, "host": os.uname().nodename, "started": 0}))
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=1")]) == 0
+
+
+def test_lock_held_by_another_process_is_refused(tmp_path):
+    from sceneparse.engine.runlock import RunLock, RunLockedError
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sceneparse.engine.runlock import RunLock\n"
+                               f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            RunLock(tmp_path).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(tmp_path):  # the holder died: its lock went with it
+        pass
+
+
+# ---------------------------------------------------------------- 6. disk full while checkpointing
+def test_failed_write_names_the_file_removes_the_temporary_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "ckpt.pt"
+    atomic_save({"model": {"w": torch.zeros(4)}}, target)
+    before = target.read_bytes()
+    script = ("import resource, signal, torch\n"
+              "from sceneparse.engine.checkpoint import atomic_save\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+              f"atomic_save({{'model': {{'w': torch.zeros(1 << 20)}}}}, {str(target)!r})\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode != 0 and f"cannot write {target}" in r.stderr
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_disk_full_message(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match=f"no space left on device writing {tmp_path / 'c.pt'}"):
+        atomic_save({"model": {"w": torch.zeros(3)}}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_training_removes_temporaries_left_by_an_interrupted_write(camvid_root, tmp_path):
+    work = tmp_path / "run"
+    (work / "checkpoints").mkdir(parents=True)
+    stale = work / "checkpoints/.iter_00000002.pt.tmp4242"
+    stale.write_bytes(b"x" * 1000)
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=1")]) == 0
+    assert not stale.exists()
+
+
+# ---------------------------------------------------------------- 7. decompression bomb
+def _png_declaring(path, width, height):
+    """A valid 1x1 PNG whose header is rewritten to declare width x height."""
+    Image.new("RGB", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = data[12:29]  # b"IHDR" + 13 bytes
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    path.write_bytes(bytes(data))
+
+
+def test_decompression_bomb_is_a_per_file_error(tiny_run, camvid_root, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    _png_declaring(inp / "bomb.png", 20000, 20000)
+    shutil.copy(camvid_root / "val/0016E5_07959.png", inp / "good.png")
+    ckpt = ["--checkpoint", str(tiny_run / "final.pt"), "--no-progress"]
+    assert main(["predict", str(inp), "--out", str(tmp_path / "out"), *ckpt]) == 1
+    captured = capsys.readouterr()
+    assert "bomb.png" in captured.err and "Traceback" not in captured.err
+    assert (tmp_path / "out/good.png").is_file() and "parsed 1 of 2 image(s)" in captured.out
+    # the limit is configurable: a smaller one refuses the 360x480 street too
+    assert main(["predict", str(inp / "good.png"), "--out", str(tmp_path / "o2"), "--max-image-pixels", "1000",
+                 *ckpt]) == 1
+    assert "above the limit" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 8. check-data decodes what training decodes
+def test_check_data_finds_a_truncated_jpeg_that_verify_accepts(tmp_path):
+    from sceneparse.data import build_dataset
+    from sceneparse.data.check import check_dataset
+
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    (tmp_path / "images/train").mkdir(parents=True)
+    (tmp_path / "labels/train").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("good", "cut"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"images/train/{name}.jpg")
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / f"labels/train/{name}.png")
+    jpg = tmp_path / "images/train/cut.jpg"
+    jpg.write_bytes(jpg.read_bytes()[: len(jpg.read_bytes()) * 2 // 3])
+    with Image.open(jpg) as im:
+        im.verify()  # the header check the old scan relied on passes
+    report = check_dataset(build_dataset("folder", str(tmp_path), "train"), progress=False)
+    assert [Path(p["image"]).name for p in report["problems"]] == ["cut.jpg"]
+
+
+# ---------------------------------------------------------------- 9. classes of checkpoint and dataset
+def test_evaluate_refuses_a_model_of_other_classes(tiny_run, ade_root, tmp_path, capsys):
+    rc = main(["evaluate", "--checkpoint", str(tiny_run / "final.pt"), "data.dataset=ade20k", f"data.root={ade_root}",
+               "data.val_split=validation", "--out", str(tmp_path / "m.json"), "--no-progress"])
+    assert rc == 2 and "predicts 11 classes but ADE20K has 150" in capsys.readouterr().err
+    assert not (tmp_path / "m.json").exists()
+    ds = type("DS", (), {"CLASSES": ("Sky", "Road")})()
+    with pytest.raises(ValueError, match="'Building' vs 'Road'"):
+        check_classes({"classes": ["Sky", "Building"]}, ds)
+
+
+# ---------------------------------------------------------------- 10. class names: official, distinct, none lost
+def test_every_dataset_has_distinct_class_names_and_ade20k_the_official_ones():
+    from sceneparse.data import DATASETS
+    from sceneparse.data.ade20k import ADE20K_CLASSES
+    from sceneparse.metrics import scores_from_confusion
+
+    for name, cls in DATASETS.items():
+        assert len(set(cls.CLASSES)) == len(cls.CLASSES), name
+    assert len(ADE20K_CLASSES) == 150
+    assert {"chest of drawers", "pool table", "screen door", "screen", "crt screen", "traffic light"} <= set(ADE20K_CLASSES)
+    scores = scores_from_confusion(torch.eye(150, dtype=torch.long), ADE20K_CLASSES)
+    assert len(scores["IoU"]) == 150
+    with pytest.raises(ValueError, match="repeated"):
+        scores_from_confusion(torch.eye(2, dtype=torch.long), ["screen", "screen"])
+
+
+def test_folder_dataset_refuses_repeated_class_names(tmp_path):
+    from sceneparse.data import DataError, build_dataset
+
+    (tmp_path / "classes.txt").write_text("road\ncar\nroad\n")
+    with pytest.raises(DataError, match="repeated: \\['road'\\]"):
+        build_dataset("folder", str(tmp_path), "train")
+
+
+# ---------------------------------------------------------------- 11. one-line errors, exit 2, naming the key or file
+@pytest.mark.parametrize("override, key", [
+    ("data.crop_size=[0,0]", "data.crop_size"), ("data.crop_size=[96]", "data.crop_size"),
+    ("train.batch_size=0", "train.batch_size"), ("train.ckpt_interval=0", "train.ckpt_interval"),
+    ("train.log_interval=0", "train.log_interval"), ("train.iters=-5", "train.iters"),
+    ("train.lr=nan", "train.lr"), ("data.crop_size=[96", "data.crop_size")])
+def test_bad_values_are_one_line_errors(override, key, camvid_root, tmp_path, capsys):
+    assert main(["train", *_tiny(camvid_root, tmp_path / "w", override)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and key in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: 0.01\n  iters: [3\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: YAML syntax error at line" in err and "Traceback" not in err
+
+
+def test_checkpoint_without_model_config_is_named(tiny_run, camvid_root, tmp_path, capsys):
+    ckpt = torch.load(tiny_run / "final.pt", weights_only=True)
+    del ckpt["config"]["model"]
+    torch.save(ckpt, tmp_path / "nocfg.pt")
+    with pytest.raises(CheckpointError, match="no config.model"):
+        load_checkpoint(tmp_path / "nocfg.pt")
+    assert main(["predict", str(camvid_root / "val/0016E5_07959.png"), "--out", str(tmp_path / "o"),
+                 "--checkpoint", str(tmp_path / "nocfg.pt")]) == 2
+    assert "nocfg.pt" in capsys.readouterr().err
+
+
+def test_predict_checks_out_before_loading_the_model(tiny_run, camvid_root, tmp_path, monkeypatch, capsys):
+    import sceneparse.engine.checkpoint as ck
+
+    monkeypatch.setattr(ck, "model_from_checkpoint", lambda *a, **k: pytest.fail("model loaded before --out check"))
+    (tmp_path / "file").write_text("x")
+    img = str(camvid_root / "val/0016E5_07959.png")
+    assert main(["predict", img, "--out", str(tmp_path / "file"), "--checkpoint", str(tiny_run / "final.pt")]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root")
+        assert main(["predict", img, "--out", str(ro / "sub"), "--checkpoint", str(tiny_run / "final.pt")]) == 2
+        assert "cannot write there" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o700)
+
+
+# ---------------------------------------------------------------- 12. messages that say what happened
+def test_loading_trained_weights_does_not_announce_random_init(tiny_run, caplog):
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        model_from_checkpoint(tiny_run / "final.pt")
+    assert "RANDOM" not in caplog.text
+
+
+def test_data_error_in_an_evaluate_worker_is_one_line(tiny_run, camvid_root, tmp_path, capsys):
+    root = tmp_path / "camvid"
+    shutil.copytree(camvid_root, root, ignore=shutil.ignore_patterns("train*", "test*"))
+    first = (root / "val.txt").read_text().split()[0]
+    (root / first.lstrip("/")).write_bytes(b"\x89PNG broken")
+    rc = main(["evaluate", "--checkpoint", str(tiny_run / "final.pt"), f"data.root={root}", "data.num_workers=2",
+               "data.max_val_samples=2", "--out", str(tmp_path / "m.json"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot read image" in err and "Traceback" not in err and "DataLoader worker" not in err
