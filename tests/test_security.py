@@ -236,6 +236,25 @@ def test_second_training_in_a_locked_run_directory_is_refused(camvid_root, tmp_p
     assert main(["train", *_tiny(camvid_root, work, "train.iters=1")]) == 0
 
 
+def test_fresh_training_over_an_earlier_run_is_refused_unless_restart(camvid_root, tmp_path, capsys):
+    work = tmp_path / "run"
+    first = _tiny(camvid_root, work, "train.iters=2", "train.ckpt_interval=1", "train.keep_checkpoints=5")
+    assert main(["train", *first]) == 0
+    final = (work / "final.pt").read_bytes()
+    # the old run's iter_2 would outlive a new run's iter_1 and be what --resume auto picks
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=1", "train.seed=1")]) == 2
+    assert "already holds a run" in capsys.readouterr().err and (work / "final.pt").read_bytes() == final
+    # a run's own final.pt as the new run's init weights: --restart would delete its input
+    shutil.copy(work / "final.pt", tmp_path / "copy.pt")
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=1", f"model.init_weights={work / 'final.pt'}"),
+                 "--restart"]) == 2
+    assert "which --restart would delete" in capsys.readouterr().err and (work / "final.pt").read_bytes() == final
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=1", f"model.init_weights={tmp_path / 'copy.pt'}"),
+                 "--restart"]) == 0
+    assert [p.name for p in (work / "checkpoints").iterdir()] == ["iter_00000001.pt"]
+    assert [r.split(",")[0] for r in (work / "log.csv").read_text().splitlines()[1:]] == ["1"]
+
+
 def test_lock_held_by_another_process_is_refused(tmp_path):
     from sceneparse.engine.runlock import RunLock, RunLockedError
 

@@ -53,3 +53,23 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag:
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{flag} {path} exists and is not writable")
     return path
+
+
+def write_atomically(path: str | Path, write) -> Path:
+    """``write(tmp_path)`` then rename onto ``path``: a failed write (disk full) leaves no partial file.
+
+    Raises:
+        OSError: the write failed; the temporary is removed and the message names ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # keeps the suffix: formats follow it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..data.base import DataError, read_image
 from .inference import InferenceConfig, predict_labels
-from .outputs import prepare_out_dir
+from .outputs import prepare_out_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ MANIFEST = "predictions.json"  # in the output folder: output file name -> the i
 
 
 def expand_inputs(inputs: Iterable[str | Path], skip: Iterable[str | Path] = ()) -> list[Path]:
-    """Files as given, and the image files (by suffix, sorted) of any directory given.
+    """Files as given, and the image files (by suffix, sorted; hidden ``.*`` files such as macOS ``._x.jpg``
+    and our own temporaries left out) of any directory given.
 
     Files of a directory that are in ``skip`` (earlier predictions written into that folder, see
     :func:`previous_outputs`) are left out; files named explicitly are always kept.
@@ -36,7 +37,7 @@ def expand_inputs(inputs: Iterable[str | Path], skip: Iterable[str | Path] = ())
         p = Path(item)
         if p.is_dir():
             out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                          and _key(f) not in skip_keys)
+                          and not f.name.startswith(".") and _key(f) not in skip_keys)
         else:
             out.append(p)
     return out
@@ -169,10 +170,11 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
                     mode = InferenceConfig(mode="slide", crop_size=auto_crop, scales=mode.scales, flip=mode.flip,
                                            window_batch=1)
                 label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
-                palette_image(label, meta["palette"]).save(target)
+                write_atomically(target, palette_image(label, meta["palette"]).save)
                 written.append(target)
                 record[target.name] = str(Path(path).resolve())
-                Image.fromarray(overlay(image, label, meta["palette"])).save(over, quality=90)
+                blend = Image.fromarray(overlay(image, label, meta["palette"]))
+                write_atomically(over, lambda tmp: blend.save(tmp, quality=90))
                 written.append(over)
                 record[over.name] = str(Path(path).resolve())
             except DataError as e:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
@@ -321,6 +321,13 @@ def _truncate_log(path: Path, last_iter: int) -> None:
         w.writerows(rows)
 
 
+def _truncate_jsonl(path: Path, last_iter: int) -> None:
+    """Drop ``{"iter": ...}`` lines written after the checkpoint we resume from."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iter", 0) <= last_iter]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
 def _append_log(path: Path, row: dict) -> None:
     new = not path.is_file()
     with path.open("a", newline="") as f:
@@ -346,7 +353,7 @@ def _weight_problem(params: list) -> str | None:
 
 
 def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
-          allow_config_change: tuple[str, ...] = ()) -> dict:
+          allow_config_change: tuple[str, ...] = (), restart: bool = False) -> dict:
     """Train the model described by ``cfg``; writes everything under ``cfg.work_dir``.
 
     Outputs: ``config.yaml`` (resolved), ``log.csv`` (loss, lr, validation
@@ -364,13 +371,17 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
             ``checkpoints/`` (fresh start when there is none).
         allow_config_change: dotted keys (e.g. ``"train.lr"``) allowed to differ from the resumed
             checkpoint's config; the new values are then really used. Any other change is refused.
+        restart: a fresh start in a ``work_dir`` that holds an earlier run's checkpoints or ``final.pt``
+            deletes that run's outputs first; without it such a start is refused (the two runs' files
+            would mix: the old run's higher-numbered checkpoints would outlive the new ones).
 
     Returns:
         the last validation scores (dict, percent).
 
     Raises:
         RunLockedError: another live process trains in ``cfg.work_dir``.
-        ValueError: bad resume checkpoint, or a config change that was not allowed.
+        ValueError: bad resume checkpoint, a config change that was not allowed, or a fresh start over
+            an earlier run without ``restart``.
         FloatingPointError: the training diverged (nothing non-finite was saved).
         OSError: a checkpoint could not be written (e.g. disk full; the previous one is kept).
     """
@@ -378,11 +389,44 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
     if not main_proc:
         return _train(cfg, resume, progress, tuple(allow_config_change))
     work_dir = Path(cfg.work_dir)
+    if work_dir.exists() and not work_dir.is_dir():
+        raise ValueError(f"work_dir {work_dir} is an existing file, not a directory")
     work_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(work_dir):
         for p in remove_stale_temporaries(work_dir) + remove_stale_temporaries(work_dir / "checkpoints"):
             log.info("removed %s, left by a write that was interrupted", p)
+        _fresh_start_check(cfg, work_dir, resume, restart)
         return _train(cfg, resume, progress, tuple(allow_config_change))
+
+
+RUN_OUTPUTS = ("final.pt", "log.csv", "diagnostics.jsonl", "val_metrics.json", "resumes.jsonl", "curves.png")
+
+
+def _fresh_start_check(cfg: DictConfig, work_dir: Path, resume: str | None, restart: bool) -> None:
+    """Refuse a fresh start over an earlier run's checkpoints / final.pt, or (``restart``) delete them;
+    never delete a file this run reads (``model.init_weights``, ``model.head.front``)."""
+    from .outputs import same_file
+
+    old = [*list_checkpoints(work_dir / "checkpoints"), *[work_dir / n for n in ("final.pt",) if (work_dir / n).exists()]]
+    if resume == "auto" and list_checkpoints(work_dir / "checkpoints"):
+        return  # resumes from them
+    if resume not in (None, "auto") or not old:
+        return
+    if not restart:
+        raise ValueError(f"work_dir {work_dir} already holds a run ({', '.join(p.name for p in old[-3:])}); "
+                         + ("it has no training checkpoint to resume from; " if resume == "auto" else
+                            "continue it with --resume auto, ")
+                         + "train into another work_dir (--work-dir), or pass --restart to delete that run's "
+                         "checkpoints and outputs and start over")
+    doomed = [*list_checkpoints(work_dir / "checkpoints"), *[work_dir / n for n in RUN_OUTPUTS]]
+    for key in ("model.init_weights", "model.head.front"):
+        src = OmegaConf.select(cfg, key)
+        if src and any(p.exists() and same_file(p, src) for p in doomed):
+            raise ValueError(f"{key}={src} is an output of the run in {work_dir}, which --restart would delete; "
+                             "copy it elsewhere first")
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    log.warning("--restart: deleted the earlier run's checkpoints and outputs in %s", work_dir)
 
 
 def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_change: tuple[str, ...]) -> dict:
@@ -500,9 +544,11 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
         scheduler.base_lrs = [t.lr, t.lr * t.head_lr_mult]
         if main_proc:
             _truncate_log(log_path, start)
+            _truncate_jsonl(work_dir / "diagnostics.jsonl", start)
         log.info("resumed from %s at iteration %d/%d", ckpt_path, start, total)
-    elif log_path.exists() and main_proc:
-        log_path.unlink()
+    elif main_proc:  # a fresh start (an earlier run's checkpoints were refused or deleted before)
+        log_path.unlink(missing_ok=True)
+        (work_dir / "diagnostics.jsonl").unlink(missing_ok=True)
 
     raw = model  # the module itself: state dicts, evaluation, compute_loss
     if world > 1:
