@@ -12,6 +12,34 @@ log = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
 
 
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+POSITIVE, NON_NEGATIVE, MIN_SIZE = _int_at_least(1), _int_at_least(0), _int_at_least(32)
+
+
 def _one_line(e: BaseException) -> str:
     """The message of ``e`` without the traceback text a DataLoader worker wraps around it."""
     text = str(e)
@@ -48,20 +76,23 @@ def _crf_params(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or key not in known:
             raise ValueError(f"--crf-param {item!r}: expected KEY=VALUE with KEY one of {sorted(known)}")
-        out[key] = float(value)
+        try:
+            out[key] = _positive_float(value)
+        except argparse.ArgumentTypeError as e:
+            raise ValueError(f"--crf-param {item!r}: {e}") from None
     return out
 
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference (default: whole image, single scale)")
     g.add_argument("--mode", choices=("whole", "slide"), default="whole")
-    g.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), help="sliding-window crop")
-    g.add_argument("--stride", type=int, nargs=2, metavar=("H", "W"), help="sliding-window stride (default 2/3 crop)")
-    g.add_argument("--scales", type=float, nargs="+", default=[1.0], help="multi-scale TTA, e.g. 0.5 0.75 1 1.25 1.5 1.75")
+    g.add_argument("--crop-size", type=POSITIVE, nargs=2, metavar=("H", "W"), help="sliding-window crop")
+    g.add_argument("--stride", type=POSITIVE, nargs=2, metavar=("H", "W"), help="sliding-window stride (default 2/3 crop)")
+    g.add_argument("--scales", type=_positive_float, nargs="+", default=[1.0], help="multi-scale TTA, e.g. 0.5 0.75 1 1.25 1.5 1.75")
     g.add_argument("--flip", action="store_true", help="left-right flip TTA")
-    g.add_argument("--window-batch", type=int, default=4, help="windows per forward pass")
+    g.add_argument("--window-batch", type=POSITIVE, default=4, help="windows per forward pass")
     g.add_argument("--crf", action="store_true", help="dense CRF post-processing (needs pydensecrf2)")
-    g.add_argument("--crf-iterations", type=int, default=5, help="mean-field steps of --crf")
+    g.add_argument("--crf-iterations", type=NON_NEGATIVE, default=5, help="mean-field steps of --crf")
     g.add_argument("--crf-param", action="append", metavar="KEY=VALUE",
                    help="a DenseCRF kernel parameter, e.g. bilateral_compat=5 (repeatable; scripts/crf_grid.py picks them)")
 
@@ -99,7 +130,8 @@ def _checkpoint_split_and_out(args, config: str | None, kind: str):
         ds.pairs = ds.pairs[: d.max_val_samples]
     check_classes(ckpt["meta"], ds, source=str(args.checkpoint))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{kind}_{split}.json")
-    check_output_file(out, [args.checkpoint, config], flag="--out" if args.out else f"{kind} file (set --out)")
+    check_output_file(out, [args.checkpoint, config], flag="--out" if args.out else f"{kind} file (set --out)",
+                      suffixes=(".json",))
     return ckpt, cfg, split, ds, out
 
 
@@ -161,11 +193,14 @@ def _predict(args) -> int:
               file=sys.stderr)
         return 2
     # everything that can be checked without the model is checked first
-    out_dir = prepare_out_dir(args.out)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is an existing file, not a directory")
     paths = expand_inputs(args.inputs, skip=previous_outputs(out_dir))
     if not paths:
         print("error: no input images found", file=sys.stderr)
         return 2
+    out_dir = prepare_out_dir(out_dir)
     if args.max_image_pixels:
         from PIL import Image
 
@@ -178,7 +213,8 @@ def _predict(args) -> int:
                                     max_whole_pixels=args.max_whole_pixels, max_image_pixels=args.max_image_pixels)
     labels = [p for p in written if p.suffix == ".png"]
     print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {out_dir} "
-          f"({len(labels)} label maps, {len(written) - len(labels)} overlays; inputs -> outputs in predictions.json)")
+          f"({len(labels)} label maps, {len(written) - len(labels)} overlays"
+          + ("; inputs -> outputs in predictions.json)" if written else ")"))
     for path, msg in failed.items():
         print(f"FAILED {path}: {msg}", file=sys.stderr)
     return 1 if failed else 0
@@ -211,6 +247,10 @@ def _check_data(args) -> int:
     from .data.check import check_dataset, format_report
 
     cfg = load_config(args.config, args.overrides)
+    if args.out:
+        from .engine.outputs import check_output_file
+
+        check_output_file(args.out, [args.config], suffixes=(".json",))
     d = cfg.data
     report = {}
     for split in args.splits or [d.train_split, d.val_split]:
@@ -235,7 +275,7 @@ def _export(args) -> int:
     from .engine.export import export_onnx, onnx_parity
     from .engine.outputs import check_output_file
 
-    check_output_file(args.out, [args.checkpoint])
+    check_output_file(args.out, [args.checkpoint], suffixes=(".onnx",))
     model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
     path = export_onnx(model, args.out, tuple(args.size))
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; dynamic batch, height, width)")
@@ -271,7 +311,7 @@ def _pack(args) -> int:
     from .engine.checkpoint import atomic_save, load_checkpoint
     from .engine.outputs import check_output_file
 
-    check_output_file(args.out, [args.checkpoint, args.metrics], flag="output")
+    check_output_file(args.out, [args.checkpoint, args.metrics], flag="output", suffixes=(".pt", ".pth", ".safetensors"))
     ckpt = load_checkpoint(args.checkpoint)
     state = {k: (v.half() if args.fp16 and v.is_floating_point() else v)
              for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
@@ -281,7 +321,12 @@ def _pack(args) -> int:
             out["metrics"] = json.loads(Path(args.metrics).read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"--metrics {args.metrics}: cannot read it as JSON ({e})") from e
-    atomic_save(out, args.out)
+    if Path(args.out).suffix == ".safetensors":
+        from .engine.checkpoint import save_safetensors
+
+        save_safetensors(out, args.out)
+    else:
+        atomic_save(out, args.out)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, {len(state)} tensors)")
     return 0
 
@@ -300,7 +345,7 @@ def _benchmark(args) -> int:
     if args.out:
         from .engine.outputs import check_output_file
 
-        check_output_file(args.out, [args.checkpoint])
+        check_output_file(args.out, [args.checkpoint], suffixes=(".json",))
     if args.compare:
         from .engine.compare import compare_with_peer
 
@@ -318,6 +363,12 @@ def _benchmark(args) -> int:
         if args.checkpoint:
             model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
         else:
+            from .models import FIXED_OUTPUT_STRIDE
+
+            fixed = FIXED_OUTPUT_STRIDE.get(args.arch)
+            if fixed and args.output_stride and args.output_stride != fixed:
+                raise ValueError(f"--arch {args.arch} always runs at output_stride {fixed}; "
+                                 f"--output-stride {args.output_stride} does not apply")
             model = build_model(args.arch, args.backbone, args.num_classes, args.output_stride or 8)
         model = model.to(device)
         model = optimize_for_inference(model, fold_bn=args.fold_bn, channels_last=args.channels_last,
@@ -361,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", help="split name (default: data.val_split)")
     e.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at another output_stride")
     e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
-    e.add_argument("--boundary-tolerance", type=int, default=3, help="pixels, for the boundary F-score")
+    e.add_argument("--boundary-tolerance", type=NON_NEGATIVE, default=3, help="pixels, for the boundary F-score")
     e.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions (inference speed)")
     e.add_argument("--bf16", action="store_true", help="the bf16 fast path (BN folded, bf16 weights and inputs)")
     e.add_argument("--device", default="auto")
@@ -374,9 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument("--checkpoint", help=f"model checkpoint (default: the packaged CamVid model {DEFAULT_WEIGHTS.name})")
     r.add_argument("--output-stride", type=int, choices=(8, 16, 32))
-    r.add_argument("--max-whole-pixels", type=int, default=2048 * 2048,
+    r.add_argument("--max-whole-pixels", type=POSITIVE, default=2048 * 2048,
                    help="larger images use a 1024x1024 sliding window automatically")
-    r.add_argument("--max-image-pixels", type=int,
+    r.add_argument("--max-image-pixels", type=NON_NEGATIVE,
                    help="images declaring more pixels are refused before decoding (decompression bombs); "
                         "default 100000000; 0: only PIL's own check (~179 MP)")
     r.add_argument("--device", default="auto")
@@ -388,13 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", help="benchmark a trained checkpoint (else --arch/--backbone)")
     b.add_argument("--arch", default="pspnet")
     b.add_argument("--backbone", default="efficientnet_lite0")
-    b.add_argument("--num-classes", type=int, default=19)
+    b.add_argument("--num-classes", type=POSITIVE, default=19)
     b.add_argument("--output-stride", type=int, choices=(8, 16, 32))
-    b.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    b.add_argument("--batch", type=int, default=1)
-    b.add_argument("--repeats", type=int, default=10)
-    b.add_argument("--warmup", type=int, default=2)
-    b.add_argument("--threads", type=int, default=0)
+    b.add_argument("--size", type=MIN_SIZE, nargs=2, default=[512, 512], metavar=("H", "W"))
+    b.add_argument("--batch", type=POSITIVE, default=1)
+    b.add_argument("--repeats", type=POSITIVE, default=10)
+    b.add_argument("--warmup", type=NON_NEGATIVE, default=2)
+    b.add_argument("--threads", type=NON_NEGATIVE, default=0)
     b.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     b.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
                    help="fold BatchNorm into the preceding convolutions")
@@ -443,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="ONNX export (dynamic batch, H, W), checked with onnxruntime")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True, help="model.onnx path")
-    x.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"), help="tracing example size")
+    x.add_argument("--size", type=MIN_SIZE, nargs=2, default=[512, 512], metavar=("H", "W"), help="tracing example size")
     x.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     x.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare with PyTorch under onnxruntime at two sizes (needs onnxruntime)")
@@ -451,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")
-    k.add_argument("out")
+    k.add_argument("out", help="OUT.pt (torch, loaded weights-only) or OUT.safetensors (tensors + JSON metadata, "
+                               "no pickle; every command reads it as --checkpoint)")
     k.add_argument("--fp16", action="store_true")
     k.add_argument("--metrics", help="metrics JSON to embed")
     k.set_defaults(func=_pack)

@@ -177,12 +177,15 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
                 raise FileNotFoundError(f"config file not found: {path}")
             try:
                 loaded = OmegaConf.load(path)
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); is it a YAML config?") from e
             except YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
                 raise ConfigError(f"{path}: YAML syntax error{where}: {getattr(e, 'problem', None) or e}") from e
-            if not isinstance(loaded, DictConfig):
-                raise ConfigError(f"{path}: expected a YAML mapping of config sections, got a {type(loaded).__name__}")
+            if not isinstance(loaded, DictConfig) or not loaded or any(v is None for v in loaded.values()):
+                raise ConfigError(f"{path}: expected a YAML mapping of config sections (model:, data:, train:), "
+                                  f"got {'an empty file' if isinstance(loaded, DictConfig) and not loaded else 'something else'}")
             cfg = OmegaConf.merge(cfg, loaded)
         bad = [o for o in overrides if "=" not in o]
         if bad:

@@ -303,6 +303,7 @@ def test_training_removes_temporaries_left_by_an_interrupted_write(camvid_root, 
     (work / "checkpoints").mkdir(parents=True)
     stale = work / "checkpoints/.iter_00000002.pt.tmp4242"
     stale.write_bytes(b"x" * 1000)
+    (work / ".lock").write_text("")  # the killed run's (released) lock
     assert main(["train", *_tiny(camvid_root, work, "train.iters=1")]) == 0
     assert not stale.exists()
 
@@ -460,3 +461,107 @@ def test_data_error_in_an_evaluate_worker_is_one_line(tiny_run, camvid_root, tmp
                "data.max_val_samples=2", "--out", str(tmp_path / "m.json"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot read image" in err and "Traceback" not in err and "DataLoader worker" not in err
+
+
+# ---------------------------------------------------------------- the same classes, found by a second round of misuse
+def test_training_never_writes_into_a_folder_that_is_not_a_run(camvid_root, tmp_path, capsys):
+    user = tmp_path / "mine"
+    user.mkdir()
+    for name in ("config.yaml", "log.csv", "curves.png"):
+        (user / name).write_text(f"user's {name}")
+    shutil.copy(CONFIG, user / "config.yaml")
+    before = {p.name: p.read_bytes() for p in user.iterdir()}
+    assert main(["train", str(user / "config.yaml"), *_tiny(camvid_root, user, "train.iters=1")[1:]]) == 2
+    assert "not a sceneparse run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in user.iterdir()} == before
+
+
+def test_a_refused_model_option_leaves_no_half_made_run(camvid_root, tmp_path, capsys):
+    work = tmp_path / "w"
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=1", "model.head.bins=[0,2]")]) == 2
+    assert "bins must be" in capsys.readouterr().err and not work.exists()
+
+
+def test_outputs_of_the_wrong_type_are_refused_before_any_work(tiny_run, tmp_path, capsys):
+    victim = tmp_path / "photo.png"
+    victim.write_bytes(b"user's photo")
+    ckpt = str(tiny_run / "final.pt")
+    for argv in (["pack", ckpt, str(victim)], ["export", "--checkpoint", ckpt, "--out", str(victim)],
+                 ["benchmark", "--checkpoint", ckpt, "--size", "64", "64", "--out", str(victim)],
+                 ["check-data", CONFIG, "--out", str(victim)], ["check-data", CONFIG, "--out", CONFIG]):
+        assert main(argv) == 2, argv
+        assert "expected a" in capsys.readouterr().err
+    assert victim.read_bytes() == b"user's photo"
+
+
+def test_folder_dataset_refuses_shared_stems_and_bad_colours(tmp_path):
+    from sceneparse.data import DataError, build_dataset
+
+    (tmp_path / "images/train").mkdir(parents=True)
+    (tmp_path / "classes.txt").write_text("road 300 0 0\n")
+    with pytest.raises(DataError, match="RGB values are 0..255"):
+        build_dataset("folder", str(tmp_path), "train")
+    (tmp_path / "classes.txt").write_text("road\ncar\n")
+    for name in ("v0.jpg", "v0.png"):
+        Image.new("RGB", (4, 4)).save(tmp_path / "images/train" / name)
+    with pytest.raises(DataError, match="share the stem 'v0'"):
+        build_dataset("folder", str(tmp_path), "train")
+
+
+@pytest.mark.parametrize("content, message", [("", "an empty file"), ("just a string\n", "expected a YAML mapping"),
+                                              (b"name: caf\xe9\n", "not UTF-8")])
+def test_config_files_that_are_not_configs(content, message, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert main(["train", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "x.png", "--out", "o", "--window-batch", "0"], ["predict", "x.png", "--out", "o", "--scales", "nan"],
+    ["predict", "x.png", "--out", "o", "--crop-size", "0", "0"], ["predict", "x.png", "--out", "o", "--scales", "-1"],
+    ["predict", "x.png", "--out", "o", "--max-image-pixels", "-1"],
+    ["predict", "x.png", "--out", "o", "--crf-iterations", "-3"],
+    ["evaluate", "--checkpoint", "c.pt", "--boundary-tolerance", "-1"],
+    ["benchmark", "--size", "0", "0"], ["benchmark", "--batch", "0"], ["benchmark", "--repeats", "0"],
+    ["export", "--checkpoint", "c.pt", "--out", "m.onnx", "--size", "-64", "64"]])
+def test_flag_values_out_of_range_are_rejected_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "expected" in capsys.readouterr().err
+
+
+def test_device_checkpoint_and_resume_paths_that_are_wrong(tiny_run, camvid_root, tmp_path, capsys):
+    img = str(camvid_root / "val/0016E5_07959.png")
+    ckpt = str(tiny_run / "final.pt")
+    assert main(["predict", img, "--out", str(tmp_path / "o"), "--checkpoint", ckpt, "--device", "banana"]) == 2
+    assert "is not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["predict", img, "--out", str(tmp_path / "o"), "--checkpoint", ckpt, "--device", "cuda:7"]) == 2
+        assert "usable CUDA device" in capsys.readouterr().err
+    assert main(["predict", img, "--out", str(tmp_path / "o"), "--checkpoint", img]) == 2
+    assert "is not a checkpoint" in capsys.readouterr().err  # not "unsafe unpickling": it is no pickle at all
+    assert main(["predict", img, "--out", str(tmp_path / "o"), "--crf", "--crf-param", "bilateral_compat=abc",
+                 "--checkpoint", ckpt]) == 2
+    assert "--crf-param 'bilateral_compat=abc'" in capsys.readouterr().err
+    assert main(["train", *_tiny(camvid_root, tmp_path / "r", "train.iters=1"), "--resume",
+                 str(tiny_run / "checkpoints")]) == 2
+    assert "is a directory; give a training checkpoint file" in capsys.readouterr().err
+
+
+def test_allow_config_change_of_a_key_that_does_not_exist(tiny_run, camvid_root, tmp_path, capsys):
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work)
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=4", "train.ckpt_interval=2"), "--resume", "auto",
+                 "--allow-config-change", "train.bogus"]) == 2
+    assert "no config key train.bogus" in capsys.readouterr().err
+
+
+def test_a_corrupt_matlab_annotation_is_named(tmp_path):
+    pytest.importorskip("scipy")
+    from sceneparse.data import DataError
+    from sceneparse.data.base import read_mat
+
+    (tmp_path / "a.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 20)
+    with pytest.raises(DataError, match="cannot read MATLAB file .*a.mat"):
+        read_mat(tmp_path / "a.mat")

@@ -70,6 +70,23 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def read_mat(path: str | Path, **kwargs) -> dict:
+    """``scipy.io.loadmat`` (MATLAB data only; it runs no code) with errors that name the file.
+
+    Raises:
+        DataError: missing, truncated or not a MATLAB file.
+    """
+    import scipy.io
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"annotation not found: {path}")
+    try:
+        return scipy.io.loadmat(path, **kwargs)
+    except Exception as e:
+        raise DataError(f"cannot read MATLAB file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
 def read_label(path: str | Path) -> np.ndarray:
     """Read a single-channel label PNG as ``(H, W)`` uint8 (palette PNGs give their indices).
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat
 from .voc import voc_palette
 
 # COCO category ids 1..182 (index = id - 1); None = id unused in COCO-Stuff
@@ -102,7 +102,6 @@ def convert_cocostuff10k(root: str | Path, progress: bool = True) -> int:
     Raises:
         DataError: missing folder, a ``.mat`` without ``S``, or values above 182.
     """
-    import scipy.io
     from PIL import Image
     from tqdm import tqdm
 
@@ -114,7 +113,7 @@ def convert_cocostuff10k(root: str | Path, progress: bool = True) -> int:
     out = root / "annotations_png"
     out.mkdir(exist_ok=True)
     for path in tqdm(mats, desc="cocostuff10k", disable=not progress):
-        mat = scipy.io.loadmat(path)
+        mat = read_mat(path)
         if "S" not in mat:
             raise DataError(f"{path}: no field S (not a COCO-Stuff 10k annotation)")
         s = np.asarray(mat["S"], dtype=np.int64)

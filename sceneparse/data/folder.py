@@ -30,6 +30,8 @@ class FolderDataset(SegmentationDataset):
             if len(parts) >= 4 and all(p.isdigit() for p in parts[-3:]):
                 names.append(" ".join(parts[:-3]))
                 colours.append(tuple(int(p) for p in parts[-3:]))
+                if max(colours[-1]) > 255:
+                    raise DataError(f"{classes}: colour of {names[-1]!r} is {colours[-1]}; RGB values are 0..255")
             else:
                 names.append(line.strip())
                 colours.append(tuple(int(c) for c in rng.integers(0, 256, 3)))
@@ -44,6 +46,12 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"image folder not found: {img_dir}")
         for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             self.pairs.append((img, lbl_dir / f"{img.stem}.png"))
+        stems: dict[str, Path] = {}
+        for img, _ in self.pairs:  # a.jpg and a.png would both be paired with labels/a.png
+            if img.stem in stems:
+                raise DataError(f"{stems[img.stem]} and {img} share the stem {img.stem!r}, so both would use "
+                                f"{lbl_dir / (img.stem + '.png')}; rename or remove one")
+            stems[img.stem] = img
         self._check_pairs(str(img_dir))
         self.label_map[: len(names)] = np.arange(len(names))
         self.label_map[IGNORE_INDEX] = IGNORE_INDEX

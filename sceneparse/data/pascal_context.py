@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat
 from .voc import voc_palette
 
 CONTEXT59_CLASSES = (
@@ -109,7 +109,6 @@ def convert_pascal_context(context_root: str | Path, voc2010_root: str | Path, p
     Raises:
         DataError: a missing folder or list, or a ``.mat`` without ``LabelMap``.
     """
-    import scipy.io
     from PIL import Image
     from tqdm import tqdm
 
@@ -128,7 +127,7 @@ def convert_pascal_context(context_root: str | Path, voc2010_root: str | Path, p
     palette = [c for rgb in voc_palette(256) for c in rgb]
     done = set()
     for mat_path in tqdm(sorted(mat_dir.glob("*.mat")), desc="pascal-context", disable=not progress):
-        mat = scipy.io.loadmat(mat_path)
+        mat = read_mat(mat_path)
         if "LabelMap" not in mat:
             raise DataError(f"{mat_path}: no LabelMap field (not a Pascal-Context annotation)")
         im = Image.fromarray(lut[np.asarray(mat["LabelMap"], dtype=np.int64)], mode="P")

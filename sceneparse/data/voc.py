@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat
 
 
 def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
@@ -59,7 +59,6 @@ def convert_sbd(sbd_root: str | Path, voc_root: str | Path) -> int:
     Raises:
         DataError: a missing folder or list.
     """
-    import scipy.io
     from PIL import Image
 
     sbd_root, voc_root = Path(sbd_root), Path(voc_root)
@@ -78,7 +77,7 @@ def convert_sbd(sbd_root: str | Path, voc_root: str | Path) -> int:
         if (sbd_root / f).is_file():
             sbd_names += (sbd_root / f).read_text().split()
     for name in sbd_names:
-        mat = scipy.io.loadmat(cls_dir / f"{name}.mat", mat_dtype=True, squeeze_me=True, struct_as_record=False)
+        mat = read_mat(cls_dir / f"{name}.mat", mat_dtype=True, squeeze_me=True, struct_as_record=False)
         label = np.asarray(mat["GTcls"].Segmentation, dtype=np.uint8)
         im = Image.fromarray(label, mode="P")
         im.putpalette(palette)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import pickle
 import re
@@ -72,8 +73,14 @@ def safe_torch_load(path: str | Path):
         CheckpointError: truncated or not a ``torch.save`` file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save zip, or a pickle
+        raise CheckpointError(f"{path} is not a checkpoint (neither a torch.save nor a .safetensors file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -160,8 +167,63 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: int(p.stem.split("_")[1]))
 
 
+SAFETENSORS_KEY = "sceneparse"  # the metadata entry holding config, meta, iter and metrics as JSON
+
+
+def _safetensors():
+    try:
+        import safetensors.torch as st
+    except ImportError as e:
+        raise CheckpointError("reading or writing .safetensors needs the safetensors package: "
+                              "pip install 'sceneparse[safetensors]'") from e
+    return st
+
+
+def save_safetensors(ckpt: dict, path: str | Path) -> None:
+    """Write a model checkpoint (``model`` + ``config``/``meta``/``iter``/``metrics``) as ``.safetensors``:
+    tensors plus one JSON metadata entry, a format that holds no code by construction.
+
+    Raises:
+        NonFiniteModelError: NaN/inf weights (nothing written). OSError: as :func:`atomic_save`.
+    """
+    st = _safetensors()
+    path = Path(path)
+    bad = nonfinite_tensors(ckpt["model"])
+    if bad:
+        raise NonFiniteModelError(f"not saving {path}: {len(bad)} weight tensor(s) hold NaN/inf ({', '.join(bad[:4])})")
+    extra = {k: ckpt[k] for k in ("config", "meta", "iter", "metrics") if k in ckpt}
+    tensors = {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}  # no shared storage
+    data = st.save(tensors, metadata={SAFETENSORS_KEY: json.dumps(extra)})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _load_safetensors(path: Path) -> dict:
+    st = _safetensors()
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = st.load_file(str(path))
+        extra = json.loads(metadata.get(SAFETENSORS_KEY, "{}"))
+    except Exception as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: the '{SAFETENSORS_KEY}' metadata is not a JSON object")
+    return {"model": state, **extra}
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Load and validate a checkpoint dict on CPU, safely (``weights_only=True``; see :func:`safe_torch_load`).
+    """Load and validate a checkpoint dict on CPU, safely: ``.safetensors`` files (see :func:`save_safetensors`),
+    everything else with ``weights_only=True`` (see :func:`safe_torch_load`).
 
     Raises:
         FileNotFoundError: no such file.
@@ -170,7 +232,10 @@ def load_checkpoint(path: str | Path) -> dict:
             missing or malformed entry).
     """
     path = Path(path)
-    ckpt = safe_torch_load(path)
+    if path.suffix == ".safetensors" and path.is_file():
+        ckpt = _load_safetensors(path)
+    else:
+        ckpt = safe_torch_load(path)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a sceneparse checkpoint (needs 'model' and 'config')")
     if not isinstance(ckpt["model"], dict) or not all(isinstance(v, torch.Tensor) for v in ckpt["model"].values()):

@@ -36,14 +36,20 @@ def prepare_out_dir(path: str | Path, flag: str = "--out") -> Path:
     return path
 
 
-def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out") -> Path:
+def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out",
+                      suffixes: tuple[str, ...] = ()) -> Path:
     """Check, before the work, that ``path`` can be written and is none of ``inputs``.
 
+    ``suffixes``: the file types this output may have (e.g. ``(".json",)``), so that a mistyped path
+    cannot replace an unrelated file (``--out photo.png`` for a JSON report).
+
     Raises:
-        ValueError: ``path`` is an input file, a directory, or in a folder that cannot be created or
-            written (message names it).
+        ValueError: ``path`` is an input file, a directory, has another suffix, or is in a folder that
+            cannot be created or written (message names it).
     """
     path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path}: expected a {' / '.join(suffixes)} file name")
     for src in inputs:
         if src is not None and same_file(path, src):
             raise ValueError(f"{flag} {path} is the input file {src}: refusing to write over it")

@@ -130,9 +130,23 @@ def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA if available, else CPU) or a torch device string.
+
+    Raises:
+        ValueError: not a device name, or a CUDA device that this machine does not have.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--device / train.device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from e
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ValueError(f"device {name!r} requested but this machine has {count} usable CUDA device(s); "
+                             "use --device cpu or auto")
+    return device
 
 
 def dataset_meta(ds, cfg: DictConfig) -> dict:
@@ -239,6 +253,9 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
     """
     if resume != "auto":
         path = Path(resume)
+        if path.is_dir():
+            raise ValueError(f"--resume {path} is a directory; give a training checkpoint file "
+                             "(<run>/checkpoints/iter_*.pt) or 'auto' (the newest one of this run)")
         ckpt = load_checkpoint(path)
         if not is_training_checkpoint(ckpt):
             raise ValueError(f"{path} holds model weights only (a final or packed model: no optimizer, scheduler "
@@ -300,6 +317,9 @@ def check_resume_config(old: dict, new: dict, allowed: tuple[str, ...], source: 
         ValueError: a changed key outside ``RESUME_FREE_KEYS`` and ``allowed`` (all such keys listed).
     """
     changes = config_changes(old, new)
+    unknown = [k for k in allowed if k not in _flatten(new) and k not in changes]
+    if unknown:
+        raise ValueError(f"--allow-config-change: no config key {', '.join(unknown)} (keys look like train.lr)")
     refused = {k: v for k, v in changes.items() if k not in RESUME_FREE_KEYS and k not in allowed}
     if refused:
         lines = "\n".join(f"  {k}: {o!r} -> {n!r}" for k, (o, n) in refused.items())
@@ -391,12 +411,32 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
     work_dir = Path(cfg.work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise ValueError(f"work_dir {work_dir} is an existing file, not a directory")
+    if work_dir.is_dir() and any(work_dir.iterdir()) and not _is_run_dir(work_dir):
+        raise ValueError(f"work_dir {work_dir} holds files that are not a sceneparse run "
+                         f"({', '.join(sorted(p.name for p in work_dir.iterdir())[:4])}...); training writes "
+                         "config.yaml, log.csv, checkpoints/ there: choose a new or empty directory (--work-dir)")
+    created = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(work_dir):
-        for p in remove_stale_temporaries(work_dir) + remove_stale_temporaries(work_dir / "checkpoints"):
-            log.info("removed %s, left by a write that was interrupted", p)
-        _fresh_start_check(cfg, work_dir, resume, restart)
-        return _train(cfg, resume, progress, tuple(allow_config_change))
+    try:
+        with RunLock(work_dir):
+            for p in remove_stale_temporaries(work_dir) + remove_stale_temporaries(work_dir / "checkpoints"):
+                log.info("removed %s, left by a write that was interrupted", p)
+            _fresh_start_check(cfg, work_dir, resume, restart)
+            return _train(cfg, resume, progress, tuple(allow_config_change))
+    except BaseException:
+        # refused before training started (bad model option, data error, ...): leave no half-made run behind
+        if created and {p.name for p in work_dir.iterdir()} <= {".lock", "config.yaml", "log.csv"} \
+                and not (work_dir / "log.csv").exists():
+            for p in work_dir.iterdir():
+                p.unlink()
+            work_dir.rmdir()
+        raise
+
+
+def _is_run_dir(work_dir: Path) -> bool:
+    """A directory a sceneparse training has used (it holds our lock file, checkpoints or final.pt)."""
+    return ((work_dir / ".lock").exists() or (work_dir / "final.pt").exists()
+            or bool(list_checkpoints(work_dir / "checkpoints")))
 
 
 RUN_OUTPUTS = ("final.pt", "log.csv", "diagnostics.jsonl", "val_metrics.json", "resumes.jsonl", "curves.png")

@@ -114,7 +114,7 @@ ARCHS: dict[str, Callable[..., SegmentationModel]] = {
 }
 
 
-_FIXED_OUTPUT_STRIDE = {"pyramid_output": 32}
+FIXED_OUTPUT_STRIDE = {"pyramid_output": 32}
 
 
 def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, output_stride: int = 8, *,
@@ -150,7 +150,7 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     # the pyramidal output reads an undilated backbone through its stride-4 decoder (Sec. 5.1.2)
-    output_stride = _FIXED_OUTPUT_STRIDE.get(arch, output_stride)
+    output_stride = FIXED_OUTPUT_STRIDE.get(arch, output_stride)
     net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid,
                          announce_random=not weights_follow)
     try:

@@ -86,8 +86,8 @@ class PyramidPoolingModule(nn.Module):
     def __init__(self, in_channels: int, bins: Sequence[int] = (1, 2, 3, 6), pool: str = "avg",
                  reduction: bool = True):
         super().__init__()
-        if not bins:
-            raise ValueError("bins must not be empty")
+        if not bins or any(int(b) < 1 for b in bins):
+            raise ValueError(f"bins must be a non-empty list of integers >= 1, got {list(bins)}")
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         self.bins, self.pool = tuple(int(b) for b in bins), pool
