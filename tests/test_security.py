@@ -565,3 +565,17 @@ def test_a_corrupt_matlab_annotation_is_named(tmp_path):
     (tmp_path / "a.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b"\0" * 20)
     with pytest.raises(DataError, match="cannot read MATLAB file .*a.mat"):
         read_mat(tmp_path / "a.mat")
+
+
+def test_pack_to_safetensors_predicts_the_same_labels(tiny_run, camvid_root, tmp_path):
+    pytest.importorskip("safetensors")
+    st = tmp_path / "model.safetensors"
+    assert main(["pack", str(tiny_run / "final.pt"), str(st)]) == 0
+    assert st.read_bytes()[8:9] == b"{"  # safetensors: a length, then a JSON header; no pickle anywhere
+    loaded = load_checkpoint(st)
+    assert loaded["meta"]["classes"][0] == "Sky" and loaded["config"]["model"]["arch"] == "pspnet"
+    img = str(camvid_root / "val/0016E5_07959.png")
+    for name, ckpt in (("pt", tiny_run / "final.pt"), ("st", st)):
+        assert main(["predict", img, "--out", str(tmp_path / name), "--checkpoint", str(ckpt), "--no-progress"]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pt/0016E5_07959.png")),
+                          np.asarray(Image.open(tmp_path / "st/0016E5_07959.png")))
