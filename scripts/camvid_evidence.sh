@@ -16,7 +16,7 @@ t sceneparse pack $R/final.pt sceneparse/weights/camvid_pspnet_effl0.pt --fp16 -
 # DeepLabv3 ablation: 10 epochs each, identical except image pooling
 for ip in true false; do
   t sceneparse train configs/camvid/deeplabv3_effl0.yaml train.epochs=10 train.eval_interval=10000 \
-      model.head.image_pooling=$ip data.num_workers=1 --work-dir runs/camvid_dlv3_ip_$ip --no-progress
+      model.head.image_pooling=$ip data.num_workers=1 --work-dir runs/camvid_dlv3_ip_$ip --no-progress --resume auto
   t sceneparse evaluate --checkpoint runs/camvid_dlv3_ip_$ip/final.pt --out runs/camvid_dlv3_ip_$ip/eval_os16.json --no-progress
 done
 D=runs/camvid_dlv3_ip_true

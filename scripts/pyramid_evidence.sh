@@ -20,7 +20,7 @@ mkdir -p $R $OUT
 COMMON="train.epochs=$EPOCHS train.eval_interval=100000 data.num_workers=1"
 run() {  # name seed overrides...
   local d=$R/$1_s$2 s=$2; shift 2
-  [ -f $d/final.pt ] || sceneparse train $CFG $COMMON train.seed=$s "$@" --work-dir $d --no-progress
+  [ -f $d/final.pt ] || sceneparse train $CFG $COMMON train.seed=$s "$@" --work-dir $d --no-progress --resume auto
   [ -f $d/eval.json ] || sceneparse evaluate --checkpoint $d/final.pt --out $d/eval.json --no-progress >/dev/null
   if [ "${1:-}" != "model.head.strides=[4]" ] && [ ! -f $d/analyze.json ]; then
     sceneparse analyze --checkpoint $d/final.pt --out $d/analyze.json --no-progress >/dev/null

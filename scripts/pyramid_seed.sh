@@ -12,7 +12,7 @@ LOG=runs/pyramid_times.txt
 t() { local s=$(date +%s); "$@"; echo "wall_s $(( $(date +%s) - s )) :: $*" >> $LOG; }
 for policy in simple_fix final; do
   d=runs/pyr_ctx_${policy}_$TAG
-  [ -f $d/final.pt ] || t sceneparse train $CFG $COMMON model.head.context=true model.head.relabel_policy=$policy --work-dir $d --no-progress
+  [ -f $d/final.pt ] || t sceneparse train $CFG $COMMON model.head.context=true model.head.relabel_policy=$policy --work-dir $d --no-progress --resume auto
   [ -f $d/eval.json ] || t sceneparse evaluate --checkpoint $d/final.pt --out $d/eval.json --no-progress
   [ -f $d/analyze.json ] || t sceneparse analyze --checkpoint $d/final.pt --out $d/analyze.json --no-progress
 done

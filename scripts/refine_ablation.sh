@@ -15,7 +15,7 @@ CROP=${CROP:-[240,320]}
 OUT=runs/ablation_$STAGE
 COMMON="model.head.front=$FRONT train.iters=$ITERS train.log_interval=5 train.eval_interval=100000 data.crop_size=$CROP
  data.max_val_samples=26 data.num_workers=1 train.ckpt_interval=100000"
-run() { local name=$1; shift; [ -f $OUT/$name/final.pt ] || sceneparse train "$@" $COMMON --work-dir $OUT/$name --no-progress; }
+run() { local name=$1; shift; [ -f $OUT/$name/final.pt ] || sceneparse train "$@" $COMMON --work-dir $OUT/$name --no-progress --resume auto; }
 case $STAGE in
 grn)
   G=configs/camvid/refine/grn_stage.yaml

@@ -18,7 +18,7 @@ OUT=results/camvid/refine
 mkdir -p $R $OUT
 LRN="model.head.lrn_channels=[32,32,32,64,64,64] data.crop_size=[240,320]"
 COMMON="train.epochs=$EPOCHS train.eval_interval=100000 data.num_workers=1 model.head.front=$FRONT"
-train() { local dir=$1; shift; [ -f $dir/final.pt ] || sceneparse train "$@" $COMMON --work-dir $dir --no-progress; }
+train() { local dir=$1; shift; [ -f $dir/final.pt ] || sceneparse train "$@" $COMMON --work-dir $dir --no-progress --resume auto; }
 ev() { local ck=$1 out=$2; shift 2; [ -f $out ] || sceneparse evaluate --checkpoint $ck --out $out --no-progress "$@" >/dev/null; }
 ev $FRONT $R/front_eval.json data.root=../shared/data/camvid
 for s in $SEEDS; do
