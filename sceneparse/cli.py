@@ -128,7 +128,7 @@ def _checkpoint_split_and_out(args, config: str | None, kind: str):
     ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
     if d.max_val_samples:
         ds.pairs = ds.pairs[: d.max_val_samples]
-    check_classes(ckpt["meta"], ds, source=str(args.checkpoint))
+    check_classes(ckpt, ds, source=str(args.checkpoint))
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{kind}_{split}.json")
     check_output_file(out, [args.checkpoint, config], flag="--out" if args.out else f"{kind} file (set --out)",
                       suffixes=(".json",))

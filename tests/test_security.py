@@ -77,8 +77,10 @@ def test_crafted_checkpoint_is_refused_by_every_entry_point(evil, tiny_run, camv
         err = capsys.readouterr().err
         assert "refusing to load" in err and "evil" in err and "posix.system" in err, (name, err)
         assert not marker.exists(), f"{name} executed code from the checkpoint"
-    # --resume auto skips the unsafe file (like a corrupt one), names it, and never runs it
-    assert main(["train", *_tiny(camvid_root, runs / "auto", "train.iters=1"), "--resume", "auto"]) == 0
+    # --resume auto does not start over next to it (the new run's files would mix with it): names it
+    assert main(["train", *_tiny(camvid_root, runs / "auto", "train.iters=1"), "--resume", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable checkpoint" in err and "iter_00000009.pt: refusing to load" in err
     assert not marker.exists()
     assert not (tmp_path / "packed.pt").exists() and not (tmp_path / "m.onnx").exists()
 
@@ -91,15 +93,53 @@ def test_our_checkpoints_load_with_weights_only(tiny_run):
     assert isinstance(rng["numpy"]["keys"], torch.Tensor) and len(rng["python"]["state"]) == 625
 
 
-def test_checkpoint_with_the_old_numpy_rng_state_still_resumes(tiny_run, tmp_path):
+@pytest.mark.parametrize("numpy_module", ["numpy._core", "numpy.core"])  # written under numpy 2.x / 1.x
+def test_checkpoint_with_the_old_numpy_rng_state_still_resumes(tiny_run, camvid_root, tmp_path, numpy_module):
     """Training checkpoints written before this fix held numpy arrays: those (only those) still load."""
+    import zipfile
+
     ckpt = torch.load(tiny_run / "checkpoints/iter_00000004.pt", weights_only=True)
     ckpt["rng"]["numpy"] = np.random.RandomState(3).get_state()  # tuple holding a numpy array
-    torch.save(ckpt, tmp_path / "old.pt")
+    torch.save(ckpt, tmp_path / "new.pt")
+    work = tmp_path / "run"
+    (work / "checkpoints").mkdir(parents=True)
+    old = work / "checkpoints/iter_00000004.pt"
+    with zipfile.ZipFile(tmp_path / "new.pt") as src, zipfile.ZipFile(old, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():  # protocol-2 pickles name globals as text lines: rename the module
+            data = src.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray\n", numpy_module.encode() + b".multiarray\n")
+            dst.writestr(info, data)
+    assert (numpy_module + ".multiarray._reconstruct") in torch.serialization.get_unsafe_globals_in_checkpoint(old)
     with pytest.raises(pickle.UnpicklingError):
-        torch.load(tmp_path / "old.pt", weights_only=True)
-    loaded = load_checkpoint(tmp_path / "old.pt")
-    assert isinstance(loaded["rng"]["numpy"][1], np.ndarray)
+        torch.load(old, weights_only=True)
+    assert isinstance(load_checkpoint(old)["rng"]["numpy"][1], np.ndarray)
+    # and the run resumes from it
+    (work / ".lock").write_text("")
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=4", "train.ckpt_interval=2"), "--resume", "auto"]) == 0
+    assert (work / "final.pt").is_file()
+
+
+def test_truncated_checkpoints_are_corrupt_not_unsafe(tiny_run, tmp_path):
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.load(tiny_run / "final.pt", weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    data = legacy.read_bytes()
+    for cut in (2, 40, 300, len(data) // 2, len(data) - 10):
+        (tmp_path / "cut.pt").write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+            load_checkpoint(tmp_path / "cut.pt")
+    assert load_checkpoint(legacy)["meta"]["classes"][0] == "Sky"
+
+
+def test_ade20k_checkpoints_with_the_earlier_class_names_still_evaluate():
+    from sceneparse.data.ade20k import ADE20K
+
+    ade = ADE20K.__new__(ADE20K)
+    old_names = [n.split()[0] for n in ADE20K.CLASSES]  # what sceneparse wrote into meta before
+    check_classes({"meta": {"classes": old_names}}, ade)
+    check_classes({"num_classes": 150, "meta": {}}, ade)
+    with pytest.raises(ValueError, match="predicts 149 classes"):
+        check_classes({"meta": {"classes": old_names[:149]}}, ade)
 
 
 # ---------------------------------------------------------------- 2. predict never writes over an input
@@ -364,7 +404,7 @@ def test_evaluate_refuses_a_model_of_other_classes(tiny_run, ade_root, tmp_path,
     assert not (tmp_path / "m.json").exists()
     ds = type("DS", (), {"CLASSES": ("Sky", "Road")})()
     with pytest.raises(ValueError, match="'Building' vs 'Road'"):
-        check_classes({"classes": ["Sky", "Building"]}, ds)
+        check_classes({"meta": {"classes": ["Sky", "Building"]}}, ds)
 
 
 # ---------------------------------------------------------------- 10. class names: official, distinct, none lost

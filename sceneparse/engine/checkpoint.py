@@ -40,7 +40,10 @@ def _legacy_numpy_allowlist() -> list:
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core
-    return [core.multiarray._reconstruct, np.ndarray, np.dtype,
+    rebuild = core.multiarray._reconstruct
+    # by name too: a file written under numpy 1.x names numpy.core..., one written under 2.x numpy._core...
+    return [rebuild, *[(rebuild, name) for name in _LEGACY_NUMPY_GLOBALS if name.endswith("_reconstruct")],
+            np.ndarray, np.dtype,
             *{type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64)}]  # the dtype classes (numpy >= 1.25)
 
 
@@ -63,6 +66,11 @@ def _pickle_globals(path: Path) -> list[str]:
     return [n for n in dict.fromkeys(names) if not n.startswith(("torch.", "collections.OrderedDict"))]
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def safe_torch_load(path: str | Path):
     """``torch.load(path, weights_only=True)`` on CPU; numpy arrays (older training checkpoints) allowed.
 
@@ -70,7 +78,7 @@ def safe_torch_load(path: str | Path):
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the file references other Python globals (e.g. ``os.system``); the
             message names the file and the globals. Nothing in the file is executed.
-        CheckpointError: truncated or not a ``torch.save`` file.
+        CheckpointError: a directory, truncated or corrupt, or not a ``torch.save`` file.
     """
     path = Path(path)
     if path.is_dir():
@@ -86,19 +94,22 @@ def safe_torch_load(path: str | Path):
     except pickle.UnpicklingError as e:
         first_error = e
     except Exception as e:  # truncated / corrupt / not a torch file
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from e
     try:
         found = [str(g) for g in torch.serialization.get_unsafe_globals_in_checkpoint(path)]
     except Exception:  # not a zip checkpoint: a raw pickle, whose opcodes name its globals
-        found = (_pickle_globals(path) or re.findall(r"GLOBAL ([\w.]+)", str(first_error))
-                 or ["objects that are not tensors"])
+        found = _pickle_globals(path) or re.findall(r"GLOBAL ([\w.]+)", str(first_error))
+    if not found:  # no global named anywhere: a truncated or corrupt file, not a malicious one
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated ({_first_line(first_error)})")
     unsafe = [g for g in found if g not in _LEGACY_NUMPY_GLOBALS]
     if not unsafe:
         try:
             with torch.serialization.safe_globals(_legacy_numpy_allowlist()):
                 return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            unsafe = re.findall(r"GLOBAL ([\w.]+)", str(e)) or [_first_line(e)]
         except Exception as e:
-            unsafe = re.findall(r"GLOBAL ([\w.]+)", str(e)) or [str(e).splitlines()[0]]
+            raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(e)}") from e
     raise UnsafeCheckpointError(
         f"refusing to load {path}: reading it needs unsafe unpickling of {', '.join(unsafe[:5])}, which can run "
         "arbitrary code (sceneparse checkpoints hold only tensors and plain values). Nothing in it was executed.")
@@ -116,6 +127,9 @@ def nonfinite_tensors(state: dict) -> list[str]:
 
 def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
+
+    The checkpoint is serialised in memory first (peak host memory: about twice its size), so that a
+    failed write reports its errno and path instead of a stream error.
 
     A dict with a ``"model"`` state dict is saved only if every floating-point tensor is finite.
 
@@ -297,18 +311,25 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     return model.to(device).eval(), ckpt
 
 
-def check_classes(meta: dict, dataset, source: str = "checkpoint") -> None:
+def check_classes(ckpt: dict, dataset, source: str = "checkpoint") -> None:
     """Refuse to score a model on a dataset with other classes.
+
+    The checkpoint's ``meta.classes`` must equal the dataset's ``CLASSES`` or one of its
+    ``LEGACY_CLASS_NAMES`` (names an earlier sceneparse version used); a checkpoint with only
+    ``num_classes`` is compared by count.
 
     Raises:
         ValueError: the class counts differ, or both have names and they differ (first differences listed).
     """
-    classes = list(meta.get("classes") or [])
+    classes = list(ckpt.get("meta", {}).get("classes") or [])
+    count = len(classes) if classes else int(ckpt.get("num_classes", 0))
     ds_classes = list(getattr(dataset, "CLASSES", []))
     name = type(dataset).__name__
-    if len(classes) != len(ds_classes):
-        raise ValueError(f"{source} predicts {len(classes)} classes but {name} has {len(ds_classes)}: the "
+    if count != len(ds_classes):
+        raise ValueError(f"{source} predicts {count} classes but {name} has {len(ds_classes)}: the "
                          "scores would be meaningless (evaluate a model trained on this dataset)")
+    if not classes or any(classes == list(old) for old in getattr(dataset, "LEGACY_CLASS_NAMES", ())):
+        return
     diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(classes, ds_classes)) if a != b]
     if diff:
         raise ValueError(f"{source} and {name} name their classes differently ({'; '.join(diff[:5])}"

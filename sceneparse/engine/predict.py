@@ -40,7 +40,8 @@ def expand_inputs(inputs: Iterable[str | Path], skip: Iterable[str | Path] = ())
                           and not f.name.startswith(".") and _key(f) not in skip_keys)
         else:
             out.append(p)
-    return out
+    unique = {_key(p): p for p in reversed(out)}  # a file given twice (itself and via its folder) once
+    return [p for p in out if unique.get(_key(p)) is p]
 
 
 def _key(p: Path) -> str:

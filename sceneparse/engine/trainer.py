@@ -265,22 +265,26 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
         if nonfinite_tensors(ckpt["model"]):
             raise ValueError(f"{path} has NaN/inf weights; resume from an earlier checkpoint")
         return path, ckpt
+    rejected = []
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
             ckpt = load_checkpoint(path)
         except ValueError as e:
-            log.warning("skipping unreadable checkpoint %s (%s); trying the previous one", path, e)
-            continue
-        if not is_training_checkpoint(ckpt) or nonfinite_tensors(ckpt["model"]):
-            log.warning("skipping %s (%s); trying the previous one", path,
-                        "no optimizer state" if not is_training_checkpoint(ckpt) else "NaN/inf weights")
-            continue
-        return path, ckpt
+            reason = str(e)
+        else:
+            if is_training_checkpoint(ckpt) and not nonfinite_tensors(ckpt["model"]):
+                return path, ckpt
+            reason = "no optimizer state" if not is_training_checkpoint(ckpt) else "NaN/inf weights"
+        log.warning("skipping checkpoint %s (%s); trying the previous one", path, reason)
+        rejected.append(f"{path.name}: {reason}")
+    if rejected:  # a fresh start here would mix with (and be pruned by) these files
+        raise ValueError(f"--resume auto: no usable checkpoint in {ckpt_dir} ({'; '.join(rejected[:3])}). "
+                         "Resume from a file you trust with --resume PATH, or start over with --restart")
     return None, None
 
 
 # keys that may differ between a run and its resumed continuation without changing what is computed
-RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.device", "train.threads", "data.num_workers",
+RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
                               "train.divergence_factor"})
@@ -344,8 +348,13 @@ def _truncate_log(path: Path, last_iter: int) -> None:
 def _truncate_jsonl(path: Path, last_iter: int) -> None:
     """Drop ``{"iter": ...}`` lines written after the checkpoint we resume from."""
     if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("iter", 0) <= last_iter]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        def keep(line: str) -> bool:
+            try:
+                return json.loads(line).get("iter", 0) <= last_iter
+            except ValueError:  # a line cut by a kill mid-append
+                return False
+
+        path.write_text("".join(ln + "\n" for ln in path.read_text().splitlines() if ln.strip() and keep(ln)))
 
 
 def _append_log(path: Path, row: dict) -> None:
@@ -417,20 +426,20 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
                          "config.yaml, log.csv, checkpoints/ there: choose a new or empty directory (--work-dir)")
     created = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        with RunLock(work_dir):
+    with RunLock(work_dir):  # a second training here is refused before anything below runs
+        try:
             for p in remove_stale_temporaries(work_dir) + remove_stale_temporaries(work_dir / "checkpoints"):
                 log.info("removed %s, left by a write that was interrupted", p)
             _fresh_start_check(cfg, work_dir, resume, restart)
             return _train(cfg, resume, progress, tuple(allow_config_change))
-    except BaseException:
-        # refused before training started (bad model option, data error, ...): leave no half-made run behind
-        if created and {p.name for p in work_dir.iterdir()} <= {".lock", "config.yaml", "log.csv"} \
-                and not (work_dir / "log.csv").exists():
-            for p in work_dir.iterdir():
-                p.unlink()
-            work_dir.rmdir()
-        raise
+        except BaseException:
+            # refused before training started (bad model option, data error, ...): while still holding the
+            # lock, remove the folder this call created if it holds nothing but our bookkeeping
+            if created and {p.name for p in work_dir.iterdir()} <= {".lock", "config.yaml"}:
+                for p in work_dir.iterdir():
+                    p.unlink()
+                work_dir.rmdir()
+            raise
 
 
 def _is_run_dir(work_dir: Path) -> bool:
@@ -448,8 +457,8 @@ def _fresh_start_check(cfg: DictConfig, work_dir: Path, resume: str | None, rest
     from .outputs import same_file
 
     old = [*list_checkpoints(work_dir / "checkpoints"), *[work_dir / n for n in ("final.pt",) if (work_dir / n).exists()]]
-    if resume == "auto" and list_checkpoints(work_dir / "checkpoints"):
-        return  # resumes from them
+    if resume == "auto" and list_checkpoints(work_dir / "checkpoints") and not restart:
+        return  # resumes from them (or refuses, naming them, if none is usable)
     if resume not in (None, "auto") or not old:
         return
     if not restart:
