@@ -270,12 +270,13 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
         try:
             ckpt = load_checkpoint(path)
         except ValueError as e:
-            reason = str(e)
+            reason, kind = str(e), "unreadable "
         else:
             if is_training_checkpoint(ckpt) and not nonfinite_tensors(ckpt["model"]):
                 return path, ckpt
             reason = "no optimizer state" if not is_training_checkpoint(ckpt) else "NaN/inf weights"
-        log.warning("skipping checkpoint %s (%s); trying the previous one", path, reason)
+            kind = ""
+        log.warning("skipping %scheckpoint %s (%s); trying the previous one", kind, path, reason)
         rejected.append(f"{path.name}: {reason}")
     if rejected:  # a fresh start here would mix with (and be pruned by) these files
         raise ValueError(f"--resume auto: no usable checkpoint in {ckpt_dir} ({'; '.join(rejected[:3])}). "
