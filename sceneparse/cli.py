@@ -139,9 +139,9 @@ def _evaluate(args) -> int:
     import torch
 
     from .engine.checkpoint import model_from_checkpoint
+    from .engine.distributed import resolve_device
     from .engine.evaluate import evaluate_model
-    from .engine.trainer import resolve_device
-    from .metrics import format_table
+    from .report import summary_text, write_evaluation
 
     ckpt, cfg, split, ds, out = _checkpoint_split_and_out(args, args.config, "metrics")
     d = cfg.data
@@ -160,21 +160,9 @@ def _evaluate(args) -> int:
                              "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None,
                              "bf16": args.bf16, "fold_bn": args.fold_bn or args.bf16})
     print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
-    print(format_table(scores))
-    for key in ("score", "mIoU_category"):
-        if key in scores:
-            print(f"{key} {scores[key]:.2f}")
-    if "boundary" in scores:
-        b = scores["boundary"]
-        print(f"boundary F-score ({b['tolerance_px']} px): F {b['F']:.2f}  P {b['precision']:.2f}  R {b['recall']:.2f}")
-    out.write_text(json.dumps(scores, indent=2))
-    from .report import markdown_table, plot_confusion, plot_iou_bars
-
-    stem = out.with_suffix("")
-    title = f"{d.dataset} {split}, {Path(args.checkpoint).name}, output_stride {model.output_stride}"
-    stem.with_suffix(".md").write_text(markdown_table(scores, title))
-    plot_confusion(scores["confusion_matrix"], list(scores["IoU"]), f"{stem}_confusion.png")
-    plot_iou_bars(scores, f"{stem}_iou.png", ds.PALETTE)
+    print(summary_text(scores))
+    write_evaluation(scores, out, f"{d.dataset} {split}, {Path(args.checkpoint).name}, "
+                                  f"output_stride {model.output_stride}", ds.PALETTE)
     print(f"metrics written to {out} (+ .md, _confusion.png, _iou.png)")
     return 0
 
@@ -183,7 +171,7 @@ def _predict(args) -> int:
     from .engine.checkpoint import model_from_checkpoint
     from .engine.outputs import prepare_out_dir
     from .engine.predict import expand_inputs, predict_files, previous_outputs
-    from .engine.trainer import resolve_device
+    from .engine.distributed import resolve_device
 
     ckpt_path = Path(args.checkpoint) if args.checkpoint else DEFAULT_WEIGHTS
     if not ckpt_path.is_file():
@@ -223,7 +211,7 @@ def _predict(args) -> int:
 def _analyze(args) -> int:
     from .engine.analyze import analyze_pyramid, format_analysis
     from .engine.checkpoint import model_from_checkpoint
-    from .engine.trainer import resolve_device
+    from .engine.distributed import resolve_device
 
     ckpt, cfg, split, ds, out = _checkpoint_split_and_out(args, None, "analysis")
     device = resolve_device(args.device)
@@ -338,7 +326,7 @@ def _benchmark(args) -> int:
     from .engine.benchmark import benchmark_inference
     from .engine.checkpoint import model_from_checkpoint
     from .engine.optimize import optimize_for_inference
-    from .engine.trainer import resolve_device
+    from .engine.distributed import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

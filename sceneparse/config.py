@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, GrammarParseError, ValidationError
 from yaml import YAMLError
 
-from .models.backbones import IMAGENET_MEAN, IMAGENET_STD
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data.base import IGNORE_INDEX
+from .constants import IGNORE_INDEX
 
 
 class SegLoss(nn.Module):

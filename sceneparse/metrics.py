@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .data.base import IGNORE_INDEX
+from .constants import IGNORE_INDEX
 
 
 class ConfusionMatrix:

@@ -1,6 +1,7 @@
 """Evaluation reports: Markdown per-class table, confusion-matrix plot, per-class IoU bar chart."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,26 @@ def plot_iou_bars(scores: dict, out_png: str | Path, palette: list | None = None
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
+
+
+def summary_text(scores: dict) -> str:
+    """The console report: per-class table, summary line, protocol scores and boundary F-score."""
+    from .metrics import format_table
+
+    lines = [format_table(scores)]
+    lines += [f"{key} {scores[key]:.2f}" for key in ("score", "mIoU_category") if key in scores]
+    if "boundary" in scores:
+        b = scores["boundary"]
+        lines.append(f"boundary F-score ({b['tolerance_px']} px): F {b['F']:.2f}  P {b['precision']:.2f}  "
+                     f"R {b['recall']:.2f}")
+    return "\n".join(lines)
+
+
+def write_evaluation(scores: dict, out_json: str | Path, title: str, palette) -> None:
+    """``out_json`` (all scores), and beside it ``.md`` (per-class table), ``_confusion.png``, ``_iou.png``."""
+    out_json = Path(out_json)
+    out_json.write_text(json.dumps(scores, indent=2))
+    stem = out_json.with_suffix("")
+    stem.with_suffix(".md").write_text(markdown_table(scores, title))
+    plot_confusion(scores["confusion_matrix"], list(scores["IoU"]), f"{stem}_confusion.png")
+    plot_iou_bars(scores, f"{stem}_iou.png", palette)

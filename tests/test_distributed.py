@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from sceneparse.engine.checkpoint import model_from_checkpoint
-from sceneparse.engine.trainer import EpochSampler, train
+from sceneparse.engine.distributed import EpochSampler
+from sceneparse.engine.trainer import train
 
 from .conftest import REPO, TINY
 from .test_training import _cfg

@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import pytest
 import torch
@@ -111,7 +112,8 @@ def test_stagewise_training_freezes_earlier_stages(tmp_path, camvid_root, tiny_r
     from sceneparse.cli import main
     from sceneparse.engine.trainer import train
 
-    front = tiny_run / "final.pt"
+    front = tmp_path / "front.pt"
+    shutil.copy(tiny_run / "final.pt", front)
     train(_refine_cfg(camvid_root, tmp_path / "grn", front, "grn"), progress=False)
     s_front = torch.load(front, weights_only=True)["model"]
     s_grn = torch.load(tmp_path / "grn/final.pt", weights_only=True)["model"]
@@ -123,9 +125,12 @@ def test_stagewise_training_freezes_earlier_stages(tmp_path, camvid_root, tiny_r
     lrn_keys = [k for k in s_lrn if k.startswith("lrn.") and "weight" in k]
     assert grn_keys and all(torch.equal(s_grn[k], s_lrn[k]) for k in grn_keys)  # GRN frozen in the LRN stage
     assert any(not torch.equal(s_grn[k], s_lrn[k]) for k in lrn_keys)  # the LRN learned
+    front.unlink()  # a refinement checkpoint is self-contained: the front's file is not needed any more
     out = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(tmp_path / "lrn/final.pt"), f"data.root={camvid_root}",
                  "data.max_val_samples=1", "--out", str(out), "--no-progress"]) == 0
+    with pytest.raises(ValueError, match="front must describe the front model"):
+        build_model("refine", "efficientnet_lite0", 11, 16, front=str(tmp_path / "grn/final.pt"))
 
 
 def test_cascade_outputs_and_parallel_fusion():
@@ -251,15 +256,15 @@ def test_frozen_parts_get_no_gradient():
 
 # issue 14, defects 5 and 6
 def _cascade_ckpt(front_path, **head):
-    from sceneparse.engine.checkpoint import load_checkpoint
+    """A refinement checkpoint as written before issue 16 (no meta.front: rebuilt from the front's file)."""
+    from sceneparse.engine.checkpoint import build_model_from_config, load_checkpoint
 
     f = load_checkpoint(front_path)
     cfg = {"model": {"arch": "refine", "backbone": f["config"]["model"]["backbone"],
                      "output_stride": f["config"]["model"]["output_stride"], "pretrained": None,
                      "head": {"front": str(front_path), "iterations": 1, "m": 3,
                               "lrn_channels": [8, 8, 8, 16, 16, 16], **head}}}
-    model = build_model("refine", cfg["model"]["backbone"], len(f["meta"]["classes"]),
-                        cfg["model"]["output_stride"], **cfg["model"]["head"])
+    model, _ = build_model_from_config(cfg["model"], len(f["meta"]["classes"]))
     return {"model": model.state_dict(), "config": {**f["config"], **cfg}, "meta": f["meta"]}
 
 

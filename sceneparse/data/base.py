@@ -11,10 +11,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-IGNORE_INDEX = 255
-# images above this many pixels are refused before decoding (a PNG header can declare 20000x20000 in a few
-# bytes: a decompression bomb). 8K UHD is 33 MP; PIL's own hard limit is ~179 MP
-MAX_IMAGE_PIXELS = 100_000_000
+from ..constants import IGNORE_INDEX, MAX_IMAGE_PIXELS  # noqa: F401  (re-exported: data.base.IGNORE_INDEX)
 
 
 class DataError(ValueError):

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import IGNORE_INDEX, DataError, SegmentationDataset
+from ..constants import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class FolderDataset(SegmentationDataset):

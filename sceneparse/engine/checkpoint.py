@@ -271,6 +271,49 @@ def is_training_checkpoint(ckpt: dict) -> bool:
     return all(k in ckpt for k in ("optimizer", "scheduler", "scaler", "iter", "rng"))
 
 
+def front_spec(ckpt: dict) -> dict:
+    """The architecture of a checkpoint's model as the ``front`` of a refinement cascade: its
+    ``config.model`` entries plus ``num_classes`` and the input normalisation (``mean``/``std``)."""
+    m, meta = ckpt["config"]["model"], ckpt.get("meta", {})
+    spec = {k: m[k] for k in ("arch", "backbone", "output_stride", "head", "deep_stem", "multi_grid") if k in m}
+    spec["num_classes"] = len(meta["classes"]) if "classes" in meta else int(ckpt["num_classes"])
+    spec.update({k: list(meta[k]) for k in ("mean", "std") if k in meta})
+    return spec
+
+
+def build_model_from_config(m: dict, num_classes: int, pretrained=None, front: dict | None = None,
+                            weights_follow: bool = False) -> tuple[SegmentationModel, dict | None]:
+    """The one place a ``config.model`` section becomes a model.
+
+    For ``arch: refine`` the front comes from ``front`` (a :func:`front_spec`, e.g. stored in a
+    refinement checkpoint's ``meta.front``) or else from the checkpoint file named by
+    ``model.head.front``, whose weights are then loaded into ``model.front``.
+
+    Returns:
+        ``(model, front spec or None)``; the spec is what a checkpoint must keep to be rebuilt alone.
+
+    Raises:
+        ValueError / CheckpointError: bad options, or an unreadable front checkpoint.
+    """
+    head = dict(m.get("head") or {})
+    front_state = None
+    if m["arch"] == "refine":
+        if front is None:
+            if not isinstance(head.get("front"), str):
+                raise ValueError("model.head.front must name the front model's checkpoint")
+            front_ckpt = load_checkpoint(head["front"])
+            if nonfinite_tensors(front_ckpt["model"]):
+                raise NonFiniteModelError(f"model.head.front={head['front']} has NaN/inf weights")
+            front, front_state = front_spec(front_ckpt), front_ckpt["model"]
+        head["front"] = front
+    model = build_model(m["arch"], m["backbone"], num_classes, m["output_stride"], pretrained=pretrained,
+                        deep_stem=m.get("deep_stem", False), multi_grid=m.get("multi_grid"),
+                        weights_follow=weights_follow, **head)
+    if front_state is not None:
+        load_model_weights(model.front, {k: v.float() if v.is_floating_point() else v for k, v in front_state.items()})
+    return model, front
+
+
 def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = None,
                           device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict]:
     """Rebuild the model a checkpoint was trained with and load its weights (float32, eval mode).
@@ -296,12 +339,12 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     if bad:
         raise NonFiniteModelError(f"{source}: {len(bad)} weight tensor(s) hold NaN/inf ({', '.join(bad[:4])}); "
                                   "the training diverged before it was saved")
-    m = ckpt["config"]["model"]
     meta = ckpt.get("meta", {})
     num_classes = len(meta["classes"]) if "classes" in meta else ckpt["num_classes"]
-    model = build_model(m["arch"], m["backbone"], num_classes, m["output_stride"],
-                        pretrained=None, deep_stem=m.get("deep_stem", False), multi_grid=m.get("multi_grid"),
-                        weights_follow=True, **m.get("head", {}))
+    # a refinement checkpoint keeps its front's architecture in meta.front (its weights are front.*); one
+    # written before that reads the front's file named in its config (which must still exist)
+    model, _ = build_model_from_config(ckpt["config"]["model"], num_classes, front=meta.get("front"),
+                                       weights_follow=True)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     load_model_weights(model, state)
     # built as trained, then switched as a whole: a model made of several strided parts (a refinement

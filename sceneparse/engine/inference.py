@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
+
 
 @dataclass
 class InferenceConfig:
@@ -44,8 +46,8 @@ class InferenceConfig:
     window_batch: int = 4
     channels_last: bool = True
     crf: object | None = None
-    mean: Sequence[float] = (0.485, 0.456, 0.406)
-    std: Sequence[float] = (0.229, 0.224, 0.225)
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
 
     def __post_init__(self):
         if self.mode not in ("whole", "slide"):

@@ -15,10 +15,10 @@ from PIL import Image
 from ..data.base import DataError, read_image
 from .inference import InferenceConfig, predict_labels
 from .outputs import prepare_out_dir, write_atomically
+from ..constants import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 MANIFEST = "predictions.json"  # in the output folder: output file name -> the input it was parsed from

@@ -25,15 +25,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..config import save_config, to_dict
 from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..losses import SegLoss
-from ..models import build_model
-from .checkpoint import (NonFiniteModelError, atomic_save, is_training_checkpoint, list_checkpoints,
+from .checkpoint import (NonFiniteModelError, atomic_save, build_model_from_config, is_training_checkpoint,
+                         list_checkpoints,
                          load_checkpoint, load_model_weights, nonfinite_tensors, remove_stale_temporaries)
+from .distributed import EpochSampler, init_distributed, resolve_device  # noqa: F401  (EpochSampler re-exported)
 from .runlock import RunLock
 from .evaluate import evaluate_model
 from .inference import InferenceConfig
@@ -44,43 +45,6 @@ log = logging.getLogger(__name__)
 # refiner worse than its input shows in the first log lines
 LOG_FIELDS = ["iter", "epoch", "lr", "loss", "loss_aux", "loss_front", "val_mIoU", "val_aAcc", "val_mAcc",
               "val_mIoU_front", "time_s"]
-
-
-class EpochSampler(Sampler):
-    """Yields ``(epoch, index)`` items: a fresh permutation per epoch drawn from ``seed + epoch``.
-
-    Each epoch has ``iters_per_epoch`` global batches of ``batch_size`` (the incomplete last batch
-    is dropped), from iteration ``start_iter`` to ``total_iters``. With ``world_size`` > 1, rank r
-    yields the r-th slice of every global batch, so N processes see exactly the samples (and, with
-    per-sample seeded augmentation, the same crops) as one process with the same global batch.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, seed: int, start_iter: int, total_iters: int,
-                 rank: int = 0, world_size: int = 1):
-        if num_samples < batch_size:
-            raise ValueError(f"{num_samples} training samples are fewer than batch_size={batch_size}")
-        if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
-        self.n, self.bs, self.seed = num_samples, batch_size, seed
-        self.start, self.total = start_iter, total_iters
-        self.rank, self.world = rank, world_size
-        self.iters_per_epoch = num_samples // batch_size
-
-    def __len__(self) -> int:
-        return (self.total - self.start) * self.bs // self.world
-
-    def __iter__(self):
-        it = self.start
-        while it < self.total:
-            epoch = it // self.iters_per_epoch
-            perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch)).tolist()
-            first = (it % self.iters_per_epoch) * self.bs
-            last = min(self.iters_per_epoch, it % self.iters_per_epoch + (self.total - it)) * self.bs
-            share = self.bs // self.world  # rank r takes slice r of every global batch
-            for b in range(first, last, self.bs):
-                for i in perm[b + self.rank * share: b + (self.rank + 1) * share]:
-                    yield (epoch, i)
-            it += (last - first) // self.bs
 
 
 def poly_lr_lambda(total_iters: int, power: float = 0.9):
@@ -112,41 +76,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]) if isinstance(py, dict) else py)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
-    """``(rank, world_size, device)``; under ``torchrun`` (``WORLD_SIZE`` > 1) joins the process group
-    (NCCL on CUDA, gloo on CPU) and binds each process to ``cuda:LOCAL_RANK``."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` (CUDA if available, else CPU) or a torch device string.
-
-    Raises:
-        ValueError: not a device name, or a CUDA device that this machine does not have.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"--device / train.device {name!r} is not a device (use auto, cpu, cuda or cuda:N)") from e
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (device.index or 0) >= count:
-            raise ValueError(f"device {name!r} requested but this machine has {count} usable CUDA device(s); "
-                             "use --device cpu or auto")
-    return device
 
 
 def dataset_meta(ds, cfg: DictConfig) -> dict:
@@ -200,14 +129,6 @@ def set_train_mode(model: torch.nn.Module, freeze_bn: bool = False) -> None:
                 m.eval()
                 for p in m.parameters():
                     p.requires_grad_(False)
-
-
-def build_model_from_config(cfg: DictConfig, num_classes: int, pretrained: bool = True):
-    m = cfg.model
-    return build_model(m.arch, m.backbone, num_classes, m.output_stride,
-                       pretrained=m.pretrained if pretrained else None, deep_stem=m.deep_stem,
-                       multi_grid=list(m.multi_grid) if m.multi_grid else None, weights_follow=not pretrained,
-                       **to_dict(m.head))
 
 
 class _StopFlag:
@@ -530,8 +451,12 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
     total = t.iters or t.epochs * iters_per_epoch
     eval_interval = t.eval_interval or iters_per_epoch
 
-    model = build_model_from_config(cfg, train_ds.num_classes,
-                                    pretrained=ckpt_path is None and not cfg.model.init_weights).to(device)
+    fresh_init = ckpt_path is None and not cfg.model.init_weights
+    model, front = build_model_from_config(cfg_dict["model"], train_ds.num_classes,
+                                           pretrained=cfg.model.pretrained if fresh_init else None,
+                                           front=(ckpt or {}).get("meta", {}).get("front"),
+                                           weights_follow=not fresh_init)
+    model = model.to(device)
     if cfg.model.init_weights and ckpt_path is None:
         # only what this run trains may be missing (a refinement stage's new network); anything else
         # missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one, is an error
@@ -610,6 +535,8 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
                         generator=torch.Generator(),  # keep the global RNG untouched (exact resume)
                         persistent_workers=False)
     meta = dataset_meta(train_ds, cfg)
+    if front is not None:  # a refinement model: its checkpoints rebuild without the front's file
+        meta["front"] = front
     trainable = [p for p in raw.parameters() if p.requires_grad]
 
     def last_good() -> str:

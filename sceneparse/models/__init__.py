@@ -57,33 +57,45 @@ def _build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_b
     return _build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)
 
 
-def _build_refine(backbone: nn.Module, num_classes: int, *, front: str, grn: bool = True, lrn: bool = True,
+def _build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: bool = True, lrn: bool = True,
                   iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
                   lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
                   local: str = "lrn") -> nn.Module:
-    """GRN/LRN refinement (Sec. 3.3, Fig. 4) after the trained front model in checkpoint ``front``.
+    """GRN/LRN refinement (Sec. 3.3, Fig. 4) after a front model described by ``front``.
+
+    ``front`` is the front's architecture, a dict with ``arch``, ``backbone``, ``output_stride``,
+    ``num_classes`` and optionally ``head``, ``deep_stem``, ``multi_grid``, ``mean``, ``std`` (the
+    engine's ``front_spec`` makes it from a checkpoint). The front is built untrained here: its
+    weights come with the refinement checkpoint (``front.*``) or, for a GRN stage, from the front's
+    checkpoint (the engine loads them); this package reads no files.
 
     The GRN network is the front's architecture (its arch and head options) on ``backbone``
     (pass the front's backbone name for the paper's setting), with ImageNet weights when
     ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
     ``local="context"`` puts the dilated context module baseline (Yu & Koltun) in the local
     (LRN) slot, for the "+context module" row of Table 2.
-    """
-    from ..engine.checkpoint import model_from_checkpoint  # engine depends on models, not the reverse
 
-    front_model, ckpt = model_from_checkpoint(front)
-    fm, meta = ckpt["config"]["model"], ckpt.get("meta", {})
-    k_front = front_model.decode_head.classifier.out_channels if hasattr(front_model, "decode_head") else num_classes
-    if k_front != num_classes:
-        raise ValueError(f"front model predicts {k_front} classes, the dataset has {num_classes}")
-    norm = {"mean": meta.get("mean", IMAGENET_MEAN), "std": meta.get("std", IMAGENET_STD)}
+    Raises:
+        ValueError: ``front`` is not such a dict (e.g. a checkpoint path given to ``build_model``
+            directly), predicts another number of classes, or runs at another output stride.
+    """
+    if not isinstance(front, dict) or not {"arch", "backbone", "output_stride", "num_classes"} <= set(front):
+        raise ValueError("front must describe the front model (arch, backbone, output_stride, num_classes); "
+                         "to start from a front checkpoint path use sceneparse.engine.checkpoint."
+                         "build_model_from_config, which reads it")
+    if int(front["num_classes"]) != num_classes:
+        raise ValueError(f"front model predicts {front['num_classes']} classes, the dataset has {num_classes}")
+    front_model = build_model(front["arch"], front["backbone"], num_classes, front["output_stride"],
+                              deep_stem=front.get("deep_stem", False), multi_grid=front.get("multi_grid"),
+                              weights_follow=True, **front.get("head", {}))
+    norm = {"mean": tuple(front.get("mean", IMAGENET_MEAN)), "std": tuple(front.get("std", IMAGENET_STD))}
     grn_net = None
     if grn:
         if backbone.output_stride != front_model.output_stride:
             raise ValueError(f"model.output_stride {backbone.output_stride} differs from the front's "
-                             f"({front_model.output_stride}, in {front}); the GRN works at the front's stride")
-        head_opts = {**fm.get("head", {}), "aux_head": False}
-        grn_net = GRN(ARCHS[fm["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
+                             f"({front_model.output_stride}); the GRN works at the front's stride")
+        head_opts = {**front.get("head", {}), "aux_head": False}
+        grn_net = GRN(ARCHS[front["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
     if local not in ("lrn", "context"):
         raise ValueError(f"local must be 'lrn' or 'context', got {local!r}")
     lrn_net = None

@@ -23,10 +23,10 @@ import torch.nn as nn
 import timm
 from timm.models.resnet import BasicBlock, Bottleneck
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 VALID_OUTPUT_STRIDES = (8, 16, 32)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..data.base import IGNORE_INDEX
+from ..constants import IGNORE_INDEX
 from .heads import adaptive_pool2d, conv_bn_relu
 from .pyramid import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss,
                       relabel, supervised_share)

@@ -1,0 +1,9 @@
+"""Constants shared by data, models, engine and CLI (this module imports nothing)."""
+
+IGNORE_INDEX = 255  # label value excluded from losses and metrics (ADE20K "other", VOC boundaries, padding)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB in [0, 1]: the normalisation of every ImageNet-pretrained backbone
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # what a folder of images holds
+# images above this many pixels are refused before decoding (a PNG header can declare 20000x20000 in a few
+# bytes: a decompression bomb). 8K UHD is 33 MP; PIL's own hard limit is ~179 MP
+MAX_IMAGE_PIXELS = 100_000_000
