@@ -16,7 +16,6 @@ for path in sys.argv[1:]:
     d = ckpt["config"]["data"]
     ds = build_dataset(d["dataset"], d["root"], "train", build_eval_transform(d["mean"], d["std"]))
     model.eval()
-    model.return_pyramid = True
     levels = len(model.strides) - 1
     tp, gt = [0] * levels, [0] * levels
     with torch.inference_mode():
@@ -26,7 +25,7 @@ for path in sys.argv[1:]:
             top = (b["image"].shape[-2] - h) // 2
             x, y = b["image"][None, :, top:top + h], b["label"][None, top:top + h]
             w = x.shape[-1] // model.strides[0] * model.strides[0]
-            out = model(x[..., :w])
+            out = model.forward_pyramid(x[..., :w])
             unity, _ = pyramid_ground_truth(y[..., :w], model.strides)
             for lvl in range(levels):
                 g = unity[lvl] == 1

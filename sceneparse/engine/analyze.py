@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..constants import IGNORE_INDEX
 from ..metrics import ConfusionMatrix
 
 
@@ -28,32 +29,28 @@ def analyze_pyramid(model, dataset, device="cpu", progress: bool = True) -> dict
     if not hasattr(model, "unity_head") or model.unity_head is None:
         raise ValueError("analyze needs a pyramid_output model with at least two levels")
     model.eval()
-    model.return_pyramid = True
     L, k = len(model.strides), dataset.num_classes
     cms = [[ConfusionMatrix(k) for _ in range(L)] for _ in range(L)]
     fused_cm = ConfusionMatrix(k)
     level_cms = [ConfusionMatrix(k) for _ in range(L)]
     counts = torch.zeros(L, dtype=torch.int64)
     loader = DataLoader(dataset, batch_size=1, shuffle=False, generator=torch.Generator())
-    try:
-        for batch in tqdm(loader, desc="analyze", disable=not progress, leave=False):
-            x, target = batch["image"].to(device), batch["label"]
-            out = model(x)
-            size = target.shape[-2:]
-            level = F.interpolate(out["level"][:, None].float(), size=size, mode="nearest")[:, 0].long().cpu()
-            fused_cm.update(out["out"].argmax(1).cpu(), target)
-            valid = target != 255
+    for batch in tqdm(loader, desc="analyze", disable=not progress, leave=False):
+        x, target = batch["image"].to(device), batch["label"]
+        out = model.forward_pyramid(x)
+        size = target.shape[-2:]
+        level = F.interpolate(out["level"][:, None].float(), size=size, mode="nearest")[:, 0].long().cpu()
+        fused_cm.update(out["out"].argmax(1).cpu(), target)
+        valid = target != IGNORE_INDEX
+        for a in range(L):
+            counts[a] += ((level == a) & valid).sum()
+        for p, sem in enumerate(out["semantic"]):
+            pred = F.interpolate(sem.float(), size=size, mode="bilinear", align_corners=False).argmax(1).cpu()
+            level_cms[p].update(pred, target)
             for a in range(L):
-                counts[a] += ((level == a) & valid).sum()
-            for p, sem in enumerate(out["semantic"]):
-                pred = F.interpolate(sem.float(), size=size, mode="bilinear", align_corners=False).argmax(1).cpu()
-                level_cms[p].update(pred, target)
-                for a in range(L):
-                    sel = level == a
-                    if sel.any():
-                        cms[a][p].update(pred[sel], target[sel])
-    finally:
-        model.return_pyramid = False
+                sel = level == a
+                if sel.any():
+                    cms[a][p].update(pred[sel], target[sel])
     share = (counts.double() / counts.sum().clamp(min=1) * 100).tolist()
     miou = [[(None if cms[a][p].mat.sum() == 0 else cms[a][p].compute()["mIoU"]) for p in range(L)] for a in range(L)]
     return {"strides": list(model.strides), "pixel_share": share, "mIoU": miou,

@@ -460,26 +460,22 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
     if cfg.model.init_weights and ckpt_path is None:
         # only what this run trains may be missing (a refinement stage's new network); anything else
         # missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one, is an error
-        new = getattr(model, "new_weight_prefixes", lambda: ())()
+        new = model.trained_weight_prefixes()
         init_state = load_checkpoint(cfg.model.init_weights)["model"]
         if nonfinite_tensors(init_state):
             raise ValueError(f"model.init_weights={cfg.model.init_weights} has NaN/inf weights")
         try:
             fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v
                                                for k, v in init_state.items()},
-                                       allow_missing=("aux_head.", *new))
+                                       allow_missing=new)
         except ValueError as e:
-            only = f"only {', '.join(p + '*' for p in new)} may be missing" if new else "nothing may be missing"
+            only = f"only {', '.join(p + '*' for p in new)} may be missing"
             raise ValueError(f"model.init_weights={cfg.model.init_weights} lacks weights this run uses but does "
                              f"not train ({only}; e.g. an LRN stage needs a finished GRN stage, or "
                              f"model.head.grn=false): {e}") from e
         log.info("initialised the model from %s (%d tensors not in it keep their init)",
                  cfg.model.init_weights, len(fresh))
-    if hasattr(model, "upsample_train_logits"):
-        model.upsample_train_logits = bool(t.upsample_logits)
-    elif not t.upsample_logits:
-        raise ValueError(f"train.upsample_logits=false is not supported by arch {cfg.model.arch!r} (it computes "
-                         "its loss at the input resolution); it applies to fcn, pspnet and deeplabv3")
+    model.set_train_logit_upsampling(bool(t.upsample_logits))
     set_train_mode(model, t.freeze_bn)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -487,17 +483,11 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif world > 1 and main_proc:
         log.warning("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
-    # pretrained backbones (any submodule named "backbone") learn at lr, new layers at lr * head_lr_mult;
-    # frozen parameters (a refinement cascade's front, frozen BN) are left out
-    ids = {id(p) for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] == "backbone"
-           for p in mod.parameters()}
-    backbone_params = [p for p in model.parameters() if id(p) in ids and p.requires_grad]
-    head_params = [p for p in model.parameters() if id(p) not in ids and p.requires_grad]
-    if not backbone_params and not head_params:
+    # pretrained encoder at lr, new layers at lr * head_lr_mult; frozen parameters left out (the model decides)
+    groups = model.param_groups(t.lr, t.head_lr_mult)
+    if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.SGD([{"params": backbone_params, "lr": t.lr},
-                                 {"params": head_params, "lr": t.lr * t.head_lr_mult}],
-                                lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total, t.poly_power))
     use_amp = bool(t.amp) and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -525,7 +515,7 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
         log_path.unlink(missing_ok=True)
         (work_dir / "diagnostics.jsonl").unlink(missing_ok=True)
 
-    raw = model  # the module itself: state dicts, evaluation, compute_loss
+    raw = model  # the module itself: state dicts, evaluation, loss
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -579,12 +569,7 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
             with sync:
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     outputs = model(images)
-                # a model with its own loss (the pyramidal output, Eq. 1) computes it; others use CE + aux
-                loss, parts = (raw.compute_loss(outputs, labels) if hasattr(raw, "compute_loss")
-                               else criterion(outputs, labels))
-                if "front" in outputs:  # a refinement stage: its frozen input's loss on the same batch
-                    with torch.no_grad():
-                        parts["loss_front"] = criterion({"out": outputs["front"]}, labels)[1]["loss"]
+                loss, parts = raw.loss(outputs, labels, criterion)
                 finite = finite and bool(torch.isfinite(loss))
                 if finite:
                     scaler.scale(loss / len(batches)).backward()
@@ -634,11 +619,11 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
         row, scores = None, None
         if main_proc and (it % t.log_interval == 0 or it == total):
             row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
-                   "loss_aux": parts.get("loss_aux", parts.get("loss_unity", torch.tensor(float("nan")))).item(),
+                   "loss_aux": parts.get("loss_aux", torch.tensor(float("nan"))).item(),
                    "time_s": round(time.time() - t0, 1)}
             if "loss_front" in parts:
                 row["loss_front"] = parts["loss_front"].item()
-            extra = {k: round(float(v), 5) for k, v in parts.items() if k not in LOG_FIELDS and k != "loss_unity"}
+            extra = {k: round(float(v), 5) for k, v in parts.items() if k not in LOG_FIELDS}
             if extra:  # model-specific diagnostics (e.g. the pyramid's supervised share per level)
                 with (work_dir / "diagnostics.jsonl").open("a") as f:
                     f.write(json.dumps({"iter": it, **extra}) + "\n")
@@ -659,10 +644,10 @@ def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_cha
             save(it)
         return it, scores
 
-    if main_proc and start == 0 and isinstance(getattr(raw, "front", None), torch.nn.Module):
+    if main_proc and start == 0 and raw.reference() is not None:
         # a refinement stage: the frozen front's val mIoU next to the untrained refined model's
         infer = InferenceConfig(channels_last=t.channels_last)
-        front_scores = evaluate_model(raw.front, val_ds, device, progress=False, infer=infer)
+        front_scores = evaluate_model(raw.reference(), val_ds, device, progress=False, infer=infer)
         init_scores = evaluate_model(raw, val_ds, device, progress=False, infer=infer)
         _append_log(log_path, {"iter": 0, "epoch": 0.0, "val_mIoU": round(init_scores["mIoU"], 3),
                                "val_aAcc": round(init_scores["aAcc"], 3), "val_mAcc": round(init_scores["mAcc"], 3),

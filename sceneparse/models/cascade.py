@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .base import SceneParser
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
 from .refinement import GRN, LRN, unnormalize
 
@@ -32,7 +33,7 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-class RefinementCascade(nn.Module):
+class RefinementCascade(SceneParser):
     """Args:
         front: trained segmentation model returning ``{"out": logits}`` at the input size.
         grn, lrn: refinement networks (either may be None).
@@ -81,10 +82,22 @@ class RefinementCascade(nn.Module):
         if self.grn is not None and hasattr(self.grn.net, "set_output_stride"):
             self.grn.net.set_output_stride(output_stride)
 
-    def new_weight_prefixes(self) -> tuple[str, ...]:
+    def trained_weight_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes that an ``init_weights`` checkpoint may lack: only the stage being
         trained (a GRN or LRN that is used but neither trained nor loaded would be an error)."""
-        return (f"{self.train_stage}.",) if self.train_stage else ()
+        return ("aux_head.", f"{self.train_stage}.") if self.train_stage else ("aux_head.",)
+
+    def reference(self) -> nn.Module:
+        return self.front
+
+    def loss(self, outputs: dict, target: torch.Tensor, criterion) -> tuple[torch.Tensor, dict]:
+        """The configured loss of the refined output (``"aux"``: the GRN residual, Sec. 3.1), plus the
+        frozen front's loss on the same batch as the diagnostic ``loss_front``."""
+        total, parts = criterion(outputs, target)
+        if "front" in outputs:
+            with torch.no_grad():
+                parts["loss_front"] = criterion({"out": outputs["front"]}, target)[1]["loss"]
+        return total, parts
 
     def _front_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Front logits at the input size and, for a backbone + decode head front, at its output

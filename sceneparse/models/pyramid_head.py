@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .base import SceneParser
 from ..constants import IGNORE_INDEX
 from .heads import adaptive_pool2d, conv_bn_relu
 from .pyramid import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss,
@@ -152,7 +153,7 @@ class SemanticHead(nn.Module):
         return outs
 
 
-class PyramidOutputModel(nn.Module):
+class PyramidOutputModel(SceneParser):
     """Backbone + fusion decoder (stride 4, D channels) + unity and semantic pyramids.
 
     Args:
@@ -231,6 +232,21 @@ class PyramidOutputModel(nn.Module):
         if self.training or self.return_pyramid:
             out.update(semantic=semantic, unity=unity, level=level)
         return out
+
+    def forward_pyramid(self, x: torch.Tensor) -> dict:
+        """``forward`` with the pyramid (``"semantic"``, ``"unity"``, ``"level"``) in any mode."""
+        previous, self.return_pyramid = self.return_pyramid, True
+        try:
+            return self(x)
+        finally:
+            self.return_pyramid = previous
+
+    def loss(self, outputs: dict, target: torch.Tensor, criterion=None) -> tuple[torch.Tensor, dict]:
+        """Eq. 1 (its own objective: ``criterion`` is not used); ``parts["loss_aux"]`` is the unity BCE."""
+        total, parts = self.compute_loss(outputs, target)
+        if "loss_unity" in parts:
+            parts["loss_aux"] = parts.pop("loss_unity")
+        return total, parts
 
     def compute_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Eq. 1 on the relabelled pyramidal ground truth of ``target`` ``(N, H, W)``."""

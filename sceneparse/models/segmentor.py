@@ -5,8 +5,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .base import SceneParser
 
-class SegmentationModel(nn.Module):
+
+class SegmentationModel(SceneParser):
     """Backbone + decode head (+ optional auxiliary head), logits at input size.
 
     ``forward(x)`` takes ``(N, 3, H, W)`` float images and returns a dict:
@@ -35,6 +37,9 @@ class SegmentationModel(nn.Module):
         for head in (self.decode_head, self.aux_head):
             if hasattr(head, "set_output_stride"):
                 head.set_output_stride(output_stride)
+
+    def set_train_logit_upsampling(self, enabled: bool) -> None:
+        self.upsample_train_logits = bool(enabled)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
