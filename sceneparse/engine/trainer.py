@@ -338,7 +338,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
     """
     main_proc = int(os.environ.get("RANK", "0")) == 0
     if not main_proc:
-        return _train(cfg, resume, progress, tuple(allow_config_change))
+        return Trainer(cfg, resume, progress, tuple(allow_config_change)).run()
     work_dir = Path(cfg.work_dir)
     if work_dir.exists() and not work_dir.is_dir():
         raise ValueError(f"work_dir {work_dir} is an existing file, not a directory")
@@ -353,7 +353,7 @@ def train(cfg: DictConfig, resume: str | None = None, progress: bool = True,
             for p in remove_stale_temporaries(work_dir) + remove_stale_temporaries(work_dir / "checkpoints"):
                 log.info("removed %s, left by a write that was interrupted", p)
             _fresh_start_check(cfg, work_dir, resume, restart)
-            return _train(cfg, resume, progress, tuple(allow_config_change))
+            return Trainer(cfg, resume, progress, tuple(allow_config_change)).run()
         except BaseException:
             # refused before training started (bad model option, data error, ...): while still holding the
             # lock, remove the folder this call created if it holds nothing but our bookkeeping
@@ -400,302 +400,374 @@ def _fresh_start_check(cfg: DictConfig, work_dir: Path, resume: str | None, rest
     log.warning("--restart: deleted the earlier run's checkpoints and outputs in %s", work_dir)
 
 
-def _train(cfg: DictConfig, resume: str | None, progress: bool, allow_config_change: tuple[str, ...]) -> dict:
-    t = cfg.train
-    rank, world, device = init_distributed(resolve_device(t.device))
-    main_proc = rank == 0
-    progress = progress and main_proc
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    if t.batch_size % (world * t.accum_steps):
-        raise ValueError(f"train.batch_size {t.batch_size} must be divisible by processes x accum_steps "
-                         f"({world} x {t.accum_steps})")
-    micro_batch = t.batch_size // (world * t.accum_steps)
-    work_dir = Path(cfg.work_dir)
-    ckpt_dir = work_dir / "checkpoints"
-    log_path = work_dir / "log.csv"
-    cfg_dict = to_dict(cfg)
-    ckpt_path, ckpt = _load_resume(resume, ckpt_dir) if resume else (None, None)
-    changes = check_resume_config(ckpt["config"], cfg_dict, allow_config_change, ckpt_path) if ckpt else {}
-    if main_proc:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, work_dir / "config.yaml")  # what this run uses, written only once it is accepted
-        if ckpt_path is not None:
-            with (work_dir / "resumes.jsonl").open("a") as f:
-                f.write(json.dumps({"iter": ckpt["iter"], "checkpoint": str(ckpt_path), "time": time.time(),
-                                    "changed": {k: list(v) for k, v in changes.items()}}) + "\n")
+class Trainer:
+    """One training run of the model described by a config: ``Trainer(cfg).run()``.
+
+    The stages are methods: :meth:`_accept` (resume checkpoint, config check, ``config.yaml``),
+    :meth:`_build` (data, model, optimiser), :meth:`_restore` (resume state), :meth:`step` (one
+    optimisation step), :meth:`validate`, :meth:`save` and :meth:`finish`. Everything model-specific
+    goes through the model's interface (``models.base.SceneParser``): its loss, parameter groups,
+    frozen reference and the weights an ``init_weights`` checkpoint may lack.
+    Use :func:`train`, which also locks the run directory; this class assumes the lock is held.
+    """
+
+    def __init__(self, cfg: DictConfig, resume: str | None = None, progress: bool = True,
+                 allow_config_change: tuple[str, ...] = ()):
+        self.cfg, self.t = cfg, cfg.train
+        self.rank, self.world, self.device = init_distributed(resolve_device(self.t.device))
+        self.main = self.rank == 0
+        self.progress = progress and self.main
+        if self.t.threads:
+            torch.set_num_threads(self.t.threads)
+        if self.t.batch_size % (self.world * self.t.accum_steps):
+            raise ValueError(f"train.batch_size {self.t.batch_size} must be divisible by processes x accum_steps "
+                             f"({self.world} x {self.t.accum_steps})")
+        self.work_dir = Path(cfg.work_dir)
+        self.ckpt_dir, self.log_path = self.work_dir / "checkpoints", self.work_dir / "log.csv"
+        self.cfg_dict = to_dict(cfg)
+        self._accept(resume, allow_config_change)
+        self._seed()
+        self._build()
+        self._restore()
+        self.skipped_nan, self.loss_avg, self.stopping = 0, None, False
+        self.stop = _StopFlag()
+        self.t0 = time.time()
+
+    # ---------------------------------------------------------------- setup
+    def _accept(self, resume: str | None, allowed: tuple[str, ...]) -> None:
+        """The checkpoint to resume from, refused if the config changed in keys not ``allowed``; then
+        ``config.yaml`` (what this run uses, written only once it is accepted) and ``resumes.jsonl``."""
+        self.ckpt_path, self.ckpt = _load_resume(resume, self.ckpt_dir) if resume else (None, None)
+        changes = (check_resume_config(self.ckpt["config"], self.cfg_dict, allowed, self.ckpt_path)
+                   if self.ckpt else {})
+        if not self.main:
+            return
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.work_dir / "config.yaml")
+        if self.ckpt_path is not None:
+            with (self.work_dir / "resumes.jsonl").open("a") as f:
+                f.write(json.dumps({"iter": self.ckpt["iter"], "checkpoint": str(self.ckpt_path),
+                                    "time": time.time(), "changed": {k: list(v) for k, v in changes.items()}}) + "\n")
             if changes:
                 log.warning("resuming with changed config (allowed): %s",
                             ", ".join(f"{k} {o!r} -> {n!r}" for k, (o, n) in changes.items()))
 
-    random.seed(t.seed)
-    np.random.seed(t.seed)
-    torch.manual_seed(t.seed)
-    if t.deterministic:  # CUDA: no atomics-based kernels (bilinear upsampling backward, scatter), no autotuning
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    def _seed(self) -> None:
+        t = self.t
+        random.seed(t.seed)
+        np.random.seed(t.seed)
+        torch.manual_seed(t.seed)
+        if t.deterministic:  # CUDA: no atomics-based kernels (bilinear upsampling backward, scatter), no autotuning
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
 
-    train_ds, val_ds = _build_datasets(cfg)
-    if cfg.data.check:
-        from ..data.check import check_dataset, format_report
+    def _build(self) -> None:
+        cfg, t = self.cfg, self.t
+        self.train_ds, self.val_ds = _build_datasets(cfg)
+        if cfg.data.check:
+            _check_splits(cfg, self.train_ds, self.val_ds, self.progress)
+        self.iters_per_epoch = len(self.train_ds) // t.batch_size
+        if self.iters_per_epoch == 0:
+            raise ValueError(f"{len(self.train_ds)} training samples are fewer than batch_size={t.batch_size}")
+        self.total = t.iters or t.epochs * self.iters_per_epoch
+        self.eval_interval = t.eval_interval or self.iters_per_epoch
+        self.raw = self._build_model()
+        self.trainable = [p for p in self.raw.parameters() if p.requires_grad]
+        groups = self.raw.param_groups(t.lr, t.head_lr_mult)  # frozen parameters left out (the model decides)
+        if not any(g["params"] for g in groups):
+            raise ValueError("the model has no trainable parameters")
+        self.optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lr_lambda(self.total, t.poly_power))
+        self.use_amp = bool(t.amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.criterion = SegLoss(aux_weight=t.aux_weight, downsample_labels=not t.upsample_logits)
+        self.meta = dataset_meta(self.train_ds, cfg)
+        if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
+            self.meta["front"] = self.front
 
-        for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
-            report = check_dataset(ds, progress=progress)
-            if report["problems"]:
-                raise DataError(f"{cfg.data.dataset} split '{split}' has bad files; training refused:\n"
-                                + format_report(report))
-    iters_per_epoch = len(train_ds) // t.batch_size
-    if iters_per_epoch == 0:
-        raise ValueError(f"{len(train_ds)} training samples are fewer than batch_size={t.batch_size}")
-    total = t.iters or t.epochs * iters_per_epoch
-    eval_interval = t.eval_interval or iters_per_epoch
+    def _build_model(self) -> torch.nn.Module:
+        """The model (``self.front``: a refinement model's front spec), initialised from
+        ``model.init_weights`` where given, in train mode, on the device."""
+        cfg, t = self.cfg, self.t
+        fresh_init = self.ckpt_path is None and not cfg.model.init_weights
+        model, self.front = build_model_from_config(self.cfg_dict["model"], self.train_ds.num_classes,
+                                                    pretrained=cfg.model.pretrained if fresh_init else None,
+                                                    front=(self.ckpt or {}).get("meta", {}).get("front"),
+                                                    weights_follow=not fresh_init)
+        model = model.to(self.device)
+        if cfg.model.init_weights and self.ckpt_path is None:
+            _init_from(model, cfg.model.init_weights)
+        model.set_train_logit_upsampling(bool(t.upsample_logits))
+        set_train_mode(model, t.freeze_bn)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.world > 1 and self.device.type == "cuda":  # the papers' multi-GPU BN: global batch statistics
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif self.world > 1 and self.main:
+            log.warning("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
+        return model
 
-    fresh_init = ckpt_path is None and not cfg.model.init_weights
-    model, front = build_model_from_config(cfg_dict["model"], train_ds.num_classes,
-                                           pretrained=cfg.model.pretrained if fresh_init else None,
-                                           front=(ckpt or {}).get("meta", {}).get("front"),
-                                           weights_follow=not fresh_init)
-    model = model.to(device)
-    if cfg.model.init_weights and ckpt_path is None:
-        # only what this run trains may be missing (a refinement stage's new network); anything else
-        # missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one, is an error
-        new = model.trained_weight_prefixes()
-        init_state = load_checkpoint(cfg.model.init_weights)["model"]
-        if nonfinite_tensors(init_state):
-            raise ValueError(f"model.init_weights={cfg.model.init_weights} has NaN/inf weights")
-        try:
-            fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v
-                                               for k, v in init_state.items()},
-                                       allow_missing=new)
-        except ValueError as e:
-            only = f"only {', '.join(p + '*' for p in new)} may be missing"
-            raise ValueError(f"model.init_weights={cfg.model.init_weights} lacks weights this run uses but does "
-                             f"not train ({only}; e.g. an LRN stage needs a finished GRN stage, or "
-                             f"model.head.grn=false): {e}") from e
-        log.info("initialised the model from %s (%d tensors not in it keep their init)",
-                 cfg.model.init_weights, len(fresh))
-    model.set_train_logit_upsampling(bool(t.upsample_logits))
-    set_train_mode(model, t.freeze_bn)
-    if t.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if world > 1 and device.type == "cuda":  # the papers' multi-GPU BN: statistics over the global batch
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif world > 1 and main_proc:
-        log.warning("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
-    # pretrained encoder at lr, new layers at lr * head_lr_mult; frozen parameters left out (the model decides)
-    groups = model.param_groups(t.lr, t.head_lr_mult)
-    if not any(g["params"] for g in groups):
-        raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total, t.poly_power))
-    use_amp = bool(t.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = SegLoss(aux_weight=t.aux_weight, downsample_labels=not t.upsample_logits)
+    def _restore(self) -> None:
+        """Resume state (weights, optimiser, schedule, scaler, RNG) or a fresh log; then the loader."""
+        t, ckpt = self.t, self.ckpt
+        self.start = 0
+        if ckpt is not None:
+            load_model_weights(self.raw, ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+            self.start = ckpt["iter"]
+            _set_rng_state(ckpt["rng"])
+            # what this run's config says is what is used (the optimizer state carries the old run's lr,
+            # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
+            lam = poly_lr_lambda(self.total, t.poly_power)
+            for group, base in zip(self.optimizer.param_groups, (t.lr, t.lr * t.head_lr_mult)):
+                group.update(initial_lr=base, lr=base * lam(self.start), momentum=t.momentum,
+                             weight_decay=t.weight_decay)
+            self.scheduler.base_lrs = [t.lr, t.lr * t.head_lr_mult]
+            if self.main:
+                _truncate_log(self.log_path, self.start)
+                _truncate_jsonl(self.work_dir / "diagnostics.jsonl", self.start)
+            log.info("resumed from %s at iteration %d/%d", self.ckpt_path, self.start, self.total)
+        elif self.main:  # a fresh start (an earlier run's checkpoints were refused or deleted before)
+            self.log_path.unlink(missing_ok=True)
+            (self.work_dir / "diagnostics.jsonl").unlink(missing_ok=True)
+        self.ckpt = None  # the optimizer state is loaded: do not keep a second copy in memory
+        self.model = self.raw  # what runs forward/backward: the DDP wrapper under torchrun
+        if self.world > 1:
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        sampler = EpochSampler(len(self.train_ds), t.batch_size, t.seed, self.start, self.total, self.rank, self.world)
+        self.loader = DataLoader(self.train_ds, batch_size=t.batch_size // (self.world * t.accum_steps),
+                                 sampler=sampler, num_workers=self.cfg.data.num_workers, drop_last=True,
+                                 pin_memory=self.device.type == "cuda",
+                                 generator=torch.Generator(),  # keep the global RNG untouched (exact resume)
+                                 persistent_workers=False)
+        self.it = self.start
 
-    start = 0
-    if ckpt_path is not None:
-        load_model_weights(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        start = ckpt["iter"]
-        _set_rng_state(ckpt["rng"])
-        # what this run's config says is what is used (the optimizer state carries the old run's lr,
-        # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
-        lam = poly_lr_lambda(total, t.poly_power)
-        for group, base in zip(optimizer.param_groups, (t.lr, t.lr * t.head_lr_mult)):
-            group.update(initial_lr=base, lr=base * lam(start), momentum=t.momentum, weight_decay=t.weight_decay)
-        scheduler.base_lrs = [t.lr, t.lr * t.head_lr_mult]
-        if main_proc:
-            _truncate_log(log_path, start)
-            _truncate_jsonl(work_dir / "diagnostics.jsonl", start)
-        log.info("resumed from %s at iteration %d/%d", ckpt_path, start, total)
-    elif main_proc:  # a fresh start (an earlier run's checkpoints were refused or deleted before)
-        log_path.unlink(missing_ok=True)
-        (work_dir / "diagnostics.jsonl").unlink(missing_ok=True)
+    # ---------------------------------------------------------------- the loop
+    def run(self) -> dict:
+        """Train to ``total`` iterations (or a signal); returns the last validation scores (percent)."""
+        if self.main and self.start == 0 and self.raw.reference() is not None:
+            self._score_reference()
+        last: dict = {}
+        self.bar = tqdm(total=self.total, initial=self.start, desc="train", disable=not self.progress,
+                        dynamic_ncols=True)
+        data_iter = iter(self.loader)
+        with self.stop.installed():
+            while self.it < self.total and not self.stopping:
+                try:
+                    batches = [next(data_iter) for _ in range(self.t.accum_steps)]
+                except StopIteration:
+                    break
+                except Exception:
+                    if self.stop.signum:  # a loader worker died of the same Ctrl+C
+                        self.stopping = True
+                        break
+                    raise
+                last = self.step(batches) or last
+        self.bar.close()
+        if self.stopping:
+            self.save()
+            if self.world > 1:  # rank 0 has written the checkpoint before any rank exits (torchrun tears the
+                dist.barrier()  # group down as soon as one worker returns)
+            raise TrainingInterrupted(f"stopped by signal {self.stop.signum or 'on another rank'} after iteration "
+                                      f"{self.it}; checkpoint saved in {self.ckpt_dir}; continue with --resume auto")
+        return self.finish(last)
 
-    raw = model  # the module itself: state dicts, evaluation, loss
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    sampler = EpochSampler(len(train_ds), t.batch_size, t.seed, start, total, rank, world)
-    loader = DataLoader(train_ds, batch_size=micro_batch, sampler=sampler, num_workers=cfg.data.num_workers,
-                        drop_last=True, pin_memory=device.type == "cuda",
-                        generator=torch.Generator(),  # keep the global RNG untouched (exact resume)
-                        persistent_workers=False)
-    meta = dataset_meta(train_ds, cfg)
-    if front is not None:  # a refinement model: its checkpoints rebuild without the front's file
-        meta["front"] = front
-    trainable = [p for p in raw.parameters() if p.requires_grad]
+    def step(self, batches: list) -> dict | None:
+        """One optimisation step over ``accum_steps`` micro-batches, then logging, validation and
+        checkpointing when due. Returns the validation scores if it validated."""
+        finite, parts = self._forward_backward(batches)
+        finite, parts = self._agree(finite, parts)
+        names = [n for b in batches for n in b["name"]]
+        if finite:
+            self._guarded_update(parts)
+        else:  # never step on (nor checkpoint) a non-finite loss
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_nan += 1
+            msg = f"non-finite loss at iteration {self.it + 1}, batch: {', '.join(names)}"
+            if self.skipped_nan > self.t.nan_skips:
+                raise FloatingPointError(f"{msg}; stopping (train.nan_skips={self.t.nan_skips}). {self._last_good()}")
+            log.warning("%s; step skipped (%d of %d allowed)", msg, self.skipped_nan, self.t.nan_skips)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.it += 1
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{parts['loss'].item():.3f}", lr=f"{lr:.2e}")
+        return self._after_step(parts, lr)
 
-    def last_good() -> str:
-        saved = list_checkpoints(ckpt_dir)
-        if saved:
-            return f"The last good checkpoint is {saved[-1]}."
-        return f"No checkpoint was saved before this (train.ckpt_interval={t.ckpt_interval})."
-
-    def save_checked(obj: dict, path: Path, it: int) -> None:
-        try:
-            atomic_save(obj, path)
-        except NonFiniteModelError as e:
-            raise FloatingPointError(f"iteration {it}: {e}; training diverged (train.lr={t.lr}). {last_good()}") from e
-
-    def save(it: int) -> None:
-        if not main_proc:
-            return
-        save_checked({"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "iter": it,
-                      "rng": _rng_state(), "config": cfg_dict, "meta": meta}, ckpt_dir / f"iter_{it:08d}.pt", it)
-        for old in list_checkpoints(ckpt_dir)[: -t.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-
-    last_scores: dict = {}
-    t0 = time.time()
-    bar = tqdm(total=total, initial=start, desc="train", disable=not progress, dynamic_ncols=True)
-    it = start
-    def step(batches: list, it: int) -> tuple[int, dict | None]:
-        """One optimisation step over ``accum_steps`` micro-batches; returns the new iteration count
-        and the validation scores if it evaluated."""
-        nonlocal skipped_nan, stopping, loss_avg
-        optimizer.zero_grad(set_to_none=True)
+    def _forward_backward(self, batches: list) -> tuple[bool, dict]:
+        """Loss and gradients of each micro-batch (DDP syncs only on the last); the parts averaged."""
+        self.optimizer.zero_grad(set_to_none=True)
         finite, sums = True, {}
         for i, batch in enumerate(batches):
-            images = batch["image"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True)
-            if t.channels_last:
+            images = batch["image"].to(self.device, non_blocking=True)
+            labels = batch["label"].to(self.device, non_blocking=True)
+            if self.t.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            sync = contextlib.nullcontext() if world == 1 or i == len(batches) - 1 else model.no_sync()
-            with sync:
-                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    outputs = model(images)
-                loss, parts = raw.loss(outputs, labels, criterion)
+            last = self.world == 1 or i == len(batches) - 1
+            with contextlib.nullcontext() if last else self.model.no_sync():
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                    outputs = self.model(images)
+                loss, parts = self.raw.loss(outputs, labels, self.criterion)
                 finite = finite and bool(torch.isfinite(loss))
                 if finite:
-                    scaler.scale(loss / len(batches)).backward()
+                    self.scaler.scale(loss / len(batches)).backward()
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v / len(batches)
-        parts = sums
-        if world > 1:  # every rank must agree on skipping and on stopping; the log shows the global mean
-            flag = torch.stack([torch.tensor(0.0 if finite else 1.0, device=device),
-                                torch.tensor(float(stop.signum), device=device)]
-                               + [parts[k].to(device).float().reshape(()) for k in sorted(parts)])
-            dist.all_reduce(flag)
-            finite = flag[0].item() == 0
-            # a signal seen by any rank stops all ranks after this same iteration; one that arrives after
-            # this all-reduce is agreed on at the next iteration's
-            stopping = stopping or flag[1].item() > 0
-            parts = {k: flag[2 + j] / world for j, k in enumerate(sorted(parts))}
-        else:
-            stopping = stopping or bool(stop.signum)
-        batch = {"name": [n for b in batches for n in b["name"]]}
-        if finite:
-            value = float(parts["loss"])
-            # divergence before NaN: a loss far above its running mean (floor 1: a low mean late in training
-            # must not turn one hard batch into a stop)
-            if t.divergence_factor and loss_avg is not None and value > t.divergence_factor * max(loss_avg, 1.0):
-                raise FloatingPointError(
-                    f"loss {value:.4g} at iteration {it + 1} is above {t.divergence_factor:g} x its running mean "
-                    f"{loss_avg:.4g}: training diverged (train.lr={t.lr}); stopped before this step. {last_good()}")
-            loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
-            scaler.step(optimizer)
-            scaler.update()
-            problem = _weight_problem(trainable)
-            if problem:
-                raise FloatingPointError(f"the weights {problem} after iteration {it + 1}: training diverged "
-                                         f"(train.lr={t.lr}); stopping, nothing of it saved. {last_good()}")
-        else:  # never step on (nor checkpoint) a non-finite loss
-            optimizer.zero_grad(set_to_none=True)
-            skipped_nan += 1
-            msg = (f"non-finite loss at iteration {it + 1}, batch: {', '.join(batch['name'])}")
-            if skipped_nan > t.nan_skips:
-                raise FloatingPointError(f"{msg}; stopping (train.nan_skips={t.nan_skips}). {last_good()}")
-            log.warning("%s; step skipped (%d of %d allowed)", msg, skipped_nan, t.nan_skips)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        it += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{parts['loss'].item():.3f}", lr=f"{lr:.2e}")
+        return finite, sums
+
+    def _agree(self, finite: bool, parts: dict) -> tuple[bool, dict]:
+        """Under torchrun every rank must agree on skipping and on stopping; the log shows the global
+        mean. A signal seen by any rank stops all ranks after this same iteration (one that arrives after
+        this all-reduce is agreed on at the next), so no rank waits in a collective for one that left."""
+        if self.world == 1:
+            self.stopping = self.stopping or bool(self.stop.signum)
+            return finite, parts
+        flag = torch.stack([torch.tensor(0.0 if finite else 1.0, device=self.device),
+                            torch.tensor(float(self.stop.signum), device=self.device)]
+                           + [parts[k].to(self.device).float().reshape(()) for k in sorted(parts)])
+        dist.all_reduce(flag)
+        self.stopping = self.stopping or flag[1].item() > 0
+        return flag[0].item() == 0, {k: flag[2 + j] / self.world for j, k in enumerate(sorted(parts))}
+
+    def _guarded_update(self, parts: dict) -> None:
+        """The optimiser step, refused for a loss far above its running mean (divergence before NaN;
+        floor 1, so that one hard batch late in training is no stop) and stopped after it if the
+        weights became non-finite or absurdly large (``FloatingPointError``, nothing saved)."""
+        t, value = self.t, float(parts["loss"])
+        if t.divergence_factor and self.loss_avg is not None and value > t.divergence_factor * max(self.loss_avg, 1.0):
+            raise FloatingPointError(
+                f"loss {value:.4g} at iteration {self.it + 1} is above {t.divergence_factor:g} x its running mean "
+                f"{self.loss_avg:.4g}: training diverged (train.lr={t.lr}); stopped before this step. "
+                f"{self._last_good()}")
+        self.loss_avg = value if self.loss_avg is None else 0.9 * self.loss_avg + 0.1 * value
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        problem = _weight_problem(self.trainable)
+        if problem:
+            raise FloatingPointError(f"the weights {problem} after iteration {self.it + 1}: training diverged "
+                                     f"(train.lr={t.lr}); stopping, nothing of it saved. {self._last_good()}")
+
+    def _after_step(self, parts: dict, lr: float) -> dict | None:
+        """Log row (and model diagnostics), validation and checkpoint of the iteration just done."""
+        t, it = self.t, self.it
         row, scores = None, None
-        if main_proc and (it % t.log_interval == 0 or it == total):
-            row = {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr, "loss": parts["loss"].item(),
-                   "loss_aux": parts.get("loss_aux", torch.tensor(float("nan"))).item(),
-                   "time_s": round(time.time() - t0, 1)}
+        if self.main and (it % t.log_interval == 0 or it == self.total):
+            row = self._row(lr, loss=parts["loss"].item(),
+                            loss_aux=parts.get("loss_aux", torch.tensor(float("nan"))).item())
             if "loss_front" in parts:
                 row["loss_front"] = parts["loss_front"].item()
             extra = {k: round(float(v), 5) for k, v in parts.items() if k not in LOG_FIELDS}
             if extra:  # model-specific diagnostics (e.g. the pyramid's supervised share per level)
-                with (work_dir / "diagnostics.jsonl").open("a") as f:
+                with (self.work_dir / "diagnostics.jsonl").open("a") as f:
                     f.write(json.dumps({"iter": it, **extra}) + "\n")
-                if it == start + 1 or it == total:
+                if it == self.start + 1 or it == self.total:
                     log.info("iteration %d diagnostics: %s", it, extra)
-        if main_proc and (it % eval_interval == 0 or it == total):
-            scores = evaluate_model(raw, val_ds, device, progress=False,
-                                    infer=InferenceConfig(channels_last=t.channels_last))
-            row = row or {"iter": it, "epoch": round(it / iters_per_epoch, 3), "lr": lr,
-                          "time_s": round(time.time() - t0, 1)}
+        if self.main and (it % self.eval_interval == 0 or it == self.total):
+            scores = self.validate()
+            row = row or self._row(lr)
             row.update(val_mIoU=round(scores["mIoU"], 3), val_aAcc=round(scores["aAcc"], 3),
                        val_mAcc=round(scores["mAcc"], 3))
-            bar.write(f"iter {it}: val mIoU {scores['mIoU']:.2f} aAcc {scores['aAcc']:.2f}")
-            set_train_mode(model, t.freeze_bn)
+            self.bar.write(f"iter {it}: val mIoU {scores['mIoU']:.2f} aAcc {scores['aAcc']:.2f}")
         if row:
-            _append_log(log_path, row)
-        if it % t.ckpt_interval == 0 or it == total:
-            save(it)
-        return it, scores
+            _append_log(self.log_path, row)
+        if it % t.ckpt_interval == 0 or it == self.total:
+            self.save()
+        return scores
 
-    if main_proc and start == 0 and raw.reference() is not None:
-        # a refinement stage: the frozen front's val mIoU next to the untrained refined model's
-        infer = InferenceConfig(channels_last=t.channels_last)
-        front_scores = evaluate_model(raw.reference(), val_ds, device, progress=False, infer=infer)
-        init_scores = evaluate_model(raw, val_ds, device, progress=False, infer=infer)
-        _append_log(log_path, {"iter": 0, "epoch": 0.0, "val_mIoU": round(init_scores["mIoU"], 3),
-                               "val_aAcc": round(init_scores["aAcc"], 3), "val_mAcc": round(init_scores["mAcc"], 3),
-                               "val_mIoU_front": round(front_scores["mIoU"], 3), "time_s": 0.0})
-        log.info("step 0: front val mIoU %.2f, refined (untrained) %.2f", front_scores["mIoU"], init_scores["mIoU"])
-        set_train_mode(model, t.freeze_bn)
+    def _row(self, lr: float, **values) -> dict:
+        return {"iter": self.it, "epoch": round(self.it / self.iters_per_epoch, 3), "lr": lr, **values,
+                "time_s": round(time.time() - self.t0, 1)}
 
-    skipped_nan, loss_avg = 0, None
-    stop = _StopFlag()
-    # single process: stop as soon as a signal is seen. Under torchrun the ranks stop only when the
-    # all-reduce in step() says one of them saw a signal, so that no rank waits forever in a collective
-    # for a rank that has already left (torchrun forwards SIGTERM to all workers, but not at the same
-    # instant, and a signal sent to one worker reaches only that one)
-    stopping = False
-    data_iter = iter(loader)
-    with stop.installed():
-        while it < total and not stopping:
-            try:
-                batches = [next(data_iter) for _ in range(t.accum_steps)]
-            except StopIteration:
-                break
-            except Exception:
-                if stop.signum:  # a loader worker died of the same Ctrl+C
-                    stopping = True
-                    break
-                raise
-            it, scores = step(batches, it)
-            last_scores = scores or last_scores
-    bar.close()
-    if stopping:
-        save(it)
-        if world > 1:  # rank 0 has written the checkpoint before any rank exits (torchrun tears the
-            dist.barrier()  # group down as soon as one worker returns)
-        raise TrainingInterrupted(f"stopped by signal {stop.signum or 'on another rank'} after iteration {it}; "
-                                  f"checkpoint saved in {ckpt_dir}; continue with --resume auto")
+    def validate(self, model: torch.nn.Module | None = None) -> dict:
+        """Scores (percent) of ``model`` (default: the model being trained) on the val split; train mode
+        is restored afterwards."""
+        scores = evaluate_model(model or self.raw, self.val_ds, self.device, progress=False,
+                                infer=InferenceConfig(channels_last=self.t.channels_last))
+        set_train_mode(self.model, self.t.freeze_bn)
+        return scores
 
-    if world > 1:
-        dist.barrier()
-    if not main_proc:
+    def _score_reference(self) -> None:
+        """A refinement stage: the frozen front's val mIoU next to the untrained refined model's (step 0)."""
+        front, init = self.validate(self.raw.reference()), self.validate()
+        _append_log(self.log_path, {"iter": 0, "epoch": 0.0, "val_mIoU": round(init["mIoU"], 3),
+                                    "val_aAcc": round(init["aAcc"], 3), "val_mAcc": round(init["mAcc"], 3),
+                                    "val_mIoU_front": round(front["mIoU"], 3), "time_s": 0.0})
+        log.info("step 0: front val mIoU %.2f, refined (untrained) %.2f", front["mIoU"], init["mIoU"])
+
+    # ---------------------------------------------------------------- saving
+    def _last_good(self) -> str:
+        saved = list_checkpoints(self.ckpt_dir)
+        if saved:
+            return f"The last good checkpoint is {saved[-1]}."
+        return f"No checkpoint was saved before this (train.ckpt_interval={self.t.ckpt_interval})."
+
+    def _save_checked(self, obj: dict, path: Path) -> None:
+        try:
+            atomic_save(obj, path)
+        except NonFiniteModelError as e:
+            raise FloatingPointError(f"iteration {self.it}: {e}; training diverged (train.lr={self.t.lr}). "
+                                     f"{self._last_good()}") from e
+
+    def save(self) -> None:
+        """``checkpoints/iter_<it>.pt`` with everything an exact resume needs (rank 0); keeps the newest
+        ``train.keep_checkpoints``."""
+        if not self.main:
+            return
+        self._save_checked({"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
+                            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                            "iter": self.it, "rng": _rng_state(), "config": self.cfg_dict, "meta": self.meta},
+                           self.ckpt_dir / f"iter_{self.it:08d}.pt")
+        for old in list_checkpoints(self.ckpt_dir)[: -self.t.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+    def finish(self, last_scores: dict) -> dict:
+        """``final.pt`` (weights, config, meta), ``val_metrics.json`` and ``curves.png``."""
+        if self.world > 1:
+            dist.barrier()
+        if not self.main:
+            return last_scores
+        self._save_checked({"model": self.raw.state_dict(), "config": self.cfg_dict, "meta": self.meta,
+                            "iter": self.it}, self.work_dir / "final.pt")
+        if last_scores:
+            (self.work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
+        try:
+            plot_curves(self.log_path, self.work_dir / "curves.png")
+        except Exception as e:  # a plot must never lose a finished run
+            log.warning("could not plot curves: %s", e)
         return last_scores
-    save_checked({"model": raw.state_dict(), "config": cfg_dict, "meta": meta, "iter": it}, work_dir / "final.pt", it)
-    if last_scores:
-        (work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
+
+
+def _check_splits(cfg: DictConfig, train_ds, val_ds, progress: bool) -> None:
+    """``data.check``: scan both splits (decoding every file) and refuse bad data with the report."""
+    from ..data.check import check_dataset, format_report
+
+    for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
+        report = check_dataset(ds, progress=progress)
+        if report["problems"]:
+            raise DataError(f"{cfg.data.dataset} split '{split}' has bad files; training refused:\n"
+                            + format_report(report))
+
+
+def _init_from(model: torch.nn.Module, path: str) -> None:
+    """``model.init_weights``: only what this run trains may be missing (a refinement stage's new network);
+    anything else missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one,
+    is an error."""
+    new = model.trained_weight_prefixes()
+    state = load_checkpoint(path)["model"]
+    if nonfinite_tensors(state):
+        raise ValueError(f"model.init_weights={path} has NaN/inf weights")
     try:
-        plot_curves(log_path, work_dir / "curves.png")
-    except Exception as e:  # a plot must never lose a finished run
-        log.warning("could not plot curves: %s", e)
-    return last_scores
+        fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+                                   allow_missing=new)
+    except ValueError as e:
+        only = f"only {', '.join(p + '*' for p in new)} may be missing"
+        raise ValueError(f"model.init_weights={path} lacks weights this run uses but does not train ({only}; "
+                         f"e.g. an LRN stage needs a finished GRN stage, or model.head.grn=false): {e}") from e
+    log.info("initialised the model from %s (%d tensors not in it keep their init)", path, len(fresh))
 
 
 def plot_curves(log_csv: str | Path, out_png: str | Path) -> None:
