@@ -158,11 +158,11 @@ def test_class_iou_agrees_with_official_cityscapes_evaluation(tmp_path):
 
 
 def test_benchmark_protocol_scores(ade_root):
-    from sceneparse.data import ADE20K
-    from sceneparse.engine.evaluate import protocol_scores
+    from sceneparse.data import ADE20K, CamVid
 
     ade = ADE20K(ade_root, "validation")
-    assert protocol_scores(ade, {"mIoU": 40.0, "aAcc": 80.0}, torch.zeros(150, 150))["score"] == 60.0
+    assert ade.extra_scores({"mIoU": 40.0, "aAcc": 80.0}, torch.zeros(150, 150))["score"] == 60.0
+    assert CamVid.extra_scores(None, {"mIoU": 40.0, "aAcc": 80.0}, torch.zeros(11, 11)) == {}
 
 
 def test_pascal_context_conversion_and_both_variants(tmp_path):

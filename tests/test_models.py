@@ -123,7 +123,18 @@ def test_build_model_errors():
         build_model("pspnet", "vgg16", 3)
     with pytest.raises(ValueError, match="output_stride"):
         build_model("pspnet", "resnet18", 3, output_stride=4)
-    with pytest.raises(ValueError, match="bad option"):
+    with pytest.raises(ValueError, match="arch 'fcn' has no option model.head.bins"):
         build_model("fcn", "resnet18", 3, bins=(1, 2))
     with pytest.raises(ValueError, match="ResNet options"):
         build_model("pspnet", "efficientnet_lite0", 3, multi_grid=(1, 2, 4))
+
+
+def test_head_options_are_checked_against_the_architecture_with_a_suggestion():
+    from sceneparse.models import arch_options
+
+    with pytest.raises(ValueError, match="no option model.head.bnis; did you mean 'bins'"):
+        build_model("pspnet", "resnet18", 3, 16, bnis=[1, 2])
+    with pytest.raises(ValueError, match="needs model.head.front"):
+        build_model("refine", "resnet18", 3, 16)
+    assert {"bins", "pool", "reduction"} <= set(arch_options("pspnet"))
+    assert "aspp_rates" in arch_options("deeplabv3_cascade")  # forwarded options count too

@@ -48,6 +48,10 @@ class ADE20K(SegmentationDataset):
     LEGACY_CLASS_NAMES = (tuple(n.split()[0] for n in ADE20K_CLASSES),)
     PALETTE = _palette(150)
 
+    def extra_scores(self, scores: dict, conf) -> dict:
+        """The SceneParsing challenge's ``score`` = mean(mIoU, pixel accuracy)."""
+        return {"score": (scores["mIoU"] + scores["aAcc"]) / 2}
+
     def __init__(self, root: str | Path, split: str = "training", transform=None, seed: int = 0):
         super().__init__(transform, seed)
         self.root = Path(root)

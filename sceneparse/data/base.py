@@ -138,6 +138,11 @@ class SegmentationDataset(Dataset):
     def num_classes(self) -> int:
         return len(self.CLASSES)
 
+    def extra_scores(self, scores: dict, conf: torch.Tensor) -> dict:
+        """Benchmark-specific scores from the split's ``scores`` and ``(K, K)`` confusion matrix (rows:
+        ground truth), added to the evaluation results; none by default."""
+        return {}
+
     def __len__(self) -> int:
         return len(self.pairs)
 

@@ -28,6 +28,10 @@ class Cityscapes(SegmentationDataset):
                (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
                (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
 
+    def extra_scores(self, scores: dict, conf) -> dict:
+        """Cityscapes' category IoU (``mIoU_category`` and per category)."""
+        return category_iou(conf)
+
     def __init__(self, root: str | Path, split: str = "train", transform=None, seed: int = 0,
                  label_type: str = "auto"):
         super().__init__(transform, seed)

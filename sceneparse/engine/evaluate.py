@@ -9,19 +9,6 @@ from ..metrics import BoundaryFScore, ConfusionMatrix
 from .inference import InferenceConfig, predict_labels
 
 
-def protocol_scores(dataset, scores: dict, conf: torch.Tensor) -> dict:
-    """Benchmark-specific scores: ADE20K's ``score`` = mean(mIoU, pixel accuracy) (SceneParsing
-    challenge); Cityscapes' category IoU."""
-    from ..data.ade20k import ADE20K
-    from ..data.cityscapes import Cityscapes, category_iou
-
-    if isinstance(dataset, ADE20K):
-        return {"score": (scores["mIoU"] + scores["aAcc"]) / 2}
-    if isinstance(dataset, Cityscapes):
-        return category_iou(conf)
-    return {}
-
-
 def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
                    num_workers: int = 0, progress: bool = True, infer: InferenceConfig | None = None,
                    boundary_tolerance: int | None = 3) -> dict:
@@ -46,7 +33,9 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.devic
     scores = cm.compute(dataset.CLASSES)
     scores["num_images"] = len(dataset)
     scores["confusion_matrix"] = cm.mat.tolist()
-    scores.update(protocol_scores(dataset, scores, cm.mat))
+    extra = getattr(dataset, "extra_scores", None)  # benchmark-specific scores (ADE20K score, Cityscapes categories)
+    if extra is not None:
+        scores.update(extra(scores, cm.mat))
     if bf is not None:
         scores["boundary"] = bf.compute()
     return scores

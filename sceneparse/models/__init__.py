@@ -4,11 +4,14 @@ A new architecture is one builder function plus one line in ``ARCHS``.
 """
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Callable, Sequence
 
 import torch.nn as nn
 
 from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from .base import SceneParser
 from .cascade import RefinementCascade
 from .deeplabv3 import ASPPHead, CascadeBackbone
 from .heads import FCNHead, PSPHead
@@ -131,7 +134,7 @@ FIXED_OUTPUT_STRIDE = {"pyramid_output": 32}
 
 def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, output_stride: int = 8, *,
                 pretrained: bool | str | None = None, deep_stem: bool = False,
-                multi_grid: Sequence[int] | None = None, weights_follow: bool = False, **options) -> SegmentationModel:
+                multi_grid: Sequence[int] | None = None, weights_follow: bool = False, **options) -> SceneParser:
     """Build a segmentation model.
 
     Args:
@@ -152,7 +155,7 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
             ``cascade_blocks``.
 
     Returns:
-        a ``SegmentationModel``; ``model(x)["out"]`` is ``(N, K, H, W)``.
+        a ``SceneParser`` (``models.base``); ``model(x)["out"]`` is ``(N, K, H, W)``.
 
     Raises:
         ValueError: unknown arch/backbone, bad num_classes, output_stride or option.
@@ -163,12 +166,34 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     # the pyramidal output reads an undilated backbone through its stride-4 decoder (Sec. 5.1.2)
     output_stride = FIXED_OUTPUT_STRIDE.get(arch, output_stride)
+    _check_options(arch, options)
     net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid,
                          announce_random=not weights_follow)
-    try:
-        return ARCHS[arch](net, int(num_classes), **options)
-    except TypeError as e:
-        raise ValueError(f"bad option for arch {arch!r}: {e}") from e
+    return ARCHS[arch](net, int(num_classes), **options)
 
 
-__all__ = ["ARCHS", "BACKBONES", "build_model", "SegmentationModel"]
+def arch_options(arch: str) -> dict[str, object]:
+    """The options (``model.head``) an architecture accepts, with their defaults (``inspect.Parameter.empty``
+    when required)."""
+    params = list(inspect.signature(ARCHS[arch]).parameters.values())[2:]  # after backbone, num_classes
+    if any(p.kind is p.VAR_KEYWORD for p in params):  # a builder that forwards **options to another
+        inner = {"deeplabv3_cascade": "deeplabv3"}.get(arch)
+        return {**(arch_options(inner) if inner else {}), **{p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}}
+    return {p.name: p.default for p in params}
+
+
+def _check_options(arch: str, options: dict) -> None:
+    """Raises ``ValueError`` for an option the architecture does not have (closest name suggested) or a
+    required one that is missing."""
+    known = arch_options(arch)
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1)
+            raise ValueError(f"arch {arch!r} has no option model.head.{key}"
+                             + (f"; did you mean '{close[0]}'?" if close else f"; options: {sorted(known)}"))
+    missing = [k for k, d in known.items() if d is inspect.Parameter.empty and k not in options]
+    if missing:
+        raise ValueError(f"arch {arch!r} needs model.head.{missing[0]}")
+
+
+__all__ = ["ARCHS", "BACKBONES", "build_model", "arch_options", "SceneParser", "SegmentationModel"]
