@@ -52,16 +52,23 @@ def _one_line(e: BaseException) -> str:
     return text
 
 
-def _inference_config(args, mean=None, std=None):
+def _inference_config(args, cfg=None):
+    """The config's ``eval`` section (defaults without a config), with every inference flag given on the
+    command line overriding it."""
+    from .config import load_config, to_dict
     from .engine.inference import InferenceConfig
 
-    norm = {"mean": tuple(mean), "std": tuple(std)} if mean is not None else {}
-    crf = None
+    flags = {k: getattr(args, k) for k in ("mode", "crop_size", "stride", "scales", "flip", "window_batch")
+             if getattr(args, k, None) is not None}
     if getattr(args, "crf", False):
         from .engine.crf import DenseCRF
-        crf = DenseCRF(iterations=args.crf_iterations, **_crf_params(getattr(args, "crf_param", None) or []))
-    return InferenceConfig(mode=args.mode, crop_size=args.crop_size, stride=args.stride,
-                           scales=tuple(args.scales), flip=args.flip, window_batch=args.window_batch, crf=crf, **norm)
+        flags["crf"] = DenseCRF(iterations=args.crf_iterations, **_crf_params(getattr(args, "crf_param", None) or []))
+    base = to_dict(cfg) if cfg is not None and not isinstance(cfg, dict) else cfg
+    if base is None or "eval" not in base:  # a checkpoint written before the eval section: today's defaults
+        base = to_dict(load_config(base=base)) if base is not None else to_dict(load_config())
+    if "scales" in flags:
+        flags["scales"] = tuple(flags["scales"])
+    return InferenceConfig.from_cfg(base, **flags)
 
 
 def _crf_params(items: list[str]) -> dict:
@@ -85,12 +92,12 @@ def _crf_params(items: list[str]) -> dict:
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference (default: whole image, single scale)")
-    g.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    g.add_argument("--mode", choices=("whole", "slide"), help="default: the config's eval.mode (whole)")
     g.add_argument("--crop-size", type=POSITIVE, nargs=2, metavar=("H", "W"), help="sliding-window crop")
     g.add_argument("--stride", type=POSITIVE, nargs=2, metavar=("H", "W"), help="sliding-window stride (default 2/3 crop)")
-    g.add_argument("--scales", type=_positive_float, nargs="+", default=[1.0], help="multi-scale TTA, e.g. 0.5 0.75 1 1.25 1.5 1.75")
-    g.add_argument("--flip", action="store_true", help="left-right flip TTA")
-    g.add_argument("--window-batch", type=POSITIVE, default=4, help="windows per forward pass")
+    g.add_argument("--scales", type=_positive_float, nargs="+", help="multi-scale TTA, e.g. 0.5 0.75 1 1.25 1.5 1.75")
+    g.add_argument("--flip", action="store_true", default=None, help="left-right flip TTA")
+    g.add_argument("--window-batch", type=POSITIVE, help="windows per forward pass (default 4)")
     g.add_argument("--crf", action="store_true", help="dense CRF post-processing (needs pydensecrf2)")
     g.add_argument("--crf-iterations", type=NON_NEGATIVE, default=5, help="mean-field steps of --crf")
     g.add_argument("--crf-param", action="append", metavar="KEY=VALUE",
@@ -152,7 +159,7 @@ def _evaluate(args) -> int:
     model = optimize_for_inference(model, fold_bn=args.fold_bn or args.bf16,
                                    dtype=torch.bfloat16 if args.bf16 else torch.float32,
                                    example=torch.randn(1, 3, 64, 64, device=device))
-    infer = _inference_config(args, d.mean, d.std)
+    infer = _inference_config(args, cfg)
     scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer,
                             boundary_tolerance=args.boundary_tolerance)
     scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
@@ -197,7 +204,7 @@ def _predict(args) -> int:
     device = resolve_device(args.device)
     model, ckpt = model_from_checkpoint(ckpt_path, output_stride=args.output_stride, device=device)
     written, failed = predict_files(model, ckpt["meta"], paths, out_dir, device, progress=not args.no_progress,
-                                    infer=_inference_config(args, ckpt["meta"].get("mean"), ckpt["meta"].get("std")),
+                                    infer=_inference_config(args, ckpt["config"]),
                                     max_whole_pixels=args.max_whole_pixels, max_image_pixels=args.max_image_pixels)
     labels = [p for p in written if p.suffix == ".png"]
     print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {out_dir} "

@@ -82,12 +82,25 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How validation (during training) and ``evaluate``/``predict`` run the model by default; the
+    inference flags of those commands override it (``engine.inference.InferenceConfig``)."""
+    mode: str = "whole"  # "whole" image, or "slide" (sliding window of crop_size every stride pixels)
+    crop_size: Optional[List[int]] = None  # H, W (slide)
+    stride: Optional[List[int]] = None  # H, W (slide; default 2/3 of the crop)
+    scales: List[float] = field(default_factory=lambda: [1.0])  # multi-scale TTA
+    flip: bool = False  # left-right flip TTA
+    window_batch: int = 4  # windows per forward pass (slide)
+
+
+@dataclass
 class Config:
     name: str = "experiment"
     work_dir: str = "runs/${name}"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 class ConfigError(ValueError):
@@ -155,6 +168,15 @@ def validate(cfg: DictConfig) -> None:
         _check(len(value) == 3 and all(math.isfinite(v) for v in value), key, value, "3 finite numbers (R, G, B)")
     _check(all(v > 0 for v in d.std), "data.std", list(d.std), "positive values")
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
+    e = cfg.eval
+    _check(e.mode in ("whole", "slide"), "eval.mode", e.mode, "'whole' or 'slide'")
+    _check(e.mode == "whole" or e.crop_size is not None, "eval.crop_size", e.crop_size, "[H, W] for eval.mode=slide")
+    for key in ("eval.crop_size", "eval.stride"):
+        if OmegaConf.select(cfg, key) is not None:
+            _pair(cfg, key, int)
+    _check(len(e.scales) > 0 and all(math.isfinite(s) and s > 0 for s in e.scales), "eval.scales", list(e.scales),
+           "positive numbers")
+    _check(e.window_batch >= 1, "eval.window_batch", e.window_batch, "an integer >= 1")
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), base: dict | None = None) -> DictConfig:

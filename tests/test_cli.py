@@ -75,3 +75,23 @@ def test_predict_large_image_switches_to_sliding_window(tiny_run, tmp_path, capl
                    "--max-whole-pixels", "10000", "--no-progress"])
     assert rc == 0 and "sliding window" in caplog.text
     assert Image.open(tmp_path / "o/big.png").size == (500, 300)
+
+
+def test_validation_and_evaluate_use_the_configs_eval_section(camvid_root, tmp_path):
+    """Issue 16: validation during training runs the config's eval settings, the same ones `evaluate`
+    uses by default (here a sliding window with flip), so the two scores are the same number."""
+    from .conftest import REPO, TINY
+
+    work = tmp_path / "run"
+    assert main(["train", str(REPO / "configs/camvid/pspnet_effl0.yaml"), *TINY, f"data.root={camvid_root}",
+                 f"work_dir={work}", "train.iters=2", "eval.mode=slide", "eval.crop_size=[96,128]",
+                 "eval.flip=true", "--no-progress"]) == 0
+    trained = json.loads((work / "val_metrics.json").read_text())
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(work / "final.pt"), "--out", str(out), "--no-progress"]) == 0
+    evaluated = json.loads(out.read_text())
+    assert evaluated["inference"]["mode"] == "slide" and evaluated["inference"]["flip"] is True
+    assert evaluated["mIoU"] == pytest.approx(trained["mIoU"], abs=1e-9)
+    assert main(["evaluate", "--checkpoint", str(work / "final.pt"), "--out", str(out), "--mode", "whole",
+                 "--no-progress"]) == 0
+    assert json.loads(out.read_text())["inference"]["mode"] == "whole"  # a flag overrides the section

@@ -63,6 +63,17 @@ class InferenceConfig:
             raise ValueError(f"scales must be positive, got {self.scales}")
 
 
+    @classmethod
+    def from_cfg(cls, cfg, **overrides) -> "InferenceConfig":
+        """From a config's ``eval`` section (and ``data.mean``/``std``), e.g. for validation during
+        training; ``overrides`` (e.g. the command line's flags, ``channels_last``) win."""
+        e, d = cfg["eval"], cfg["data"]
+        values = {"mode": e["mode"], "crop_size": e["crop_size"], "stride": e["stride"],
+                  "scales": tuple(e["scales"]), "flip": bool(e["flip"]), "window_batch": int(e["window_batch"]),
+                  "mean": tuple(d["mean"]), "std": tuple(d["std"])}
+        return cls(**{**values, **overrides})
+
+
 def _forward(model, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     dtype = next(model.parameters()).dtype  # bf16 weights (the fast path) take bf16 inputs
     if x.dtype != dtype:

@@ -686,7 +686,7 @@ class Trainer:
         """Scores (percent) of ``model`` (default: the model being trained) on the val split; train mode
         is restored afterwards."""
         scores = evaluate_model(model or self.raw, self.val_ds, self.device, progress=False,
-                                infer=InferenceConfig(channels_last=self.t.channels_last))
+                                infer=InferenceConfig.from_cfg(self.cfg, channels_last=self.t.channels_last))
         set_train_mode(self.model, self.t.freeze_bn)
         return scores
 
