@@ -52,23 +52,24 @@ def _one_line(e: BaseException) -> str:
     return text
 
 
-def _inference_config(args, cfg=None):
-    """The config's ``eval`` section (defaults without a config), with every inference flag given on the
-    command line overriding it."""
-    from .config import load_config, to_dict
-    from .engine.inference import InferenceConfig
-
+def _inference_overrides(args) -> dict:
+    """The inference flags given on the command line (they override the config's ``eval`` section)."""
     flags = {k: getattr(args, k) for k in ("mode", "crop_size", "stride", "scales", "flip", "window_batch")
              if getattr(args, k, None) is not None}
+    if "scales" in flags:
+        flags["scales"] = tuple(flags["scales"])
     if getattr(args, "crf", False):
         from .engine.crf import DenseCRF
         flags["crf"] = DenseCRF(iterations=args.crf_iterations, **_crf_params(getattr(args, "crf_param", None) or []))
-    base = to_dict(cfg) if cfg is not None and not isinstance(cfg, dict) else cfg
-    if base is None or "eval" not in base:  # a checkpoint written before the eval section: today's defaults
-        base = to_dict(load_config(base=base)) if base is not None else to_dict(load_config())
-    if "scales" in flags:
-        flags["scales"] = tuple(flags["scales"])
-    return InferenceConfig.from_cfg(base, **flags)
+    return flags
+
+
+def _inference_config(args, cfg=None):
+    """The config's ``eval`` section (today's defaults without one) with the command line's flags on top."""
+    from .config import to_dict
+    from .engine.inference import InferenceConfig
+
+    return InferenceConfig.for_config(to_dict(cfg) if cfg is not None else None, **_inference_overrides(args))
 
 
 def _crf_params(items: list[str]) -> dict:
@@ -120,94 +121,36 @@ def _train(args) -> int:
     return 0
 
 
-def _checkpoint_split_and_out(args, config: str | None, kind: str):
-    """``(ckpt, cfg, split, dataset, out path)`` for a command that scores a checkpoint on a split; checks
-    the classes match and the output can be written before any model is built."""
-    from .config import load_config
-    from .data import build_dataset, build_eval_transform
-    from .engine.checkpoint import check_classes, load_checkpoint
-    from .engine.outputs import check_output_file
-
-    ckpt = load_checkpoint(args.checkpoint)
-    cfg = load_config(config, args.overrides, base=ckpt["config"])
-    d = cfg.data
-    split = args.split or d.val_split
-    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
-    if d.max_val_samples:
-        ds.pairs = ds.pairs[: d.max_val_samples]
-    check_classes(ckpt, ds, source=str(args.checkpoint))
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{kind}_{split}.json")
-    check_output_file(out, [args.checkpoint, config], flag="--out" if args.out else f"{kind} file (set --out)",
-                      suffixes=(".json",))
-    return ckpt, cfg, split, ds, out
-
-
 def _evaluate(args) -> int:
-    import torch
-
-    from .engine.checkpoint import model_from_checkpoint
-    from .engine.distributed import resolve_device
-    from .engine.evaluate import evaluate_model
+    from .engine.evaluate import prepare_split, run_evaluate
     from .report import summary_text, write_evaluation
 
-    ckpt, cfg, split, ds, out = _checkpoint_split_and_out(args, args.config, "metrics")
-    d = cfg.data
-    device = resolve_device(args.device)
-    model, _ = model_from_checkpoint(ckpt, output_stride=args.output_stride, device=device)
-    from .engine.optimize import optimize_for_inference
-
-    model = optimize_for_inference(model, fold_bn=args.fold_bn or args.bf16,
-                                   dtype=torch.bfloat16 if args.bf16 else torch.float32,
-                                   example=torch.randn(1, 3, 64, 64, device=device))
-    infer = _inference_config(args, cfg)
-    scores = evaluate_model(model, ds, device, num_workers=d.num_workers, progress=not args.no_progress, infer=infer,
-                            boundary_tolerance=args.boundary_tolerance)
-    scores.update(checkpoint=str(args.checkpoint), split=split, output_stride=model.output_stride,
-                  inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
-                             "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None,
-                             "bf16": args.bf16, "fold_bn": args.fold_bn or args.bf16})
-    print(f"{d.dataset} {split}: {len(ds)} images, output_stride {model.output_stride}")
+    job = prepare_split(args.checkpoint, args.config, args.overrides, args.split, args.out, "metrics")
+    scores = run_evaluate(job, device=args.device, output_stride=args.output_stride,
+                          infer_overrides=_inference_overrides(args), fold_bn=args.fold_bn, bf16=args.bf16,
+                          boundary_tolerance=args.boundary_tolerance, progress=not args.no_progress)
+    d = job.cfg.data
+    print(f"{d.dataset} {job.split}: {len(job.dataset)} images, output_stride {scores['output_stride']}")
     print(summary_text(scores))
-    write_evaluation(scores, out, f"{d.dataset} {split}, {Path(args.checkpoint).name}, "
-                                  f"output_stride {model.output_stride}", ds.PALETTE)
-    print(f"metrics written to {out} (+ .md, _confusion.png, _iou.png)")
+    write_evaluation(scores, job.out, f"{d.dataset} {job.split}, {Path(args.checkpoint).name}, "
+                                      f"output_stride {scores['output_stride']}", job.dataset.PALETTE)
+    print(f"metrics written to {job.out} (+ .md, _confusion.png, _iou.png)")
     return 0
 
 
 def _predict(args) -> int:
-    from .engine.checkpoint import model_from_checkpoint
-    from .engine.outputs import prepare_out_dir
-    from .engine.predict import expand_inputs, predict_files, previous_outputs
-    from .engine.distributed import resolve_device
+    from .engine.predict import run_predict
 
-    ckpt_path = Path(args.checkpoint) if args.checkpoint else DEFAULT_WEIGHTS
-    if not ckpt_path.is_file():
-        print(f"error: no model weights at {ckpt_path}.\n"
-              "  Train one:  sceneparse train configs/camvid/pspnet_effl0.yaml\n"
-              "  then:       sceneparse predict IMAGES --out DIR --checkpoint runs/camvid_pspnet_effl0/final.pt",
-              file=sys.stderr)
-        return 2
-    # everything that can be checked without the model is checked first
-    out_dir = Path(args.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is an existing file, not a directory")
-    paths = expand_inputs(args.inputs, skip=previous_outputs(out_dir))
-    if not paths:
-        print("error: no input images found", file=sys.stderr)
-        return 2
-    out_dir = prepare_out_dir(out_dir)
-    if args.max_image_pixels:
-        from PIL import Image
-
-        # PIL refuses above 2 x its own limit even before ours is checked: an explicit larger limit wins
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, args.max_image_pixels // 2 + 1)
-    device = resolve_device(args.device)
-    model, ckpt = model_from_checkpoint(ckpt_path, output_stride=args.output_stride, device=device)
-    written, failed = predict_files(model, ckpt["meta"], paths, out_dir, device, progress=not args.no_progress,
-                                    infer=_inference_config(args, ckpt["config"]),
-                                    max_whole_pixels=args.max_whole_pixels, max_image_pixels=args.max_image_pixels)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_WEIGHTS
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no model weights at {checkpoint}. Train one (sceneparse train "
+                                "configs/camvid/pspnet_effl0.yaml), then pass --checkpoint RUN/final.pt")
+    paths, written, failed = run_predict(checkpoint, args.inputs, args.out, device=args.device,
+                                         output_stride=args.output_stride, infer_overrides=_inference_overrides(args),
+                                         max_whole_pixels=args.max_whole_pixels,
+                                         max_image_pixels=args.max_image_pixels, progress=not args.no_progress)
     labels = [p for p in written if p.suffix == ".png"]
-    print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {out_dir} "
+    print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {args.out} "
           f"({len(labels)} label maps, {len(written) - len(labels)} overlays"
           + ("; inputs -> outputs in predictions.json)" if written else ")"))
     for path, msg in failed.items():
@@ -217,10 +160,12 @@ def _predict(args) -> int:
 
 def _analyze(args) -> int:
     from .engine.analyze import analyze_pyramid, format_analysis
+    from .engine.evaluate import prepare_split
     from .engine.checkpoint import model_from_checkpoint
     from .engine.distributed import resolve_device
 
-    ckpt, cfg, split, ds, out = _checkpoint_split_and_out(args, None, "analysis")
+    job = prepare_split(args.checkpoint, None, args.overrides, args.split, args.out, "analysis")
+    ckpt, ds, out = job.ckpt, job.dataset, job.out
     device = resolve_device(args.device)
     model, _ = model_from_checkpoint(ckpt, device=device)
     result = analyze_pyramid(model, ds, device, progress=not args.no_progress)
@@ -301,39 +246,17 @@ def _convert_cocostuff10k(args) -> int:
 
 def _pack(args) -> int:
     """Strip a checkpoint to deployment weights (no optimizer, no auxiliary head), optionally fp16."""
-    import torch
-
-    from .engine.checkpoint import atomic_save, load_checkpoint
+    from .engine.checkpoint import pack_checkpoint
     from .engine.outputs import check_output_file
 
     check_output_file(args.out, [args.checkpoint, args.metrics], flag="output", suffixes=(".pt", ".pth", ".safetensors"))
-    ckpt = load_checkpoint(args.checkpoint)
-    state = {k: (v.half() if args.fp16 and v.is_floating_point() else v)
-             for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
-    out = {"model": state, "config": ckpt["config"], "meta": ckpt["meta"], "iter": ckpt.get("iter")}
-    if args.metrics:
-        try:
-            out["metrics"] = json.loads(Path(args.metrics).read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"--metrics {args.metrics}: cannot read it as JSON ({e})") from e
-    if Path(args.out).suffix == ".safetensors":
-        from .engine.checkpoint import save_safetensors
-
-        save_safetensors(out, args.out)
-    else:
-        atomic_save(out, args.out)
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, {len(state)} tensors)")
+    n = pack_checkpoint(args.checkpoint, args.out, fp16=args.fp16, metrics=args.metrics)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, {n} tensors)")
     return 0
 
 
 def _benchmark(args) -> int:
     import torch
-
-    from . import build_model
-    from .engine.benchmark import benchmark_inference
-    from .engine.checkpoint import model_from_checkpoint
-    from .engine.optimize import optimize_for_inference
-    from .engine.distributed import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -342,51 +265,26 @@ def _benchmark(args) -> int:
 
         check_output_file(args.out, [args.checkpoint], suffixes=(".json",))
     if args.compare:
-        from .engine.compare import compare_with_peer
+        from .engine.compare import compare_with_peer, summary_line
 
         result = compare_with_peer(args.compare, args.arch, tuple(args.size), args.batch, args.num_classes,
                                    args.repeats, args.warmup, bf16=args.bf16, compile=args.compile)
-        s = result["speedup_ours_over_peer"]
-        print(f"{result['comparison']}: ours {result['images_per_s']['ours']:.3f} img/s, peer "
-              f"{result['images_per_s']['peer']:.3f} img/s, speed-up {s:.2f}x; "
-              f"{100 * result['fraction_of_fp32_peak']['ours']:.0f}% of the fp32 matmul peak "
-              f"({result['matmul_peak_fp32_gflops_per_s']:.0f} GFLOP/s), "
-              f"{100 * result['fraction_of_fp32_peak_excluding_padding']['ours']:.0f}% counting only "
-              f"convolution taps off the zero padding")
+        print(summary_line(result))
     else:
-        device = resolve_device(args.device)
-        if args.checkpoint:
-            model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
-        else:
-            from .models import FIXED_OUTPUT_STRIDE
+        from .engine.benchmark import benchmark_model
 
-            fixed = FIXED_OUTPUT_STRIDE.get(args.arch)
-            if fixed and args.output_stride and args.output_stride != fixed:
-                raise ValueError(f"--arch {args.arch} always runs at output_stride {fixed}; "
-                                 f"--output-stride {args.output_stride} does not apply")
-            model = build_model(args.arch, args.backbone, args.num_classes, args.output_stride or 8)
-        model = model.to(device)
-        model = optimize_for_inference(model, fold_bn=args.fold_bn, channels_last=args.channels_last,
-                                       dtype=torch.bfloat16 if args.bf16 else torch.float32, compile=args.compile,
-                                       example=torch.randn(1, 3, 64, 64, device=device))
-        result = benchmark_inference(model, tuple(args.size), args.batch, _inference_config(args), args.repeats,
-                                     args.warmup, device)
-        result.update(arch=args.arch if not args.checkpoint else "checkpoint:" + str(args.checkpoint),
-                      backbone=args.backbone, output_stride=getattr(model, "output_stride", None),
-                      fold_bn=args.fold_bn, bf16=args.bf16, compile=args.compile)
+        result = benchmark_model(args.checkpoint, args.arch, args.backbone, args.num_classes, args.output_stride,
+                                 tuple(args.size), args.batch, _inference_overrides(args), args.repeats,
+                                 args.warmup, device=args.device, fold_bn=args.fold_bn,
+                                 channels_last=args.channels_last, bf16=args.bf16, compile=args.compile)
     text = json.dumps(result, indent=2)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
     print(text)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sceneparse", description="Semantic scene parsing toolbox")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.iters=100")
@@ -400,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=_train)
 
+
+def _add_evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="mIoU / aAcc / mAcc of a checkpoint on a split")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--config", help="YAML to override the checkpoint's config (e.g. another data root)")
@@ -415,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_flags(e)
     e.set_defaults(func=_evaluate)
 
+
+def _add_predict_parser(sub) -> None:
     r = sub.add_parser("predict", help="parse images: palette label PNG + colour overlay per image")
     r.add_argument("inputs", nargs="+", help="image files and/or directories")
     r.add_argument("--out", required=True, help="output directory")
@@ -430,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_flags(r)
     r.set_defaults(func=_predict)
 
+
+def _add_benchmark_parser(sub) -> None:
     b = sub.add_parser("benchmark", help="inference latency / throughput / peak memory / FLOPs as JSON")
     b.add_argument("--checkpoint", help="benchmark a trained checkpoint (else --arch/--backbone)")
     b.add_argument("--arch", default="pspnet")
@@ -453,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_flags(b)
     b.set_defaults(func=_benchmark)
 
+
+def _add_analyze_parser(sub) -> None:
     a = sub.add_parser("analyze", help="pyramidal output: mIoU per (assigned, predicting) level, pixel shares")
     a.add_argument("--checkpoint", required=True)
     a.add_argument("overrides", nargs="*")
@@ -462,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=_analyze)
 
+
+def _add_check_data_parser(sub) -> None:
     c = sub.add_parser("check-data", help="scan a dataset's splits for bad files and report class frequencies")
     c.add_argument("config")
     c.add_argument("overrides", nargs="*")
@@ -470,22 +378,30 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-progress", action="store_true")
     c.set_defaults(func=_check_data)
 
+
+def _add_convert_sbd_parser(sub) -> None:
     s = sub.add_parser("convert-sbd", help="SBD .mat annotations -> VOC SegmentationClassAug + train_aug.txt")
     s.add_argument("sbd_root", help="benchmark_RELEASE/dataset (holds cls/, train.txt, val.txt)")
     s.add_argument("voc_root", help="VOCdevkit/VOC2012")
     s.set_defaults(func=_convert_sbd)
 
+
+def _add_convert_pascal_context_parser(sub) -> None:
     pc = sub.add_parser("convert-pascal-context", help="Pascal-Context trainval/*.mat -> 60-class PNGs + split lists")
     pc.add_argument("context_root", help="extracted trainval.tar.gz (holds trainval/*.mat, labels.txt)")
     pc.add_argument("voc2010_root", help="VOCdevkit/VOC2010")
     pc.add_argument("--no-progress", action="store_true")
     pc.set_defaults(func=_convert_pascal_context)
 
+
+def _add_convert_cocostuff10k_parser(sub) -> None:
     cs = sub.add_parser("convert-cocostuff10k", help="COCO-Stuff 10k annotations/*.mat -> annotations_png/*.png")
     cs.add_argument("root", help="the extracted cocostuff-10k-v1.1 folder (images/, annotations/, imageLists/)")
     cs.add_argument("--no-progress", action="store_true")
     cs.set_defaults(func=_convert_cocostuff10k)
 
+
+def _add_export_parser(sub) -> None:
     x = sub.add_parser("export", help="ONNX export (dynamic batch, H, W), checked with onnxruntime")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True, help="model.onnx path")
@@ -495,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare with PyTorch under onnxruntime at two sizes (needs onnxruntime)")
     x.set_defaults(func=_export)
 
+
+def _add_pack_parser(sub) -> None:
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")
     k.add_argument("out", help="OUT.pt (torch, loaded weights-only) or OUT.safetensors (tensors + JSON metadata, "
@@ -502,6 +420,23 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--fp16", action="store_true")
     k.add_argument("--metrics", help="metrics JSON to embed")
     k.set_defaults(func=_pack)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sceneparse", description="Semantic scene parsing toolbox")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_predict_parser(sub)
+    _add_benchmark_parser(sub)
+    _add_analyze_parser(sub)
+    _add_check_data_parser(sub)
+    _add_convert_sbd_parser(sub)
+    _add_convert_pascal_context_parser(sub)
+    _add_convert_cocostuff10k_parser(sub)
+    _add_export_parser(sub)
+    _add_pack_parser(sub)
     return p
 
 

@@ -134,3 +134,38 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
         result["peak_rss_MiB"] = _rss_mib()
         result["peak_rss_increase_MiB"] = _rss_mib() - rss_before
     return result
+
+
+def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classes: int, output_stride: int | None,
+                    size: tuple[int, int], batch: int, infer_overrides: dict, repeats: int, warmup: int, *,
+                    device: str = "auto", fold_bn: bool = True, channels_last: bool = True, bf16: bool = False,
+                    compile: bool = False) -> dict:
+    """``sceneparse benchmark`` without ``--compare``: a trained checkpoint, or an untrained
+    ``arch``/``backbone``, optimised for inference as asked, timed by :func:`benchmark_inference`.
+
+    Raises:
+        ValueError: an output stride the architecture cannot run at.
+    """
+    from ..models import FIXED_OUTPUT_STRIDE, build_model
+    from .checkpoint import model_from_checkpoint
+    from .distributed import resolve_device
+    from .inference import InferenceConfig
+    from .optimize import optimize_for_inference
+
+    dev = resolve_device(device)
+    if checkpoint:
+        model, _ = model_from_checkpoint(checkpoint, output_stride=output_stride)
+    else:
+        fixed = FIXED_OUTPUT_STRIDE.get(arch)
+        if fixed and output_stride and output_stride != fixed:
+            raise ValueError(f"--arch {arch} always runs at output_stride {fixed}; --output-stride {output_stride} "
+                             "does not apply")
+        model = build_model(arch, backbone, num_classes, output_stride or 8)
+    model = optimize_for_inference(model.to(dev), fold_bn=fold_bn, channels_last=channels_last,
+                                   dtype=torch.bfloat16 if bf16 else torch.float32, compile=compile,
+                                   example=torch.randn(1, 3, 64, 64, device=dev))
+    result = benchmark_inference(model, size, batch, InferenceConfig.for_config(None, **infer_overrides), repeats,
+                                 warmup, dev)
+    result.update(arch=arch if not checkpoint else f"checkpoint:{checkpoint}", backbone=backbone,
+                  output_stride=getattr(model, "output_stride", None), fold_bn=fold_bn, bf16=bf16, compile=compile)
+    return result

@@ -398,3 +398,27 @@ def load_model_weights(model: torch.nn.Module, state: dict, allow_missing: tuple
                          + (f"  shape mismatch: {shapes[:8]}\n" if shapes else ""))
     model.load_state_dict(state, strict=False)
     return allowed
+
+
+def pack_checkpoint(src: str | Path, out: str | Path, fp16: bool = False, metrics: str | Path | None = None) -> int:
+    """Strip a checkpoint to deployment weights: no optimizer state, no auxiliary head; ``fp16`` halves
+    the floating-point tensors; ``metrics`` (a JSON file) is embedded. ``out`` ending in
+    ``.safetensors`` is written by :func:`save_safetensors`, else by :func:`atomic_save`.
+
+    Returns:
+        the number of tensors written.
+
+    Raises:
+        ValueError: ``metrics`` is not readable JSON; see :func:`load_checkpoint` / :func:`atomic_save`.
+    """
+    ckpt = load_checkpoint(src)
+    state = {k: (v.half() if fp16 and v.is_floating_point() else v)
+             for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
+    packed = {"model": state, "config": ckpt["config"], "meta": ckpt["meta"], "iter": ckpt.get("iter")}
+    if metrics:
+        try:
+            packed["metrics"] = json.loads(Path(metrics).read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--metrics {metrics}: cannot read it as JSON ({e})") from e
+    (save_safetensors if Path(out).suffix == ".safetensors" else atomic_save)(packed, out)
+    return len(state)

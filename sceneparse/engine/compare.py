@@ -169,3 +169,13 @@ def compare_with_peer(peer: str, arch: str = "deeplabv3", size: tuple[int, int] 
         result["max_abs_diff_logits"] = (our_out - ref_out).abs().max().item()
         result["argmax_agreement"] = (our_out.argmax(1) == ref_out.argmax(1)).float().mean().item()
     return result
+
+
+def summary_line(result: dict) -> str:
+    """One line for the console: images/s of both, the speed-up and the fraction of the matmul peak."""
+    return (f"{result['comparison']}: ours {result['images_per_s']['ours']:.3f} img/s, peer "
+            f"{result['images_per_s']['peer']:.3f} img/s, speed-up {result['speedup_ours_over_peer']:.2f}x; "
+            f"{100 * result['fraction_of_fp32_peak']['ours']:.0f}% of the fp32 matmul peak "
+            f"({result['matmul_peak_fp32_gflops_per_s']:.0f} GFLOP/s), "
+            f"{100 * result['fraction_of_fp32_peak_excluding_padding']['ours']:.0f}% counting only "
+            "convolution taps off the zero padding")

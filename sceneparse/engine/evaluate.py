@@ -1,6 +1,9 @@
 """Evaluation over a whole split: confusion matrix -> IoU, mIoU, aAcc, mAcc."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -38,4 +41,68 @@ def evaluate_model(model: torch.nn.Module, dataset: Dataset, device: torch.devic
         scores.update(extra(scores, cm.mat))
     if bf is not None:
         scores["boundary"] = bf.compute()
+    return scores
+
+
+@dataclass
+class SplitJob:
+    """A checkpoint and the split it is scored on (``prepare_split``)."""
+    checkpoint: Path
+    ckpt: dict
+    cfg: object  # the resolved config (checkpoint's, with the command's file and overrides on top)
+    split: str
+    dataset: Dataset
+    out: Path
+
+
+def prepare_split(checkpoint: str | Path, config: str | Path | None, overrides, split: str | None,
+                  out: str | Path | None, kind: str) -> SplitJob:
+    """Load ``checkpoint`` and its config (``config`` file and ``overrides`` on top), build the split
+    (``data.val_split`` by default), and check before any model is built that the classes match and
+    the report (default ``<kind>_<split>.json`` beside the checkpoint) can be written.
+
+    Raises:
+        ValueError: class mismatch, unwritable output; ``CheckpointError`` / ``DataError`` / ``ConfigError``.
+    """
+    from ..config import load_config
+    from ..data import build_dataset, build_eval_transform
+    from .checkpoint import check_classes, load_checkpoint
+    from .outputs import check_output_file
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = load_config(config, overrides, base=ckpt["config"])
+    d = cfg.data
+    split = split or d.val_split
+    ds = build_dataset(d.dataset, d.root, split, build_eval_transform(d.mean, d.std))
+    if d.max_val_samples:
+        ds.pairs = ds.pairs[: d.max_val_samples]
+    check_classes(ckpt, ds, source=str(checkpoint))
+    out_path = Path(out) if out else Path(checkpoint).with_name(f"{kind}_{split}.json")
+    check_output_file(out_path, [checkpoint, config], flag="--out" if out else f"{kind} file (set --out)",
+                      suffixes=(".json",))
+    return SplitJob(Path(checkpoint), ckpt, cfg, split, ds, out_path)
+
+
+def run_evaluate(job: SplitJob, device: str = "auto", output_stride: int | None = None,
+                 infer_overrides: dict | None = None, fold_bn: bool = False, bf16: bool = False,
+                 boundary_tolerance: int | None = 3, progress: bool = True) -> dict:
+    """``sceneparse evaluate``: the scores of ``job`` (see :func:`evaluate_model`) plus what was run
+    (checkpoint, split, output stride, inference settings). Inference follows the config's ``eval``
+    section, ``infer_overrides`` winning; ``bf16`` implies BN folding."""
+    from ..config import to_dict
+    from .checkpoint import model_from_checkpoint
+    from .distributed import resolve_device
+    from .optimize import optimize_for_inference
+
+    dev = resolve_device(device)
+    model, _ = model_from_checkpoint(job.ckpt, output_stride=output_stride, device=dev)
+    model = optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                   example=torch.randn(1, 3, 64, 64, device=dev))
+    infer = InferenceConfig.for_config(to_dict(job.cfg), **(infer_overrides or {}))
+    scores = evaluate_model(model, job.dataset, dev, num_workers=job.cfg.data.num_workers, progress=progress,
+                            infer=infer, boundary_tolerance=boundary_tolerance)
+    scores.update(checkpoint=str(job.checkpoint), split=job.split, output_stride=model.output_stride,
+                  inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
+                             "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None,
+                             "bf16": bf16, "fold_bn": fold_bn or bf16})
     return scores

@@ -73,6 +73,16 @@ class InferenceConfig:
                   "mean": tuple(d["mean"]), "std": tuple(d["std"])}
         return cls(**{**values, **overrides})
 
+    @classmethod
+    def for_config(cls, cfg: dict | None = None, **overrides) -> "InferenceConfig":
+        """:meth:`from_cfg` for a config dict that may predate the ``eval`` section (a checkpoint's, or
+        none at all): missing keys take today's defaults."""
+        from ..config import load_config, to_dict
+
+        if cfg is None or "eval" not in cfg:
+            cfg = to_dict(load_config(base=cfg))
+        return cls.from_cfg(cfg, **overrides)
+
 
 def _forward(model, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     dtype = next(model.parameters()).dtype  # bf16 weights (the fast path) take bf16 inputs

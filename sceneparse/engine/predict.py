@@ -189,3 +189,37 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
         if record:
             _write_manifest(out_dir, record, {_key(p) for p in paths})
     return written, failed
+
+
+def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
+                device: str = "auto", output_stride: int | None = None, infer_overrides: dict | None = None,
+                max_whole_pixels: int = 2048 * 2048, max_image_pixels: int | None = None,
+                progress: bool = True) -> tuple[list[Path], list[Path], dict[Path, str]]:
+    """``sceneparse predict``: check the output folder and the inputs first, then load the model and
+    parse every image (:func:`predict_files`). Inference follows the checkpoint's ``eval`` section,
+    ``infer_overrides`` winning.
+
+    Returns:
+        ``(inputs found, files written, {failed input: error})``.
+
+    Raises:
+        ValueError: ``out_dir`` is a file or not writable, or no input image was found.
+    """
+    from .checkpoint import model_from_checkpoint
+    from .distributed import resolve_device
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is an existing file, not a directory")
+    paths = expand_inputs(inputs, skip=previous_outputs(out_dir))
+    if not paths:
+        raise ValueError("no input images found")
+    out_dir = prepare_out_dir(out_dir)
+    if max_image_pixels:  # PIL refuses above 2x its own limit before ours is checked: a larger explicit one wins
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_image_pixels // 2 + 1)
+    dev = resolve_device(device)
+    model, ckpt = model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)
+    written, failed = predict_files(model, ckpt["meta"], paths, out_dir, dev, progress=progress,
+                                    infer=InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {})),
+                                    max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels)
+    return paths, written, failed
