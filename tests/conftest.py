@@ -46,3 +46,26 @@ def tiny_run(tmp_path_factory, camvid_root):
                       TINY + [f"data.root={camvid_root}", f"work_dir={work}", "train.iters=4", "train.ckpt_interval=2"])
     train(cfg, progress=False)
     return work
+
+
+def register_loss_hook(monkeypatch, hook, name: str = "pspnet_hooked"):
+    """Register, for one test, an architecture through the public registry (``models.ARCHS``: a new
+    architecture is one builder plus one entry): PSPNet whose training loss passes through
+    ``hook(call_number, total, parts) -> (total, parts)``. Returns the arch name and the call counter."""
+    from sceneparse.models import ARCHS
+
+    calls = [0]
+
+    def builder(backbone, num_classes, **head):
+        model = ARCHS["pspnet"](backbone, num_classes, **head)
+        own_loss = model.loss
+
+        def loss(outputs, target, criterion):
+            calls[0] += 1
+            return hook(calls[0], *own_loss(outputs, target, criterion))
+
+        model.loss = loss
+        return model
+
+    monkeypatch.setitem(ARCHS, name, builder)
+    return name, calls

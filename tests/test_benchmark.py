@@ -1,8 +1,10 @@
 import json
 
+import pytest
 import torch
 import torch.nn as nn
 
+from sceneparse import build_model
 from sceneparse.cli import main
 from sceneparse.engine.benchmark import benchmark_inference, count_flops
 from sceneparse.engine.inference import InferenceConfig
@@ -25,7 +27,9 @@ def test_benchmark_reports_memory_and_throughput():
     r = benchmark_inference(OneByOne(), (32, 48), batch=2, repeats=3, warmup=1,
                             infer=InferenceConfig(mode="slide", crop_size=(16, 16)))
     assert r["input"] == [2, 3, 32, 48] and len(r["latency_s_all"]) == 3
-    assert r["images_per_s"] > 0 and r["peak_rss_MiB"] > 0
+    median = sorted(r["latency_s_all"])[1]
+    assert r["images_per_s"] == pytest.approx(2 / median)  # batch / median latency
+    assert r["peak_rss_MiB"] > 50  # the process holds at least torch itself
     assert r["gflops_per_image"] is None  # not defined for a multi-window pass
 
 
@@ -34,7 +38,10 @@ def test_benchmark_cli_writes_json(tmp_path, capsys):
     assert main(["benchmark", "--arch", "fcn", "--backbone", "resnet18", "--size", "64", "80", "--repeats", "2",
                  "--warmup", "1", "--output-stride", "32", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
-    assert r["output_stride"] == 32 and r["gflops_per_image"] > 0 and r["achieved_gflops_per_s"] > 0
+    assert r["output_stride"] == 32
+    assert r["gflops_per_image"] == pytest.approx(count_flops(build_model("fcn", "resnet18", 19, 32),
+                                                              torch.randn(1, 3, 64, 80)) / 1e9, rel=1e-6)
+    assert r["achieved_gflops_per_s"] == pytest.approx(r["gflops_per_image"] * r["images_per_s"], rel=1e-6)
 
 
 class Dilated(nn.Module):

@@ -172,20 +172,26 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
     return ARCHS[arch](net, int(num_classes), **options)
 
 
-def arch_options(arch: str) -> dict[str, object]:
+_FORWARDS_OPTIONS_TO = {"deeplabv3_cascade": "deeplabv3"}  # builders whose **options go to another builder
+
+
+def arch_options(arch: str) -> dict[str, object] | None:
     """The options (``model.head``) an architecture accepts, with their defaults (``inspect.Parameter.empty``
-    when required)."""
+    when required); ``None`` for a builder taking ``**options`` it does not declare (not checked here)."""
     params = list(inspect.signature(ARCHS[arch]).parameters.values())[2:]  # after backbone, num_classes
-    if any(p.kind is p.VAR_KEYWORD for p in params):  # a builder that forwards **options to another
-        inner = {"deeplabv3_cascade": "deeplabv3"}.get(arch)
-        return {**(arch_options(inner) if inner else {}), **{p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}}
-    return {p.name: p.default for p in params}
+    own = {p.name: p.default for p in params if p.kind is not p.VAR_KEYWORD}
+    if len(own) == len(params):
+        return own
+    inner = _FORWARDS_OPTIONS_TO.get(arch)
+    return {**arch_options(inner), **own} if inner else None
 
 
 def _check_options(arch: str, options: dict) -> None:
     """Raises ``ValueError`` for an option the architecture does not have (closest name suggested) or a
     required one that is missing."""
     known = arch_options(arch)
+    if known is None:
+        return
     for key in options:
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=1)
