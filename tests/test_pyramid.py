@@ -131,10 +131,13 @@ def test_pyramid_trains_on_camvid_with_each_policy(tmp_path, camvid_root):
         train(cfg, progress=False)
     finals = {p: torch.load(tmp_path / p / "final.pt", weights_only=True)["model"] for p in ("naive", "simple_fix", "final")}
     # the policy reaches the loss: same seed and batches, different relabelled targets, different weights
-    key = "semantic_head.classifiers.0.weight" if "semantic_head.classifiers.0.weight" in finals["naive"] else next(
-        k for k in finals["naive"] if k.startswith("semantic_head") and k.endswith("weight"))
-    assert not torch.equal(finals["naive"][key], finals["simple_fix"][key])
-    assert not torch.equal(finals["naive"][key], finals["final"][key])
+    def differ(a, b):
+        return any(not torch.equal(finals[a][k], finals[b][k]) for k in finals[a])
+
+    assert differ("naive", "simple_fix")
+    # "final" relabels only cells whose predicted unity reaches tau (0.9): an untrained unity head (about 0.5)
+    # predicts none, so its first steps are exactly the naive ones (Table 7's policy, not a no-op bug)
+    assert not differ("naive", "final")
 
 
 def test_analyze_command_on_a_tiny_pyramid_run(tmp_path, camvid_root):
