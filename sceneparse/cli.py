@@ -284,6 +284,15 @@ def _benchmark(args) -> int:
     return 0
 
 
+def _add_run_flags(p: argparse.ArgumentParser, handler) -> None:
+    """What every command that runs a trained model takes: output stride, device, progress, inference."""
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="run at another output_stride")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    _add_inference_flags(p)
+    p.set_defaults(func=handler)
+
+
 def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a YAML config")
     t.add_argument("config")
@@ -305,15 +314,11 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--config", help="YAML to override the checkpoint's config (e.g. another data root)")
     e.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/camvid")
     e.add_argument("--split", help="split name (default: data.val_split)")
-    e.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="evaluate at another output_stride")
     e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
     e.add_argument("--boundary-tolerance", type=NON_NEGATIVE, default=3, help="pixels, for the boundary F-score")
     e.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions (inference speed)")
     e.add_argument("--bf16", action="store_true", help="the bf16 fast path (BN folded, bf16 weights and inputs)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--no-progress", action="store_true")
-    _add_inference_flags(e)
-    e.set_defaults(func=_evaluate)
+    _add_run_flags(e, _evaluate)
 
 
 def _add_predict_parser(sub) -> None:
@@ -321,16 +326,12 @@ def _add_predict_parser(sub) -> None:
     r.add_argument("inputs", nargs="+", help="image files and/or directories")
     r.add_argument("--out", required=True, help="output directory")
     r.add_argument("--checkpoint", help=f"model checkpoint (default: the packaged CamVid model {DEFAULT_WEIGHTS.name})")
-    r.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     r.add_argument("--max-whole-pixels", type=POSITIVE, default=2048 * 2048,
                    help="larger images use a 1024x1024 sliding window automatically")
     r.add_argument("--max-image-pixels", type=NON_NEGATIVE,
                    help="images declaring more pixels are refused before decoding (decompression bombs); "
                         "default 100000000; 0: only PIL's own check (~179 MP)")
-    r.add_argument("--device", default="auto")
-    r.add_argument("--no-progress", action="store_true")
-    _add_inference_flags(r)
-    r.set_defaults(func=_predict)
+    _add_run_flags(r, _predict)
 
 
 def _add_benchmark_parser(sub) -> None:
@@ -339,7 +340,6 @@ def _add_benchmark_parser(sub) -> None:
     b.add_argument("--arch", default="pspnet")
     b.add_argument("--backbone", default="efficientnet_lite0")
     b.add_argument("--num-classes", type=POSITIVE, default=19)
-    b.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     b.add_argument("--size", type=MIN_SIZE, nargs=2, default=[512, 512], metavar=("H", "W"))
     b.add_argument("--batch", type=POSITIVE, default=1)
     b.add_argument("--repeats", type=POSITIVE, default=10)
@@ -352,10 +352,8 @@ def _add_benchmark_parser(sub) -> None:
     b.add_argument("--compile", action="store_true", help="torch.compile with Inductor freezing (conv + ReLU/add fused; first call 5-10 s)")
     b.add_argument("--compare", choices=("torchvision", "smp"),
                    help="time the closest peer model in the same process (alternating runs), report ratios")
-    b.add_argument("--device", default="auto")
     b.add_argument("--out", help="JSON path")
-    _add_inference_flags(b)
-    b.set_defaults(func=_benchmark)
+    _add_run_flags(b, _benchmark)
 
 
 def _add_analyze_parser(sub) -> None:
@@ -379,26 +377,28 @@ def _add_check_data_parser(sub) -> None:
     c.set_defaults(func=_check_data)
 
 
-def _add_convert_sbd_parser(sub) -> None:
-    s = sub.add_parser("convert-sbd", help="SBD .mat annotations -> VOC SegmentationClassAug + train_aug.txt")
-    s.add_argument("sbd_root", help="benchmark_RELEASE/dataset (holds cls/, train.txt, val.txt)")
-    s.add_argument("voc_root", help="VOCdevkit/VOC2012")
-    s.set_defaults(func=_convert_sbd)
+# the dataset converters: (command, help, [(positional, help)], progress flag, handler)
+_CONVERTERS = [
+    ("convert-sbd", "SBD .mat annotations -> VOC SegmentationClassAug + train_aug.txt",
+     [("sbd_root", "benchmark_RELEASE/dataset (holds cls/, train.txt, val.txt)"), ("voc_root", "VOCdevkit/VOC2012")],
+     False, _convert_sbd),
+    ("convert-pascal-context", "Pascal-Context trainval/*.mat -> 60-class PNGs + split lists",
+     [("context_root", "extracted trainval.tar.gz (holds trainval/*.mat, labels.txt)"),
+      ("voc2010_root", "VOCdevkit/VOC2010")], True, _convert_pascal_context),
+    ("convert-cocostuff10k", "COCO-Stuff 10k annotations/*.mat -> annotations_png/*.png",
+     [("root", "the extracted cocostuff-10k-v1.1 folder (images/, annotations/, imageLists/)")], True,
+     _convert_cocostuff10k),
+]
 
 
-def _add_convert_pascal_context_parser(sub) -> None:
-    pc = sub.add_parser("convert-pascal-context", help="Pascal-Context trainval/*.mat -> 60-class PNGs + split lists")
-    pc.add_argument("context_root", help="extracted trainval.tar.gz (holds trainval/*.mat, labels.txt)")
-    pc.add_argument("voc2010_root", help="VOCdevkit/VOC2010")
-    pc.add_argument("--no-progress", action="store_true")
-    pc.set_defaults(func=_convert_pascal_context)
-
-
-def _add_convert_cocostuff10k_parser(sub) -> None:
-    cs = sub.add_parser("convert-cocostuff10k", help="COCO-Stuff 10k annotations/*.mat -> annotations_png/*.png")
-    cs.add_argument("root", help="the extracted cocostuff-10k-v1.1 folder (images/, annotations/, imageLists/)")
-    cs.add_argument("--no-progress", action="store_true")
-    cs.set_defaults(func=_convert_cocostuff10k)
+def _add_converter_parsers(sub) -> None:
+    for name, help_text, positionals, progress, handler in _CONVERTERS:
+        c = sub.add_parser(name, help=help_text)
+        for arg, arg_help in positionals:
+            c.add_argument(arg, help=arg_help)
+        if progress:
+            c.add_argument("--no-progress", action="store_true")
+        c.set_defaults(func=handler)
 
 
 def _add_export_parser(sub) -> None:
@@ -432,9 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark_parser(sub)
     _add_analyze_parser(sub)
     _add_check_data_parser(sub)
-    _add_convert_sbd_parser(sub)
-    _add_convert_pascal_context_parser(sub)
-    _add_convert_cocostuff10k_parser(sub)
+    _add_converter_parsers(sub)
     _add_export_parser(sub)
     _add_pack_parser(sub)
     return p

@@ -6,22 +6,16 @@ everywhere). The model learned with its OS16 shift. Scores CamVid val for: the d
 at OS16 / OS8 (dilated head), and a pixel-exact resampling (pixel y reads feature y / s).
 Usage: python scripts/psp_geometry_check.py [CKPT] [OUT.json]"""
 import json
-import sys
 
 import torch
 import torch.nn.functional as F
 
-from sceneparse.config import load_config
-from sceneparse.data import build_dataset, build_eval_transform
-from sceneparse.engine.checkpoint import model_from_checkpoint
 from sceneparse.metrics import ConfusionMatrix
 
-ckpt = sys.argv[1] if len(sys.argv) > 1 else "sceneparse/weights/camvid_pspnet_effl0.pt"
-out = sys.argv[2] if len(sys.argv) > 2 else "results/camvid/pspnet_effl0_os8_geometry.json"
-model, c = model_from_checkpoint(ckpt)
-cfg = load_config(None, ["data.root=../shared/data/camvid"], base=c["config"])
-d = cfg.data
-ds = build_dataset(d.dataset, d.root, d.val_split, build_eval_transform(d.mean, d.std))
+from _val_setup import model_and_val
+
+ckpt, out, model, job = model_and_val("results/camvid/pspnet_effl0_os8_geometry.json")
+ds = job.dataset
 
 
 def exact(logits, size, s):
@@ -35,7 +29,7 @@ def exact(logits, size, s):
     return F.grid_sample(logits, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-res = {"checkpoint": ckpt, "split": f"{d.val_split} ({len(ds)} images), whole 360x480"}
+res = {"checkpoint": ckpt, "split": f"{job.split} ({len(ds)} images), whole 360x480"}
 for os_ in (16, 8):
     model.set_output_stride(os_)
     cms = {"default": ConfusionMatrix(ds.num_classes), "exact": ConfusionMatrix(ds.num_classes)}

@@ -4,23 +4,17 @@
 bottleneck sees half its trained field) and at OS8 with the bottleneck dilated by 2 (now the default).
 Usage: python scripts/psp_os8_check.py [CKPT] [OUT.json]"""
 import json
-import sys
 
 import torch
 
-from sceneparse.config import load_config
-from sceneparse.data import build_dataset, build_eval_transform
-from sceneparse.engine.checkpoint import model_from_checkpoint
 from sceneparse.engine.evaluate import evaluate_model
 
-ckpt = sys.argv[1] if len(sys.argv) > 1 else "sceneparse/weights/camvid_pspnet_effl0.pt"
-out = sys.argv[2] if len(sys.argv) > 2 else "results/camvid/pspnet_effl0_os8_head.json"
-model, c = model_from_checkpoint(ckpt)
-cfg = load_config(None, ["data.root=../shared/data/camvid"], base=c["config"])
-d = cfg.data
-ds = build_dataset(d.dataset, d.root, d.val_split, build_eval_transform(d.mean, d.std))
+from _val_setup import model_and_val
+
+ckpt, out, model, job = model_and_val("results/camvid/pspnet_effl0_os8_head.json")
+ds = job.dataset
 x = ds[0]["image"][None]
-res = {"checkpoint": ckpt, "split": f"{d.val_split} ({len(ds)} images), whole 360x480, single scale"}
+res = {"checkpoint": ckpt, "split": f"{job.split} ({len(ds)} images), whole 360x480, single scale"}
 with torch.no_grad():
     f16 = model.backbone(x)
     s16 = evaluate_model(model, ds, progress=False)

@@ -225,14 +225,19 @@ def test_finest_target_respects_done_by_coarser():
     assert torch.equal(finest_pixel_target(label, unity, u, 4), label)
 
 
-def test_pyramid_model_loss_trains_the_pixels_of_mixed_cells():
-    """compute_loss equals Eq. 1 with the finest level's CE taken on the upsampled logits against
-    every labelled pixel; the old cell-level supervision differs (and ignores the pole pixel)."""
+def _two_level_model(num_classes: int, policy: str):
+    """A two-level (strides 8, 4) pyramidal-output model with tiny heads, seeded."""
     from sceneparse import build_model
 
     torch.manual_seed(0)
-    model = build_model("pyramid_output", "resnet18", 4, strides=(8, 4), decoder_channels=8, unity_channels=4,
-                        semantic_channels=8, relabel_policy="naive", context=False)
+    return build_model("pyramid_output", "resnet18", num_classes, strides=(8, 4), decoder_channels=8,
+                       unity_channels=4, semantic_channels=8, relabel_policy=policy, context=False)
+
+
+def test_pyramid_model_loss_trains_the_pixels_of_mixed_cells():
+    """compute_loss equals Eq. 1 with the finest level's CE taken on the upsampled logits against
+    every labelled pixel; the old cell-level supervision differs (and ignores the pole pixel)."""
+    model = _two_level_model(4, "naive")
     sem = [torch.randn(1, 4, 1, 1), torch.randn(1, 4, 2, 2)]
     uni = [torch.rand(1, 1, 1)]
     loss, parts = model.compute_loss({"semantic": sem, "unity": uni}, FINE)
@@ -273,9 +278,7 @@ def test_pyramid_model_loss_ignores_pixels_done_by_coarser():
     label = torch.full((1, 16, 8), 1, dtype=torch.long)
     label[0, 8:, :] = 2
     label[0, 13, 2] = 0
-    torch.manual_seed(0)
-    model = build_model("pyramid_output", "resnet18", 3, strides=(8, 4), decoder_channels=8, unity_channels=4,
-                        semantic_channels=8, relabel_policy="simple_fix", context=False)
+    model = _two_level_model(3, "simple_fix")
     sem = [torch.randn(1, 3, 2, 1), torch.randn(1, 3, 4, 2)]
     uni = [torch.rand(1, 2, 1)]
     loss, parts = model.compute_loss({"semantic": sem, "unity": uni}, label)

@@ -67,6 +67,20 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def require_layout(root: Path, folder: str, lists: Sequence[str], what: str, hint: str = "") -> Path:
+    """``root/folder`` must be a directory and ``root/<each of lists>`` files (dataset converters).
+
+    Raises:
+        DataError: naming the first missing one (``hint``: where it should come from).
+    """
+    if not (root / folder).is_dir():
+        raise DataError(f"{what} not found: {root / folder}{f' ({hint})' if hint else ''}")
+    for name in lists:
+        if not (root / name).is_file():
+            raise DataError(f"split list not found: {root / name}")
+    return root / folder
+
+
 def read_mat(path: str | Path, **kwargs) -> dict:
     """``scipy.io.loadmat`` (MATLAB data only; it runs no code) with errors that name the file.
 

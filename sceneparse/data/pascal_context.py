@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, require_layout
 from .voc import voc_palette
 
 CONTEXT59_CLASSES = (
@@ -113,13 +113,10 @@ def convert_pascal_context(context_root: str | Path, voc2010_root: str | Path, p
     from tqdm import tqdm
 
     context_root, voc = Path(context_root), Path(voc2010_root)
-    mat_dir = context_root / "trainval"
-    if not mat_dir.is_dir():
-        raise DataError(f"Pascal-Context annotations not found: {mat_dir} (extract trainval.tar.gz there)")
-    main = voc / "ImageSets" / "Main"
-    for f in ("train.txt", "val.txt"):
-        if not (main / f).is_file():
-            raise DataError(f"VOC 2010 split list not found: {main / f}")
+    mat_dir = require_layout(context_root, "trainval", (), "Pascal-Context annotations",
+                             "extract trainval.tar.gz there")
+    main = require_layout(voc, "ImageSets/Main", ("ImageSets/Main/train.txt", "ImageSets/Main/val.txt"),
+                          "VOC 2010 split lists")
     labels = context_root / "labels.txt"
     lut = context_lut(labels if labels.is_file() else None)
     out_dir = voc / "SegmentationClassContext"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, require_layout
 
 
 def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
@@ -62,13 +62,9 @@ def convert_sbd(sbd_root: str | Path, voc_root: str | Path) -> int:
     from PIL import Image
 
     sbd_root, voc_root = Path(sbd_root), Path(voc_root)
-    cls_dir = sbd_root / "cls"
-    if not cls_dir.is_dir():
-        raise DataError(f"SBD class annotations not found: {cls_dir} (expected benchmark_RELEASE/dataset)")
-    seg = voc_root / "ImageSets" / "Segmentation"
-    for f in ("train.txt", "val.txt"):
-        if not (seg / f).is_file():
-            raise DataError(f"VOC split list not found: {seg / f}")
+    cls_dir = require_layout(sbd_root, "cls", (), "SBD class annotations", "expected benchmark_RELEASE/dataset")
+    seg = require_layout(voc_root, "ImageSets/Segmentation", ("ImageSets/Segmentation/train.txt",
+                                                              "ImageSets/Segmentation/val.txt"), "VOC split lists")
     out_dir = voc_root / "SegmentationClassAug"
     out_dir.mkdir(exist_ok=True)
     palette = [c for rgb in voc_palette(256) for c in rgb]

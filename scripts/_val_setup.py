@@ -1,0 +1,15 @@
+"""Shared by the measurement scripts: ``python scripts/X.py [CKPT] [OUT.json]`` -> the checkpoint's model
+and its CamVid val split (``engine.evaluate.prepare_split``; the output path checked before any work)."""
+import sys
+
+from sceneparse.engine.checkpoint import model_from_checkpoint
+from sceneparse.engine.evaluate import prepare_split
+
+
+def model_and_val(default_out: str, default_ckpt: str = "sceneparse/weights/camvid_pspnet_effl0.pt"):
+    """``(checkpoint path, output path, model, split job)`` from ``sys.argv``."""
+    ckpt = sys.argv[1] if len(sys.argv) > 1 else default_ckpt
+    out = sys.argv[2] if len(sys.argv) > 2 else default_out
+    job = prepare_split(ckpt, None, ["data.root=../shared/data/camvid"], None, out, "metrics")
+    model, _ = model_from_checkpoint(job.ckpt)
+    return ckpt, out, model, job
