@@ -1,6 +1,7 @@
 """Model registry: ``build_model(arch, backbone=..., num_classes=..., output_stride=8, **options)``.
 
-A new architecture is one builder function plus one line in ``ARCHS``.
+A new architecture is one module with its builder ``build_x(backbone, num_classes, *, options...)``
+plus one line in ``ARCHS``; the builder's keyword options are the ``model.head`` keys it accepts.
 """
 from __future__ import annotations
 
@@ -8,124 +9,23 @@ import difflib
 import inspect
 from typing import Callable, Sequence
 
-import torch.nn as nn
 
-from .backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD, build_backbone
+from .backbones import BACKBONES, build_backbone
 from .base import SceneParser
-from .cascade import RefinementCascade
-from .deeplabv3 import ASPPHead, CascadeBackbone
-from .heads import FCNHead, PSPHead
-from .pyramid_head import PyramidOutputModel
-from .refinement import GRN, LRN, ContextModule
+from .cascade import build_refine
+from .deeplabv3 import build_deeplabv3, build_deeplabv3_cascade
+from .heads import build_fcn, build_pspnet
+from .pyramid_head import build_pyramid_output
 from .segmentor import SegmentationModel
 
 
-def _aux_head(backbone: nn.Module, num_classes: int, aux_channels: int) -> FCNHead:
-    # PSPNet Sec. 3.4 / Fig. 4: an FCN classifier on the stage-3 features (res4b22)
-    return FCNHead(backbone.out_channels[2], aux_channels, num_classes, num_convs=1, dropout=0.1, in_index=2)
-
-
-def _build_fcn(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = False,
-               aux_channels: int = 256, dropout: float = 0.1, num_convs: int = 1, classifier_kernel: int = 1,
-               classifier_dilation: int = 1) -> SegmentationModel:
-    head = FCNHead(backbone.out_channels[-1], head_channels, num_classes, num_convs=num_convs, dropout=dropout,
-                   classifier_kernel=classifier_kernel, classifier_dilation=classifier_dilation)
-    return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
-
-
-def _build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = True,
-                  aux_channels: int = 256, dropout: float = 0.1, bins: Sequence[int] = (1, 2, 3, 6),
-                  pool: str = "avg", reduction: bool = True) -> SegmentationModel:
-    head = PSPHead(backbone.out_channels[-1], head_channels, num_classes, bins=bins, pool=pool,
-                   reduction=reduction, dropout=dropout, output_stride=backbone.output_stride)
-    return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
-
-
-def _build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int = 256,
-                     aspp_rates: Sequence[int] = (6, 12, 18), image_pooling: bool = True, aux_head: bool = False,
-                     aux_channels: int = 256, dropout: float = 0.1, cascade_blocks: int = 0,
-                     extra_conv: bool = False) -> SegmentationModel:
-    """DeepLabv3 (Sec. 3.3): backbone [+ cascaded block5..] + ASPP head. ``aspp_rates`` are at OS16."""
-    if cascade_blocks:
-        backbone = CascadeBackbone(backbone, cascade_blocks, multi_grid=getattr(backbone, "multi_grid", None))
-    head = ASPPHead(backbone.out_channels[-1], head_channels, num_classes, rates=aspp_rates,
-                    image_pooling=image_pooling, output_stride=backbone.output_stride, dropout=dropout,
-                    extra_conv=extra_conv)
-    return SegmentationModel(backbone, head, _aux_head(backbone, num_classes, aux_channels) if aux_head else None)
-
-
-def _build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_blocks: int = 3,
-                             **options) -> SegmentationModel:
-    """DeepLabv3 'going deeper' variant (Sec. 3.2, Fig. 3b): block5..block7 after block4, then ASPP."""
-    return _build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)
-
-
-def _build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: bool = True, lrn: bool = True,
-                  iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
-                  lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
-                  local: str = "lrn") -> nn.Module:
-    """GRN/LRN refinement (Sec. 3.3, Fig. 4) after a front model described by ``front``.
-
-    ``front`` is the front's architecture, a dict with ``arch``, ``backbone``, ``output_stride``,
-    ``num_classes`` and optionally ``head``, ``deep_stem``, ``multi_grid``, ``mean``, ``std`` (the
-    engine's ``front_spec`` makes it from a checkpoint). The front is built untrained here: its
-    weights come with the refinement checkpoint (``front.*``) or, for a GRN stage, from the front's
-    checkpoint (the engine loads them); this package reads no files.
-
-    The GRN network is the front's architecture (its arch and head options) on ``backbone``
-    (pass the front's backbone name for the paper's setting), with ImageNet weights when
-    ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
-    ``local="context"`` puts the dilated context module baseline (Yu & Koltun) in the local
-    (LRN) slot, for the "+context module" row of Table 2.
-
-    Raises:
-        ValueError: ``front`` is not such a dict (e.g. a checkpoint path given to ``build_model``
-            directly), predicts another number of classes, or runs at another output stride.
-    """
-    if not isinstance(front, dict) or not {"arch", "backbone", "output_stride", "num_classes"} <= set(front):
-        raise ValueError("front must describe the front model (arch, backbone, output_stride, num_classes); "
-                         "to start from a front checkpoint path use sceneparse.engine.checkpoint."
-                         "build_model_from_config, which reads it")
-    if int(front["num_classes"]) != num_classes:
-        raise ValueError(f"front model predicts {front['num_classes']} classes, the dataset has {num_classes}")
-    front_model = build_model(front["arch"], front["backbone"], num_classes, front["output_stride"],
-                              deep_stem=front.get("deep_stem", False), multi_grid=front.get("multi_grid"),
-                              weights_follow=True, **front.get("head", {}))
-    norm = {"mean": tuple(front.get("mean", IMAGENET_MEAN)), "std": tuple(front.get("std", IMAGENET_STD))}
-    grn_net = None
-    if grn:
-        if backbone.output_stride != front_model.output_stride:
-            raise ValueError(f"model.output_stride {backbone.output_stride} differs from the front's "
-                             f"({front_model.output_stride}); the GRN works at the front's stride")
-        head_opts = {**front.get("head", {}), "aux_head": False}
-        grn_net = GRN(ARCHS[front["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
-    if local not in ("lrn", "context"):
-        raise ValueError(f"local must be 'lrn' or 'context', got {local!r}")
-    lrn_net = None
-    if lrn:
-        lrn_net = (LRN(num_classes, m, lrn_channels, center_bias=lrn_center_bias) if local == "lrn"
-                   else ContextModule(num_classes))
-    return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage, **norm)
-
-
-def _build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequence[int] = (32, 16, 8, 4),
-                          decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
-                          context: bool = True, tau: float = 0.9, relabel_policy: str = "final",
-                          output: str = "fuse", finest_per_pixel: bool = True) -> nn.Module:
-    """Specialize and Fuse (pyramidal output) on an undilated backbone + stride-4 fusion decoder."""
-    if backbone.output_stride != 32:
-        backbone.set_output_stride(32)
-    return PyramidOutputModel(backbone, num_classes, strides, decoder_channels, unity_channels, semantic_channels,
-                              context, tau, relabel_policy, output, finest_per_pixel)
-
-
 ARCHS: dict[str, Callable[..., SegmentationModel]] = {
-    "fcn": _build_fcn,
-    "pspnet": _build_pspnet,
-    "deeplabv3": _build_deeplabv3,
-    "deeplabv3_cascade": _build_deeplabv3_cascade,
-    "refine": _build_refine,
-    "pyramid_output": _build_pyramid_output,
+    "fcn": build_fcn,  # heads.py
+    "pspnet": build_pspnet,  # heads.py
+    "deeplabv3": build_deeplabv3,  # deeplabv3.py
+    "deeplabv3_cascade": build_deeplabv3_cascade,  # deeplabv3.py
+    "refine": build_refine,  # cascade.py
+    "pyramid_output": build_pyramid_output,  # pyramid_head.py
 }
 
 

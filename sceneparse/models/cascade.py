@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .base import SceneParser
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .refinement import GRN, LRN, unnormalize
+from .refinement import GRN, LRN, ContextModule, unnormalize
 
 
 def _freeze(module: nn.Module) -> None:
@@ -156,3 +156,53 @@ class RefinementCascade(SceneParser):
             u = self._run("lrn", lambda: self._local(img, u, low))
         out["out"] = u
         return out
+
+
+def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: bool = True, lrn: bool = True,
+                  iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
+                  lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
+                  local: str = "lrn") -> nn.Module:
+    """GRN/LRN refinement (Sec. 3.3, Fig. 4) after a front model described by ``front``.
+
+    ``front`` is the front's architecture, a dict with ``arch``, ``backbone``, ``output_stride``,
+    ``num_classes`` and optionally ``head``, ``deep_stem``, ``multi_grid``, ``mean``, ``std`` (the
+    engine's ``front_spec`` makes it from a checkpoint). The front is built untrained here: its
+    weights come with the refinement checkpoint (``front.*``) or, for a GRN stage, from the front's
+    checkpoint (the engine loads them); this package reads no files.
+
+    The GRN network is the front's architecture (its arch and head options) on ``backbone``
+    (pass the front's backbone name for the paper's setting), with ImageNet weights when
+    ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
+    ``local="context"`` puts the dilated context module baseline (Yu & Koltun) in the local
+    (LRN) slot, for the "+context module" row of Table 2.
+
+    Raises:
+        ValueError: ``front`` is not such a dict (e.g. a checkpoint path given to ``build_model``
+            directly), predicts another number of classes, or runs at another output stride.
+    """
+    if not isinstance(front, dict) or not {"arch", "backbone", "output_stride", "num_classes"} <= set(front):
+        raise ValueError("front must describe the front model (arch, backbone, output_stride, num_classes); "
+                         "to start from a front checkpoint path use sceneparse.engine.checkpoint."
+                         "build_model_from_config, which reads it")
+    if int(front["num_classes"]) != num_classes:
+        raise ValueError(f"front model predicts {front['num_classes']} classes, the dataset has {num_classes}")
+    from . import ARCHS, build_model  # the registry imports this module: imported when building
+
+    front_model = build_model(front["arch"], front["backbone"], num_classes, front["output_stride"],
+                              deep_stem=front.get("deep_stem", False), multi_grid=front.get("multi_grid"),
+                              weights_follow=True, **front.get("head", {}))
+    norm = {"mean": tuple(front.get("mean", IMAGENET_MEAN)), "std": tuple(front.get("std", IMAGENET_STD))}
+    grn_net = None
+    if grn:
+        if backbone.output_stride != front_model.output_stride:
+            raise ValueError(f"model.output_stride {backbone.output_stride} differs from the front's "
+                             f"({front_model.output_stride}); the GRN works at the front's stride")
+        head_opts = {**front.get("head", {}), "aux_head": False}
+        grn_net = GRN(ARCHS[front["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
+    if local not in ("lrn", "context"):
+        raise ValueError(f"local must be 'lrn' or 'context', got {local!r}")
+    lrn_net = None
+    if lrn:
+        lrn_net = (LRN(num_classes, m, lrn_channels, center_bias=lrn_center_bias) if local == "lrn"
+                   else ContextModule(num_classes))
+    return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage, **norm)

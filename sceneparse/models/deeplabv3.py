@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from timm.models.resnet import Bottleneck
 
 from .backbones import _set_conv
-from .heads import DecodeHead, conv_bn_relu
+from .heads import DecodeHead, aux_head_for, conv_bn_relu
+from .segmentor import SegmentationModel
 
 
 class ImagePooling(nn.Module):
@@ -152,3 +153,22 @@ class CascadeBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = self.body(x)
         return feats[:-1] + [self.cascade(feats[-1])]
+
+
+def build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int = 256,
+                     aspp_rates: Sequence[int] = (6, 12, 18), image_pooling: bool = True, aux_head: bool = False,
+                     aux_channels: int = 256, dropout: float = 0.1, cascade_blocks: int = 0,
+                     extra_conv: bool = False) -> SegmentationModel:
+    """DeepLabv3 (Sec. 3.3): backbone [+ cascaded block5..] + ASPP head. ``aspp_rates`` are at OS16."""
+    if cascade_blocks:
+        backbone = CascadeBackbone(backbone, cascade_blocks, multi_grid=getattr(backbone, "multi_grid", None))
+    head = ASPPHead(backbone.out_channels[-1], head_channels, num_classes, rates=aspp_rates,
+                    image_pooling=image_pooling, output_stride=backbone.output_stride, dropout=dropout,
+                    extra_conv=extra_conv)
+    return SegmentationModel(backbone, head, aux_head_for(backbone, num_classes, aux_channels) if aux_head else None)
+
+
+def build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_blocks: int = 3,
+                             **options) -> SegmentationModel:
+    """DeepLabv3 'going deeper' variant (Sec. 3.2, Fig. 3b): block5..block7 after block4, then ASPP."""
+    return build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)

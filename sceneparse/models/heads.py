@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .segmentor import SegmentationModel
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel_size: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -163,3 +164,25 @@ class PSPHead(DecodeHead):
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.bottleneck(self.ppm(x))
+
+
+def aux_head_for(backbone: nn.Module, num_classes: int, aux_channels: int) -> FCNHead:
+    """The auxiliary head of PSPNet Sec. 3.4 / Fig. 4 (also used by the FCN and DeepLabv3 builders)."""
+    # PSPNet Sec. 3.4 / Fig. 4: an FCN classifier on the stage-3 features (res4b22)
+    return FCNHead(backbone.out_channels[2], aux_channels, num_classes, num_convs=1, dropout=0.1, in_index=2)
+
+
+def build_fcn(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = False,
+               aux_channels: int = 256, dropout: float = 0.1, num_convs: int = 1, classifier_kernel: int = 1,
+               classifier_dilation: int = 1) -> SegmentationModel:
+    head = FCNHead(backbone.out_channels[-1], head_channels, num_classes, num_convs=num_convs, dropout=dropout,
+                   classifier_kernel=classifier_kernel, classifier_dilation=classifier_dilation)
+    return SegmentationModel(backbone, head, aux_head_for(backbone, num_classes, aux_channels) if aux_head else None)
+
+
+def build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = True,
+                  aux_channels: int = 256, dropout: float = 0.1, bins: Sequence[int] = (1, 2, 3, 6),
+                  pool: str = "avg", reduction: bool = True) -> SegmentationModel:
+    head = PSPHead(backbone.out_channels[-1], head_channels, num_classes, bins=bins, pool=pool,
+                   reduction=reduction, dropout=dropout, output_stride=backbone.output_stride)
+    return SegmentationModel(backbone, head, aux_head_for(backbone, num_classes, aux_channels) if aux_head else None)

@@ -267,3 +267,14 @@ class PyramidOutputModel(SceneParser):
                                  else sem_gt[-1].repeat_interleave(4, -2).repeat_interleave(4, -1))
         parts.update({k: torch.tensor(v) for k, v in share.items()})
         return loss, parts
+
+
+def build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequence[int] = (32, 16, 8, 4),
+                          decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
+                          context: bool = True, tau: float = 0.9, relabel_policy: str = "final",
+                          output: str = "fuse", finest_per_pixel: bool = True) -> nn.Module:
+    """Specialize and Fuse (pyramidal output) on an undilated backbone + stride-4 fusion decoder."""
+    if backbone.output_stride != 32:
+        backbone.set_output_stride(32)
+    return PyramidOutputModel(backbone, num_classes, strides, decoder_channels, unity_channels, semantic_channels,
+                              context, tau, relabel_policy, output, finest_per_pixel)
