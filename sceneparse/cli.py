@@ -212,7 +212,7 @@ def _convert_sbd(args) -> int:
 
 def _export(args) -> int:
     from .engine.checkpoint import model_from_checkpoint
-    from .engine.export import export_onnx, onnx_parity
+    from .perf.export import export_onnx, onnx_parity
     from .engine.outputs import check_output_file
 
     check_output_file(args.out, [args.checkpoint], suffixes=(".onnx",))
@@ -265,13 +265,13 @@ def _benchmark(args) -> int:
 
         check_output_file(args.out, [args.checkpoint], suffixes=(".json",))
     if args.compare:
-        from .engine.compare import compare_with_peer, summary_line
+        from .perf.compare import compare_with_peer, summary_line
 
         result = compare_with_peer(args.compare, args.arch, tuple(args.size), args.batch, args.num_classes,
                                    args.repeats, args.warmup, bf16=args.bf16, compile=args.compile)
         print(summary_line(result))
     else:
-        from .engine.benchmark import benchmark_model
+        from .perf.benchmark import benchmark_model
 
         result = benchmark_model(args.checkpoint, args.arch, args.backbone, args.num_classes, args.output_stride,
                                  tuple(args.size), args.batch, _inference_overrides(args), args.repeats,

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from sceneparse import build_model
 from sceneparse.cli import main
-from sceneparse.engine.benchmark import benchmark_inference, count_flops
+from sceneparse.perf.benchmark import benchmark_inference, count_flops
 from sceneparse.engine.inference import InferenceConfig
 
 
@@ -54,7 +54,7 @@ class Dilated(nn.Module):
 
 
 def test_padding_flops_are_hand_computed():
-    from sceneparse.engine.benchmark import padding_flops
+    from sceneparse.perf.benchmark import padding_flops
 
     x = torch.randn(1, 1, 4, 4)
     # 3x3, padding 1 on 4x4: per axis the taps that read the input are 3 + 4 + 3 = 10 of 12

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from sceneparse.models import build_model
-from sceneparse.engine.optimize import fold_batchnorm, optimize_for_inference
+from sceneparse.perf.optimize import fold_batchnorm, optimize_for_inference
 
 
 def _randomise_bn(model):
@@ -60,7 +60,7 @@ def test_bf16_fast_path_stays_close_to_fp32():
 
 
 def test_prepadded_dilated_convs_compute_the_same_function():
-    from sceneparse.engine.optimize import PrePaddedConv2d, prepad_dilated_convs
+    from sceneparse.perf.optimize import PrePaddedConv2d, prepad_dilated_convs
 
     torch.manual_seed(0)
     model = build_model("deeplabv3", "resnet18", 4, output_stride=8, head_channels=16, aux_head=False).eval()
@@ -90,7 +90,7 @@ def test_compiled_inference_with_freezing_matches_eager():
 
 
 def test_compare_with_torchvision_same_weights_equal_outputs():
-    from sceneparse.engine.compare import alternate_timings, compare_with_peer
+    from sceneparse.perf.compare import alternate_timings, compare_with_peer
 
     r = compare_with_peer("torchvision", size=(64, 64), num_classes=3, repeats=2, warmup=1)
     assert r["max_abs_diff_logits"] < 1e-3 and r["argmax_agreement"] > 0.999
@@ -103,7 +103,7 @@ def test_compare_with_torchvision_same_weights_equal_outputs():
 
 def test_compare_with_smp_runs():
     pytest.importorskip("segmentation_models_pytorch")
-    from sceneparse.engine.compare import compare_with_peer
+    from sceneparse.perf.compare import compare_with_peer
 
     r = compare_with_peer("smp", arch="pspnet", size=(64, 64), num_classes=3, repeats=1, warmup=0)
     assert r["images_per_s"]["peer"] > 0 and r["gflops_per_image"]["ours"] > r["gflops_per_image"]["peer"]
@@ -112,7 +112,7 @@ def test_compare_with_smp_runs():
 def _onnx_roundtrip(tmp_path, arch, backbone="resnet18", **kw):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from sceneparse.engine.export import export_onnx, onnx_parity
+    from sceneparse.perf.export import export_onnx, onnx_parity
 
     torch.manual_seed(0)
     model = _randomise_bn(build_model(arch, backbone, 5, output_stride=16, **kw))

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from .inference import InferenceConfig, infer_probs
+from ..engine.inference import InferenceConfig, infer_probs
 
 
 def _rss_mib() -> float:
@@ -147,9 +147,9 @@ def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classe
         ValueError: an output stride the architecture cannot run at.
     """
     from ..models import FIXED_OUTPUT_STRIDE, build_model
-    from .checkpoint import model_from_checkpoint
-    from .distributed import resolve_device
-    from .inference import InferenceConfig
+    from ..engine.checkpoint import model_from_checkpoint
+    from ..engine.distributed import resolve_device
+    from ..engine.inference import InferenceConfig
     from .optimize import optimize_for_inference
 
     dev = resolve_device(device)
