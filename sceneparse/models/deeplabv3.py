@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.resnet import Bottleneck
 
-from .backbones import _set_conv
+from .backbones.common import _set_conv
 from .heads import DecodeHead, aux_head_for, conv_bn_relu
 from .segmentor import SegmentationModel
 
