@@ -64,14 +64,6 @@ def _inference_overrides(args) -> dict:
     return flags
 
 
-def _inference_config(args, cfg=None):
-    """The config's ``eval`` section (today's defaults without one) with the command line's flags on top."""
-    from .config import to_dict
-    from .engine.inference import InferenceConfig
-
-    return InferenceConfig.for_config(to_dict(cfg) if cfg is not None else None, **_inference_overrides(args))
-
-
 def _crf_params(items: list[str]) -> dict:
     """``["bilateral_compat=5", ...]`` -> ``{"bilateral_compat": 5.0}``; unknown keys raise ``ValueError``."""
     import dataclasses
@@ -92,7 +84,7 @@ def _crf_params(items: list[str]) -> dict:
 
 
 def _add_inference_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("inference (default: whole image, single scale)")
+    g = p.add_argument_group("inference (default: the config's eval: section; whole image, single scale unless set)")
     g.add_argument("--mode", choices=("whole", "slide"), help="default: the config's eval.mode (whole)")
     g.add_argument("--crop-size", type=POSITIVE, nargs=2, metavar=("H", "W"), help="sliding-window crop")
     g.add_argument("--stride", type=POSITIVE, nargs=2, metavar=("H", "W"), help="sliding-window stride (default 2/3 crop)")

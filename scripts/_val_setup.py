@@ -10,6 +10,7 @@ def model_and_val(default_out: str, default_ckpt: str = "sceneparse/weights/camv
     """``(checkpoint path, output path, model, split job)`` from ``sys.argv``."""
     ckpt = sys.argv[1] if len(sys.argv) > 1 else default_ckpt
     out = sys.argv[2] if len(sys.argv) > 2 else default_out
-    job = prepare_split(ckpt, None, ["data.root=../shared/data/camvid"], None, out, "metrics")
+    # every val image (a checkpoint's data.max_val_samples is a training-time setting)
+    job = prepare_split(ckpt, None, ["data.root=../shared/data/camvid", "data.max_val_samples=0"], None, out, "metrics")
     model, _ = model_from_checkpoint(job.ckpt)
     return ckpt, out, model, job

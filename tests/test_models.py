@@ -138,3 +138,8 @@ def test_head_options_are_checked_against_the_architecture_with_a_suggestion():
         build_model("refine", "resnet18", 3, 16)
     assert {"bins", "pool", "reduction"} <= set(arch_options("pspnet"))
     assert "aspp_rates" in arch_options("deeplabv3_cascade")  # forwarded options count too
+
+
+def test_a_head_option_of_the_wrong_type_is_a_value_error():
+    with pytest.raises(ValueError, match="bad option for arch 'pspnet'"):
+        build_model("pspnet", "resnet18", 3, 16, bins=3)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from sceneparse.models import build_model
-from sceneparse.perf.optimize import fold_batchnorm, optimize_for_inference
+from sceneparse.engine.optimize import fold_batchnorm, optimize_for_inference
 
 
 def _randomise_bn(model):
@@ -60,7 +60,7 @@ def test_bf16_fast_path_stays_close_to_fp32():
 
 
 def test_prepadded_dilated_convs_compute_the_same_function():
-    from sceneparse.perf.optimize import PrePaddedConv2d, prepad_dilated_convs
+    from sceneparse.engine.optimize import PrePaddedConv2d, prepad_dilated_convs
 
     torch.manual_seed(0)
     model = build_model("deeplabv3", "resnet18", 4, output_stride=8, head_channels=16, aux_head=False).eval()

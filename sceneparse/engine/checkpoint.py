@@ -302,6 +302,10 @@ def build_model_from_config(m: dict, num_classes: int, pretrained=None, front: d
             if not isinstance(head.get("front"), str):
                 raise ValueError("model.head.front must name the front model's checkpoint")
             front_ckpt = load_checkpoint(head["front"])
+            if front_ckpt["config"]["model"]["arch"] == "refine":
+                raise ValueError(f"model.head.front={head['front']} is itself a refinement cascade; the front must "
+                                 "be a single model (fcn, pspnet, deeplabv3, ...): continue a cascade with "
+                                 "model.init_weights instead")
             if nonfinite_tensors(front_ckpt["model"]):
                 raise NonFiniteModelError(f"model.head.front={head['front']} has NaN/inf weights")
             front, front_state = front_spec(front_ckpt), front_ckpt["model"]

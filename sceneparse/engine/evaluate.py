@@ -92,7 +92,7 @@ def run_evaluate(job: SplitJob, device: str = "auto", output_stride: int | None 
     from ..config import to_dict
     from .checkpoint import model_from_checkpoint
     from .distributed import resolve_device
-    from ..perf.optimize import optimize_for_inference
+    from .optimize import optimize_for_inference
 
     dev = resolve_device(device)
     model, _ = model_from_checkpoint(job.ckpt, output_stride=output_stride, device=dev)

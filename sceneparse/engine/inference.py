@@ -79,8 +79,10 @@ class InferenceConfig:
         none at all): missing keys take today's defaults."""
         from ..config import load_config, to_dict
 
-        if cfg is None or "eval" not in cfg:
-            cfg = to_dict(load_config(base=cfg))
+        if cfg is None or "eval" not in cfg:  # only the eval section and the normalisation are read
+            defaults = to_dict(load_config())
+            data = {**defaults["data"], **{k: v for k, v in (cfg or {}).get("data", {}).items() if k in ("mean", "std")}}
+            cfg = {"eval": defaults["eval"], "data": data}
         return cls.from_cfg(cfg, **overrides)
 
 

@@ -209,7 +209,9 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
 RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
-                              "train.divergence_factor"})
+                              "train.divergence_factor"}
+                             # validation settings change the logged val scores, not the training
+                             | {f"eval.{k}" for k in ("mode", "crop_size", "stride", "scales", "flip", "window_batch")})
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -522,10 +524,11 @@ class Trainer:
             # what this run's config says is what is used (the optimizer state carries the old run's lr,
             # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
             lam = poly_lr_lambda(self.total, t.poly_power)
-            for group, base in zip(self.optimizer.param_groups, (t.lr, t.lr * t.head_lr_mult)):
+            bases = [g["lr"] for g in self.raw.param_groups(t.lr, t.head_lr_mult)]  # the model's own groups
+            for group, base in zip(self.optimizer.param_groups, bases, strict=True):
                 group.update(initial_lr=base, lr=base * lam(self.start), momentum=t.momentum,
                              weight_decay=t.weight_decay)
-            self.scheduler.base_lrs = [t.lr, t.lr * t.head_lr_mult]
+            self.scheduler.base_lrs = bases
             if self.main:
                 _truncate_log(self.log_path, self.start)
                 _truncate_jsonl(self.work_dir / "diagnostics.jsonl", self.start)

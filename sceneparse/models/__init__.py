@@ -19,7 +19,7 @@ from .pyramid_head import build_pyramid_output
 from .segmentor import SegmentationModel
 
 
-ARCHS: dict[str, Callable[..., SegmentationModel]] = {
+ARCHS: dict[str, Callable[..., SceneParser]] = {
     "fcn": build_fcn,  # heads.py
     "pspnet": build_pspnet,  # heads.py
     "deeplabv3": build_deeplabv3,  # deeplabv3.py
@@ -39,7 +39,8 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
 
     Args:
         arch: ``"fcn"`` (dilated-FCN baseline), ``"pspnet"``, ``"deeplabv3"``, ``"deeplabv3_cascade"``
-            ``"refine"`` (GRN/LRN after a trained front model, option ``front=<checkpoint>``) or
+            ``"refine"`` (GRN/LRN after a trained front model, option ``front=<spec dict>``; from a
+            checkpoint path through ``engine.checkpoint.build_model_from_config``) or
             ``"pyramid_output"`` (Specialize and Fuse; options ``strides``, ``context``, ``tau``,
             ``relabel_policy``, ``output``).
         backbone: one of ``sceneparse.models.BACKBONES``.
@@ -69,7 +70,10 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
     _check_options(arch, options)
     net = build_backbone(backbone, output_stride, pretrained=pretrained, deep_stem=deep_stem, multi_grid=multi_grid,
                          announce_random=not weights_follow)
-    return ARCHS[arch](net, int(num_classes), **options)
+    try:
+        return ARCHS[arch](net, int(num_classes), **options)
+    except TypeError as e:  # an option of the wrong type (e.g. model.head.bins=3)
+        raise ValueError(f"bad option for arch {arch!r}: {e}") from e
 
 
 _FORWARDS_OPTIONS_TO = {"deeplabv3_cascade": "deeplabv3"}  # builders whose **options go to another builder

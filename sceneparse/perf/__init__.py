@@ -1,3 +1,2 @@
-"""Speed and deployment: benchmark (latency, throughput, memory, FLOPs), peer comparison, inference
-optimisation (BN folding, bf16, torch.compile) and ONNX export. Built on models and the inference engine;
-``engine.evaluate`` uses ``optimize`` for its bf16 / folded-BN fast path."""
+"""Speed and deployment: benchmark (latency, throughput, memory, FLOPs), peer comparison and ONNX export.
+Built on models and engine (``engine.optimize`` does BN folding / bf16 / compile); nothing imports it back."""

@@ -150,7 +150,7 @@ def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classe
     from ..engine.checkpoint import model_from_checkpoint
     from ..engine.distributed import resolve_device
     from ..engine.inference import InferenceConfig
-    from .optimize import optimize_for_inference
+    from ..engine.optimize import optimize_for_inference
 
     dev = resolve_device(device)
     if checkpoint:

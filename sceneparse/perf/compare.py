@@ -122,7 +122,7 @@ def compare_with_peer(peer: str, arch: str = "deeplabv3", size: tuple[int, int] 
     image of each, achieved GFLOP/s, the machine's fp32 matmul peak and the fraction of it reached,
     and (torchvision, same weights) the max |difference| of the logits and the argmax agreement.
     """
-    from .optimize import optimize_for_inference
+    from ..engine.optimize import optimize_for_inference
 
     peer_model, ours, desc = _peer_models(peer, arch, num_classes)
     x = torch.randn(batch, 3, *size)
