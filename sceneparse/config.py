@@ -65,7 +65,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     poly_power: float = 0.9
     aux_weight: float = 0.4
-    amp: bool = True  # mixed precision on CUDA only
+    amp: Any = True  # True / "fp16": float16 autocast on CUDA (CPU: off); "bf16": bfloat16 autocast on CPU or CUDA; false
+    ohem_thresh: Optional[float] = None  # online hard example mining: CE over pixels with p(true) < thresh (null: off)
+    ohem_min_kept: int = 100000  # ... but always the min_kept hardest pixels of the batch
+    class_weighting: str = "none"  # "median_freq" / "inverse_log": CE class weights from the train split's pixels
+    keep_best: bool = True  # best.pt: the weights of the validation with the best mIoU
     upsample_logits: bool = True  # False: downsample labels to the logits instead (DeepLabv3 Table 8 "UL")
     freeze_bn: bool = False  # BN statistics and affine parameters fixed (DeepLabv3 Sec. 4.1, Table 8 "BN")
     channels_last: bool = True
@@ -168,6 +172,11 @@ def validate(cfg: DictConfig) -> None:
         _check(len(value) == 3 and all(math.isfinite(v) for v in value), key, value, "3 finite numbers (R, G, B)")
     _check(all(v > 0 for v in d.std), "data.std", list(d.std), "positive values")
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
+    _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
+    _check(t.ohem_thresh is None or 0 < t.ohem_thresh <= 1, "train.ohem_thresh", t.ohem_thresh, "null or in (0, 1]")
+    _check(t.ohem_min_kept >= 1, "train.ohem_min_kept", t.ohem_min_kept, "an integer >= 1")
+    _check(t.class_weighting in ("none", "median_freq", "inverse_log"), "train.class_weighting", t.class_weighting,
+           "'none', 'median_freq' or 'inverse_log'")
     e = cfg.eval
     _check(e.mode in ("whole", "slide"), "eval.mode", e.mode, "'whole' or 'slide'")
     _check(e.mode == "whole" or e.crop_size is not None, "eval.crop_size", e.crop_size, "[H, W] for eval.mode=slide")

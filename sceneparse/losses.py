@@ -1,4 +1,5 @@
-"""Training loss: cross-entropy on the main logits plus the weighted auxiliary loss."""
+"""Training loss: cross-entropy on the main logits plus the weighted auxiliary loss; optionally online
+hard example mining (OHEM) and class weights from the training split's pixel frequencies."""
 from __future__ import annotations
 
 import torch
@@ -18,11 +19,17 @@ class SegLoss(nn.Module):
     DeepLabv3 Table 8). Returns
     ``(total, {"loss": main, "loss_aux": aux})`` with scalar tensors.
     If every pixel of the batch is ignored the loss is 0 (not NaN).
+
+    ``class_weight`` ``(K,)``: per-class CE weights (:func:`class_weights`); ``ohem_thresh``: online hard
+    example mining (:func:`ohem_cross_entropy`) on both terms.
     """
 
-    def __init__(self, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX, downsample_labels: bool = False):
+    def __init__(self, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX, downsample_labels: bool = False,
+                 class_weight: torch.Tensor | None = None, ohem_thresh: float | None = None, ohem_min_kept: int = 100_000):
         super().__init__()
         self.aux_weight, self.ignore_index, self.downsample_labels = aux_weight, ignore_index, downsample_labels
+        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
+        self.ohem_thresh, self.ohem_min_kept = ohem_thresh, ohem_min_kept
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
@@ -32,7 +39,10 @@ class SegLoss(nn.Module):
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         if not (target != self.ignore_index).any():
             return logits.sum() * 0.0
-        return F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
+        weight = None if self.class_weight is None else self.class_weight.to(logits.device)
+        if self.ohem_thresh is not None:
+            return ohem_cross_entropy(logits, target, self.ohem_thresh, self.ohem_min_kept, weight, self.ignore_index)
+        return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=self.ignore_index)
 
     def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor):
         main = self._ce(outputs["out"], target)
@@ -43,3 +53,57 @@ class SegLoss(nn.Module):
             parts["loss_aux"] = aux.detach()
             total = total + self.aux_weight * aux
         return total, parts
+
+
+def ohem_cross_entropy(logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100_000,
+                       weight: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only (online hard example mining, as in PSPNet's and
+    mmsegmentation's training code).
+
+    A labelled pixel is kept when the softmax probability of its true class is below
+    ``max(thresh, p_(min_kept+1))``, ``p_(j)`` being the j-th smallest such probability of the batch:
+    the ``min_kept`` hardest pixels are always kept (ties aside; all of them when at most ``min_kept``
+    are labelled). The loss is the (``weight``-weighted) mean CE of the kept pixels.
+
+    Args:
+        logits: ``(N, K, H, W)``; target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
+    """
+    logits = logits.float()
+    ce = F.cross_entropy(logits, target, weight=weight, ignore_index=ignore_index, reduction="none")
+    valid = target != ignore_index
+    with torch.no_grad():
+        prob = logits.softmax(1).gather(1, target.clamp(0, logits.shape[1] - 1)[:, None])[:, 0]
+        p_valid = prob[valid]
+        if min_kept >= p_valid.numel():
+            keep = valid
+        else:
+            keep = valid & (prob < max(float(thresh), float(p_valid.kthvalue(int(min_kept) + 1).values)))
+    if not keep.any():
+        return logits.sum() * 0.0
+    if weight is None:
+        return ce[keep].mean()
+    return ce[keep].sum() / weight[target[keep]].sum()
+
+
+def class_weights(pixel_counts, method: str = "median_freq") -> torch.Tensor:
+    """Per-class CE weights ``(K,)`` from the training split's pixel counts per class.
+
+    ``"median_freq"``: ``median(f) / f_c`` with ``f_c`` the class's share of the labelled pixels
+    (median frequency balancing, Eigen & Fergus 2015, SegNet's CamVid recipe); ``"inverse_log"``:
+    ``1 / ln(1.02 + f_c)`` (ENet, Paszke et al. 2016). A class without pixels gets weight 0.
+
+    Raises:
+        ValueError: unknown ``method`` or no labelled pixel at all.
+    """
+    counts = torch.as_tensor(pixel_counts, dtype=torch.float64)
+    if counts.sum() <= 0:
+        raise ValueError("class weights need at least one labelled pixel")
+    freq = counts / counts.sum()
+    present = counts > 0
+    if method == "median_freq":
+        w = torch.where(present, freq[present].median() / freq.clamp(min=1e-12), torch.zeros_like(freq))
+    elif method == "inverse_log":
+        w = torch.where(present, 1.0 / torch.log(1.02 + freq), torch.zeros_like(freq))
+    else:
+        raise ValueError(f"class weighting must be 'median_freq' or 'inverse_log', got {method!r}")
+    return w.float()

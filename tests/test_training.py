@@ -1,4 +1,5 @@
 import csv
+import math
 import shutil
 
 import pytest
@@ -141,3 +142,21 @@ def test_init_weights_fine_tunes_from_a_checkpoint(tmp_path, camvid_root, tiny_r
     a = torch.load(tiny_run / "final.pt", weights_only=True)["model"]
     b = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0 and frozen BN: the weights are the loaded ones
+
+
+def test_keep_best_bf16_ohem_and_class_weights_through_the_config(tmp_path, camvid_root):
+    """Issue 17 training features end to end: bf16 autocast on CPU, OHEM, median-frequency class weights,
+    and best.pt = the validation with the best mIoU."""
+    import csv
+
+    work = tmp_path / "run"
+    scores = train(_cfg(camvid_root, work, "train.iters=4", "train.eval_interval=1", "train.amp=bf16",
+                        "train.ohem_thresh=0.7", "train.ohem_min_kept=1000", "train.class_weighting=median_freq"),
+                   progress=False)
+    with (work / "log.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["val_mIoU"]]
+    assert len(rows) == 4 and all(math.isfinite(float(r["loss"])) for r in rows)
+    best = max(rows, key=lambda r: float(r["val_mIoU"]))
+    ckpt = torch.load(work / "best.pt", weights_only=True)
+    assert ckpt["iter"] == int(best["iter"]) and ckpt["metrics"]["mIoU"] == pytest.approx(float(best["val_mIoU"]), abs=1e-3)
+    assert scores["mIoU"] == pytest.approx(float(rows[-1]["val_mIoU"]), abs=1e-3)  # final = the last validation

@@ -53,3 +53,11 @@ def format_report(report: dict) -> str:
     lines += [f"  {name:<20} {100 * n / total:6.2f}%" + ("   (absent)" if n == 0 else "")
               for name, n in report["class_pixels"].items()]
     return "\n".join(lines)
+
+
+def label_pixel_counts(ds: SegmentationDataset, progress: bool = False) -> np.ndarray:
+    """Pixels per class ``(K,)`` int64 over every label of ``ds`` (train ids; ignore excluded)."""
+    counts = np.zeros(256, dtype=np.int64)
+    for _, lbl_path in tqdm(ds.pairs, desc="class pixels", disable=not progress, leave=False):
+        counts += np.bincount(ds.load_label(Path(lbl_path)).ravel(), minlength=256)
+    return counts[: ds.num_classes]

@@ -209,7 +209,7 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
 RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
-                              "train.divergence_factor"}
+                              "train.divergence_factor", "train.keep_best"}
                              # validation settings change the logged val scores, not the training
                              | {f"eval.{k}" for k in ("mode", "crop_size", "stride", "scales", "flip", "window_batch")})
 
@@ -432,6 +432,7 @@ class Trainer:
         self._build()
         self._restore()
         self.skipped_nan, self.loss_avg, self.stopping = 0, None, False
+        self.best = (self._resumed_best, None)  # (val mIoU, iteration) of best.pt
         self.stop = _StopFlag()
         self.t0 = time.time()
 
@@ -481,12 +482,29 @@ class Trainer:
             raise ValueError("the model has no trainable parameters")
         self.optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lr_lambda(self.total, t.poly_power))
-        self.use_amp = bool(t.amp) and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.criterion = SegLoss(aux_weight=t.aux_weight, downsample_labels=not t.upsample_logits)
+        # float16 autocast (with loss scaling) on CUDA; bfloat16 (no scaling needed) on CPU or CUDA on request
+        self.amp_dtype = (torch.bfloat16 if t.amp == "bf16" else
+                          torch.float16 if t.amp in (True, "fp16") and self.device.type == "cuda" else None)
+        self.use_amp = self.amp_dtype is not None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        self.criterion = SegLoss(aux_weight=t.aux_weight, downsample_labels=not t.upsample_logits,
+                                 class_weight=self._class_weights(), ohem_thresh=t.ohem_thresh,
+                                 ohem_min_kept=t.ohem_min_kept)
         self.meta = dataset_meta(self.train_ds, cfg)
         if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
             self.meta["front"] = self.front
+
+    def _class_weights(self) -> torch.Tensor | None:
+        """``train.class_weighting``: CE weights from the training split's pixel counts (logged)."""
+        if self.t.class_weighting == "none":
+            return None
+        from ..data.check import label_pixel_counts
+        from ..losses import class_weights
+
+        w = class_weights(label_pixel_counts(self.train_ds, self.progress), self.t.class_weighting)
+        log.info("class weights (%s): %s", self.t.class_weighting,
+                 ", ".join(f"{n} {v:.2f}" for n, v in zip(self.train_ds.CLASSES, w.tolist())))
+        return w
 
     def _build_model(self) -> torch.nn.Module:
         """The model (``self.front``: a refinement model's front spec), initialised from
@@ -513,13 +531,14 @@ class Trainer:
     def _restore(self) -> None:
         """Resume state (weights, optimiser, schedule, scaler, RNG) or a fresh log; then the loader."""
         t, ckpt = self.t, self.ckpt
-        self.start = 0
+        self.start, self._resumed_best = 0, float("-inf")
         if ckpt is not None:
             load_model_weights(self.raw, ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.scaler.load_state_dict(ckpt["scaler"])
             self.start = ckpt["iter"]
+            self._resumed_best = ckpt.get("best_mIoU", float("-inf"))
             _set_rng_state(ckpt["rng"])
             # what this run's config says is what is used (the optimizer state carries the old run's lr,
             # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
@@ -612,7 +631,8 @@ class Trainer:
                 images = images.contiguous(memory_format=torch.channels_last)
             last = self.world == 1 or i == len(batches) - 1
             with contextlib.nullcontext() if last else self.model.no_sync():
-                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.use_amp):
                     outputs = self.model(images)
                 loss, parts = self.raw.loss(outputs, labels, self.criterion)
                 finite = finite and bool(torch.isfinite(loss))
@@ -675,6 +695,10 @@ class Trainer:
             row.update(val_mIoU=round(scores["mIoU"], 3), val_aAcc=round(scores["aAcc"], 3),
                        val_mAcc=round(scores["mAcc"], 3))
             self.bar.write(f"iter {it}: val mIoU {scores['mIoU']:.2f} aAcc {scores['aAcc']:.2f}")
+            if t.keep_best and scores["mIoU"] > self.best[0]:
+                self.best = (scores["mIoU"], it)
+                self._save_checked({"model": self.raw.state_dict(), "config": self.cfg_dict, "meta": self.meta,
+                                    "iter": it, "metrics": scores}, self.work_dir / "best.pt")
         if row:
             _append_log(self.log_path, row)
         if it % t.ckpt_interval == 0 or it == self.total:
@@ -722,7 +746,8 @@ class Trainer:
             return
         self._save_checked({"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                            "iter": self.it, "rng": _rng_state(), "config": self.cfg_dict, "meta": self.meta},
+                            "iter": self.it, "rng": _rng_state(), "config": self.cfg_dict, "meta": self.meta,
+                            "best_mIoU": self.best[0]},
                            self.ckpt_dir / f"iter_{self.it:08d}.pt")
         for old in list_checkpoints(self.ckpt_dir)[: -self.t.keep_checkpoints]:
             old.unlink(missing_ok=True)

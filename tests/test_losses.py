@@ -1,0 +1,50 @@
+"""Issue 17: OHEM and class-weighted cross-entropy, against hand-computed values."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sceneparse.losses import SegLoss, class_weights, ohem_cross_entropy
+
+
+def _logits_for(probs):
+    """(1, 2, 1, n) logits whose class-0 softmax probabilities are ``probs``."""
+    p = torch.tensor(probs, dtype=torch.float64)
+    return torch.stack([torch.log(p), torch.log(1 - p)])[None, :, None, :].float()
+
+
+def test_ohem_keeps_pixels_below_the_threshold():
+    logits = _logits_for([0.9, 0.6, 0.3, 0.95])  # true class 0 everywhere
+    target = torch.zeros(1, 1, 4, dtype=torch.long)
+    loss = ohem_cross_entropy(logits, target, thresh=0.7, min_kept=1)
+    assert loss.item() == pytest.approx((-math.log(0.6) - math.log(0.3)) / 2, rel=1e-5)
+
+
+def test_ohem_keeps_at_least_min_kept_hardest_pixels_and_skips_ignored_ones():
+    logits = _logits_for([0.9, 0.6, 0.3, 0.95, 0.1])
+    target = torch.tensor([[[0, 0, 0, 0, 255]]])  # the hardest pixel is ignored
+    loss = ohem_cross_entropy(logits, target, thresh=0.5, min_kept=3)  # 0.3, 0.6, 0.9 (below 0.95)
+    assert loss.item() == pytest.approx(-(math.log(0.3) + math.log(0.6) + math.log(0.9)) / 3, rel=1e-5)
+    everything = ohem_cross_entropy(logits, target, thresh=0.5, min_kept=10)  # more than labelled: plain CE
+    assert everything.item() == pytest.approx(F.cross_entropy(logits, target, ignore_index=255).item(), rel=1e-6)
+
+
+def test_class_weights_median_frequency_and_inverse_log():
+    w = class_weights([10, 30, 60, 0])  # shares 0.1, 0.3, 0.6; median 0.3
+    assert w.tolist() == pytest.approx([3.0, 1.0, 0.5, 0.0])
+    w = class_weights([10, 30, 60], "inverse_log")
+    assert w.tolist() == pytest.approx([1 / math.log(1.12), 1 / math.log(1.32), 1 / math.log(1.62)])
+    with pytest.raises(ValueError, match="median_freq"):
+        class_weights([1, 2], "sqrt")
+
+
+def test_weighted_seg_loss_is_the_weighted_mean_of_pixel_ces():
+    logits = _logits_for([0.8, 0.4])
+    target = torch.tensor([[[0, 1]]])
+    crit = SegLoss(aux_weight=0.0, class_weight=torch.tensor([1.0, 3.0]))
+    loss, _ = crit({"out": logits}, target)
+    expect = (1 * -math.log(0.8) + 3 * -math.log(0.6)) / (1 + 3)
+    assert loss.item() == pytest.approx(expect, rel=1e-5)
+    ohem = SegLoss(aux_weight=0.0, class_weight=torch.tensor([1.0, 3.0]), ohem_thresh=0.7, ohem_min_kept=1)
+    assert ohem({"out": logits}, target)[0].item() == pytest.approx(-math.log(0.6), rel=1e-5)  # 0.8 is easy
