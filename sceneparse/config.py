@@ -60,6 +60,10 @@ class TrainConfig:
     iters: int = 0  # total iterations; 0 -> derived from epochs
     epochs: int = 50
     lr: float = 0.01
+    optimizer: str = "sgd"  # "sgd" (the papers') or "adamw" (train.momentum is its beta1; set weight_decay ~0.01)
+    warmup_iters: int = 0  # linear warmup of the lr factor from warmup_ratio to 1 over these iterations
+    warmup_ratio: float = 0.1
+    min_lr_ratio: float = 0.0  # poly floor, as a fraction of the base lr
     head_lr_mult: float = 10.0  # new layers learn 10x faster than the pretrained backbone
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -173,6 +177,10 @@ def validate(cfg: DictConfig) -> None:
     _check(all(v > 0 for v in d.std), "data.std", list(d.std), "positive values")
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
     _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
+    _check(t.optimizer in ("sgd", "adamw"), "train.optimizer", t.optimizer, "'sgd' or 'adamw'")
+    _check(t.warmup_iters >= 0, "train.warmup_iters", t.warmup_iters, "an integer >= 0")
+    _check(0 < t.warmup_ratio <= 1, "train.warmup_ratio", t.warmup_ratio, "in (0, 1]")
+    _check(0 <= t.min_lr_ratio < 1, "train.min_lr_ratio", t.min_lr_ratio, "in [0, 1)")
     _check(t.ohem_thresh is None or 0 < t.ohem_thresh <= 1, "train.ohem_thresh", t.ohem_thresh, "null or in (0, 1]")
     _check(t.ohem_min_kept >= 1, "train.ohem_min_kept", t.ohem_min_kept, "an integer >= 1")
     _check(t.class_weighting in ("none", "median_freq", "inverse_log"), "train.class_weighting", t.class_weighting,

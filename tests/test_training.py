@@ -160,3 +160,29 @@ def test_keep_best_bf16_ohem_and_class_weights_through_the_config(tmp_path, camv
     ckpt = torch.load(work / "best.pt", weights_only=True)
     assert ckpt["iter"] == int(best["iter"]) and ckpt["metrics"]["mIoU"] == pytest.approx(float(best["val_mIoU"]), abs=1e-3)
     assert scores["mIoU"] == pytest.approx(float(rows[-1]["val_mIoU"]), abs=1e-3)  # final = the last validation
+
+
+def test_poly_with_warmup_and_floor_is_hand_computed():
+    f = poly_lr_lambda(100, 1.0, warmup_iters=10, warmup_ratio=0.1, min_ratio=0.2)
+    assert f(0) == pytest.approx(1.0 * 0.1)  # poly 1, ramp at its start
+    assert f(5) == pytest.approx((0.8 * 0.95 + 0.2) * (0.1 + 0.9 * 0.5))
+    assert f(10) == pytest.approx(0.8 * 0.9 + 0.2)  # ramp over
+    assert f(100) == pytest.approx(0.2)  # the floor
+    assert poly_lr_lambda(100, 0.9)(50) == pytest.approx(0.5 ** 0.9)  # the defaults are the papers' poly
+
+
+def test_adamw_with_warmup_logs_the_hand_computed_lr_and_resumes_exactly(tmp_path, camvid_root):
+    opts = ["train.iters=4", "train.optimizer=adamw", "train.lr=0.001", "train.weight_decay=0.01",
+            "train.warmup_iters=2", "train.min_lr_ratio=0.1", "train.eval_interval=100", "train.ckpt_interval=2"]
+    train(_cfg(camvid_root, tmp_path / "full", *opts), progress=False)
+    lrs = [float(r.split(",")[2]) for r in (tmp_path / "full/log.csv").read_text().splitlines()[1:]]
+    assert lrs[0] == pytest.approx(0.001 * ((0.9 * 1 + 0.1) * 0.1))  # warmup from 10% at iteration 0
+    assert lrs[1] == pytest.approx(0.001 * ((0.9 * 0.75 ** 0.9 + 0.1) * 0.55))
+    assert lrs[2] == pytest.approx(0.001 * (0.9 * 0.5 ** 0.9 + 0.1))  # warmup over
+    shutil.copytree(tmp_path / "full", tmp_path / "cut")
+    (tmp_path / "cut/final.pt").unlink()
+    (tmp_path / "cut/checkpoints/iter_00000004.pt").unlink()  # interrupted after iteration 2
+    train(_cfg(camvid_root, tmp_path / "cut", *opts), resume="auto", progress=False)
+    a = torch.load(tmp_path / "full/final.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut/final.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # AdamW state, warmup and floor restored exactly

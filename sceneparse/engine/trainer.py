@@ -47,9 +47,18 @@ LOG_FIELDS = ["iter", "epoch", "lr", "loss", "loss_aux", "loss_front", "val_mIoU
               "val_mIoU_front", "time_s"]
 
 
-def poly_lr_lambda(total_iters: int, power: float = 0.9):
-    """Poly policy (PSPNet Sec. 4; DeepLab): ``lr = base * (1 - iter / max_iter) ** power``."""
-    return lambda it: max(0.0, 1.0 - it / total_iters) ** power
+def poly_lr_lambda(total_iters: int, power: float = 0.9, warmup_iters: int = 0, warmup_ratio: float = 0.1,
+                   min_ratio: float = 0.0):
+    """Poly policy (PSPNet Sec. 4; DeepLab): ``lr = base * (1 - iter / max_iter) ** power``, as a factor of
+    the base lr. ``min_ratio`` floors it: ``(1 - min_ratio) * poly + min_ratio``; during the first
+    ``warmup_iters`` the factor is multiplied by a linear ramp from ``warmup_ratio`` to 1 (as in
+    mmsegmentation's warmup)."""
+    def factor(it: int) -> float:
+        f = (1.0 - min_ratio) * max(0.0, 1.0 - it / total_iters) ** power + min_ratio
+        if it < warmup_iters:
+            f *= warmup_ratio + (1.0 - warmup_ratio) * it / warmup_iters
+        return f
+    return factor
 
 
 def _rng_state() -> dict:
@@ -480,8 +489,11 @@ class Trainer:
         groups = self.raw.param_groups(t.lr, t.head_lr_mult)  # frozen parameters left out (the model decides)
         if not any(g["params"] for g in groups):
             raise ValueError("the model has no trainable parameters")
-        self.optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lr_lambda(self.total, t.poly_power))
+        if t.optimizer == "adamw":  # momentum is beta1
+            self.optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=(t.momentum, 0.999), weight_decay=t.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor())
         # float16 autocast (with loss scaling) on CUDA; bfloat16 (no scaling needed) on CPU or CUDA on request
         self.amp_dtype = (torch.bfloat16 if t.amp == "bf16" else
                           torch.float16 if t.amp in (True, "fp16") and self.device.type == "cuda" else None)
@@ -493,6 +505,10 @@ class Trainer:
         self.meta = dataset_meta(self.train_ds, cfg)
         if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
             self.meta["front"] = self.front
+
+    def _lr_factor(self):
+        t = self.t
+        return poly_lr_lambda(self.total, t.poly_power, t.warmup_iters, t.warmup_ratio, t.min_lr_ratio)
 
     def _class_weights(self) -> torch.Tensor | None:
         """``train.class_weighting``: CE weights from the training split's pixel counts (logged)."""
@@ -542,11 +558,11 @@ class Trainer:
             _set_rng_state(ckpt["rng"])
             # what this run's config says is what is used (the optimizer state carries the old run's lr,
             # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
-            lam = poly_lr_lambda(self.total, t.poly_power)
+            lam = self._lr_factor()
             bases = [g["lr"] for g in self.raw.param_groups(t.lr, t.head_lr_mult)]  # the model's own groups
             for group, base in zip(self.optimizer.param_groups, bases, strict=True):
-                group.update(initial_lr=base, lr=base * lam(self.start), momentum=t.momentum,
-                             weight_decay=t.weight_decay)
+                group.update(initial_lr=base, lr=base * lam(self.start), weight_decay=t.weight_decay,
+                             **({"betas": (t.momentum, 0.999)} if t.optimizer == "adamw" else {"momentum": t.momentum}))
             self.scheduler.base_lrs = bases
             if self.main:
                 _truncate_log(self.log_path, self.start)
