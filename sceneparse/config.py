@@ -74,6 +74,7 @@ class TrainConfig:
     ohem_min_kept: int = 100000  # ... but always the min_kept hardest pixels of the batch
     class_weighting: str = "none"  # "median_freq" / "inverse_log": CE class weights from the train split's pixels
     keep_best: bool = True  # best.pt: the weights of the validation with the best mIoU
+    ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights (e.g. 0.999)
     upsample_logits: bool = True  # False: downsample labels to the logits instead (DeepLabv3 Table 8 "UL")
     freeze_bn: bool = False  # BN statistics and affine parameters fixed (DeepLabv3 Sec. 4.1, Table 8 "BN")
     channels_last: bool = True
@@ -178,6 +179,7 @@ def validate(cfg: DictConfig) -> None:
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
     _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
     _check(t.optimizer in ("sgd", "adamw"), "train.optimizer", t.optimizer, "'sgd' or 'adamw'")
+    _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1) (0: off)")
     _check(t.warmup_iters >= 0, "train.warmup_iters", t.warmup_iters, "an integer >= 0")
     _check(0 < t.warmup_ratio <= 1, "train.warmup_ratio", t.warmup_ratio, "in (0, 1]")
     _check(0 <= t.min_lr_ratio < 1, "train.min_lr_ratio", t.min_lr_ratio, "in [0, 1)")

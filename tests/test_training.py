@@ -186,3 +186,23 @@ def test_adamw_with_warmup_logs_the_hand_computed_lr_and_resumes_exactly(tmp_pat
     a = torch.load(tmp_path / "full/final.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut/final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # AdamW state, warmup and floor restored exactly
+
+
+def test_ema_of_the_weights_is_what_final_pt_holds_and_it_resumes(tmp_path, camvid_root):
+    """train.ema_decay=0.5: the EMA copies the weights after step 1 and then averages 0.5 / 0.5, so after two
+    steps final.pt = (w1 + w2) / 2 of the raw weights kept in the iteration checkpoints (BN statistics too)."""
+    opts = ["train.iters=2", "train.ckpt_interval=1", "train.ema_decay=0.5", "train.eval_interval=100"]
+    train(_cfg(camvid_root, tmp_path / "run", *opts), progress=False)
+    w1 = torch.load(tmp_path / "run/checkpoints/iter_00000001.pt", weights_only=True)["model"]
+    w2 = torch.load(tmp_path / "run/checkpoints/iter_00000002.pt", weights_only=True)["model"]
+    final = torch.load(tmp_path / "run/final.pt", weights_only=True)["model"]
+    floats = [k for k in final if final[k].is_floating_point()]
+    assert any(not torch.equal(w1[k], w2[k]) for k in floats)
+    for k in floats:
+        torch.testing.assert_close(final[k], (w1[k] + w2[k]) / 2)
+    shutil.copytree(tmp_path / "run", tmp_path / "cut")
+    (tmp_path / "cut/final.pt").unlink()
+    (tmp_path / "cut/checkpoints/iter_00000002.pt").unlink()
+    train(_cfg(camvid_root, tmp_path / "cut", *opts), resume="auto", progress=False)
+    again = torch.load(tmp_path / "cut/final.pt", weights_only=True)["model"]
+    assert all(torch.equal(final[k], again[k]) for k in final)  # the EMA state is resumed exactly

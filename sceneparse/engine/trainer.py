@@ -494,6 +494,10 @@ class Trainer:
         else:
             self.optimizer = torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor())
+        # EMA of the weights (BN statistics included): what validation scores and final.pt / best.pt hold
+        self.ema = (torch.optim.swa_utils.AveragedModel(
+            self.raw, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+            if t.ema_decay else None)
         # float16 autocast (with loss scaling) on CUDA; bfloat16 (no scaling needed) on CPU or CUDA on request
         self.amp_dtype = (torch.bfloat16 if t.amp == "bf16" else
                           torch.float16 if t.amp in (True, "fp16") and self.device.type == "cuda" else None)
@@ -553,6 +557,10 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
             self.scaler.load_state_dict(ckpt["scaler"])
+            if self.ema is not None:
+                if "ema" not in ckpt:
+                    raise ValueError(f"{self.ckpt_path} was trained without train.ema_decay: no EMA state to resume")
+                self.ema.load_state_dict(ckpt["ema"])
             self.start = ckpt["iter"]
             self._resumed_best = ckpt.get("best_mIoU", float("-inf"))
             _set_rng_state(ckpt["rng"])
@@ -689,6 +697,8 @@ class Trainer:
         if problem:
             raise FloatingPointError(f"the weights {problem} after iteration {self.it + 1}: training diverged "
                                      f"(train.lr={t.lr}); stopping, nothing of it saved. {self._last_good()}")
+        if self.ema is not None:
+            self.ema.update_parameters(self.raw)
 
     def _after_step(self, parts: dict, lr: float) -> dict | None:
         """Log row (and model diagnostics), validation and checkpoint of the iteration just done."""
@@ -713,7 +723,7 @@ class Trainer:
             self.bar.write(f"iter {it}: val mIoU {scores['mIoU']:.2f} aAcc {scores['aAcc']:.2f}")
             if t.keep_best and scores["mIoU"] > self.best[0]:
                 self.best = (scores["mIoU"], it)
-                self._save_checked({"model": self.raw.state_dict(), "config": self.cfg_dict, "meta": self.meta,
+                self._save_checked({"model": self._shipped().state_dict(), "config": self.cfg_dict, "meta": self.meta,
                                     "iter": it, "metrics": scores}, self.work_dir / "best.pt")
         if row:
             _append_log(self.log_path, row)
@@ -726,9 +736,10 @@ class Trainer:
                 "time_s": round(time.time() - self.t0, 1)}
 
     def validate(self, model: torch.nn.Module | None = None) -> dict:
-        """Scores (percent) of ``model`` (default: the model being trained) on the val split; train mode
-        is restored afterwards."""
-        scores = evaluate_model(model or self.raw, self.val_ds, self.device, progress=False,
+        """Scores (percent) of ``model`` (default: the weights being shipped, the EMA when enabled) on the
+        val split; train mode is restored afterwards."""
+        model = model if model is not None else self._shipped()
+        scores = evaluate_model(model, self.val_ds, self.device, progress=False,
                                 infer=InferenceConfig.from_cfg(self.cfg, channels_last=self.t.channels_last))
         set_train_mode(self.model, self.t.freeze_bn)
         return scores
@@ -740,6 +751,10 @@ class Trainer:
                                     "val_aAcc": round(init["aAcc"], 3), "val_mAcc": round(init["mAcc"], 3),
                                     "val_mIoU_front": round(front["mIoU"], 3), "time_s": 0.0})
         log.info("step 0: front val mIoU %.2f, refined (untrained) %.2f", front["mIoU"], init["mIoU"])
+
+    def _shipped(self) -> torch.nn.Module:
+        """The weights validation scores and final.pt / best.pt hold: the EMA when ``train.ema_decay``."""
+        return self.ema.module if self.ema is not None else self.raw
 
     # ---------------------------------------------------------------- saving
     def _last_good(self) -> str:
@@ -763,7 +778,7 @@ class Trainer:
         self._save_checked({"model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
                             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                             "iter": self.it, "rng": _rng_state(), "config": self.cfg_dict, "meta": self.meta,
-                            "best_mIoU": self.best[0]},
+                            "best_mIoU": self.best[0], **({"ema": self.ema.state_dict()} if self.ema is not None else {})},
                            self.ckpt_dir / f"iter_{self.it:08d}.pt")
         for old in list_checkpoints(self.ckpt_dir)[: -self.t.keep_checkpoints]:
             old.unlink(missing_ok=True)
@@ -774,7 +789,7 @@ class Trainer:
             dist.barrier()
         if not self.main:
             return last_scores
-        self._save_checked({"model": self.raw.state_dict(), "config": self.cfg_dict, "meta": self.meta,
+        self._save_checked({"model": self._shipped().state_dict(), "config": self.cfg_dict, "meta": self.meta,
                             "iter": self.it}, self.work_dir / "final.pt")
         if last_scores:
             (self.work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
