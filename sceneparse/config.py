@@ -37,12 +37,14 @@ class DataConfig:
     dataset: str = "camvid"
     root: str = "../shared/data/camvid"
     train_split: str = "train"
+    train_splits: List[str] = field(default_factory=list)  # several splits at once (e.g. [train, val]); overrides train_split
     val_split: str = "val"
     crop_size: List[int] = field(default_factory=lambda: [360, 480])  # H, W
     scale_range: List[float] = field(default_factory=lambda: [0.5, 2.0])
     rotate: float = 10.0
     blur: float = 0.5
     hflip: float = 0.5
+    color_jitter: float = 0.0  # > 0: brightness / contrast / saturation factors in [1 - x, 1 + x]
     mean: List[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: List[float] = field(default_factory=lambda: list(IMAGENET_STD))
     num_workers: int = 2
@@ -172,6 +174,7 @@ def validate(cfg: DictConfig) -> None:
     _pair(cfg, "data.crop_size", int)
     _pair(cfg, "data.scale_range", float)
     _check(d.scale_range[0] <= d.scale_range[1], "data.scale_range", list(d.scale_range), "[min, max] with min <= max")
+    _check(0 <= d.color_jitter < 1, "data.color_jitter", d.color_jitter, "in [0, 1)")
     for key in ("data.mean", "data.std"):
         value = list(OmegaConf.select(cfg, key))
         _check(len(value) == 3 and all(math.isfinite(v) for v in value), key, value, "3 finite numbers (R, G, B)")

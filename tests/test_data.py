@@ -77,3 +77,28 @@ def test_eval_transform_normalises(camvid_root):
     raw = torch.from_numpy(np.asarray(Image.open(ds.pairs[0][0]).convert("RGB")).copy()).permute(2, 0, 1)
     expect = (raw.float() / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     torch.testing.assert_close(x, expect)
+
+
+def test_color_jitter_changes_the_image_only(camvid_root):
+    plain = CamVid(camvid_root, "val", transform=build_train_transform((96, 128), IMAGENET_MEAN, IMAGENET_STD,
+                                                                       scale_range=(0.3, 0.3), rotate=0, blur=0,
+                                                                       hflip=0), seed=3)
+    jitter = CamVid(camvid_root, "val", transform=build_train_transform((96, 128), IMAGENET_MEAN, IMAGENET_STD,
+                                                                        scale_range=(0.3, 0.3), rotate=0, blur=0,
+                                                                        hflip=0, color_jitter=0.4), seed=3)
+    a, b = plain[(0, 0)], jitter[(0, 0)]
+    assert torch.equal(a["label"], b["label"]) and not torch.allclose(a["image"], b["image"])
+
+
+def test_training_on_several_splits_at_once(camvid_root, tmp_path):
+    from sceneparse.config import load_config
+    from sceneparse.engine.trainer import Trainer
+
+    from .conftest import REPO, TINY
+
+    tiny = [o for o in TINY if not o.startswith("data.max_train_samples")]
+    cfg = load_config(REPO / "configs/camvid/pspnet_effl0.yaml", tiny + [
+        f"data.root={camvid_root}", f"work_dir={tmp_path / 'run'}", "data.train_splits=[train,val]", "train.iters=1",
+        "data.check=false"])
+    trainer = Trainer(cfg, progress=False)
+    assert len(trainer.train_ds) == 367 + 101 and trainer.meta["train_splits"] == ["train", "val"]

@@ -39,9 +39,11 @@ def normalize(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]
 
 def build_train_transform(crop_size: Sequence[int], mean: Sequence[float], std: Sequence[float],
                           scale_range: Sequence[float] = (0.5, 2.0), rotate: float = 10.0, blur: float = 0.5,
-                          hflip: float = 0.5) -> v2.Compose:
+                          hflip: float = 0.5, color_jitter: float = 0.0) -> v2.Compose:
     """Random scale, rotation in +-``rotate`` degrees, Gaussian blur (probability ``blur``),
-    horizontal flip, random crop of ``crop_size`` (H, W) padded with 0 / 255, normalisation."""
+    horizontal flip, random crop of ``crop_size`` (H, W) padded with 0 / 255, normalisation.
+    ``color_jitter`` > 0: brightness, contrast and saturation each scaled by a factor in
+    ``[1 - color_jitter, 1 + color_jitter]`` (image only; the mask is untouched)."""
     steps: list[v2.Transform] = [RandomScale(scale_range)]
     if rotate:
         steps.append(v2.RandomRotation(rotate, interpolation=v2.InterpolationMode.BILINEAR, fill=FILL))
@@ -50,6 +52,8 @@ def build_train_transform(crop_size: Sequence[int], mean: Sequence[float], std: 
     if hflip:
         steps.append(v2.RandomHorizontalFlip(hflip))
     steps.append(v2.RandomCrop(tuple(crop_size), pad_if_needed=True, fill=FILL))
+    if color_jitter:  # last: the geometric draws (and so the crops) stay those of a run without it
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
     return v2.Compose(steps + normalize(mean, std))
 
 

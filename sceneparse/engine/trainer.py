@@ -89,13 +89,18 @@ def _set_rng_state(state: dict) -> None:
 
 def dataset_meta(ds, cfg: DictConfig) -> dict:
     return {"classes": list(ds.CLASSES), "palette": [list(c) for c in ds.PALETTE],
-            "mean": list(cfg.data.mean), "std": list(cfg.data.std), "dataset": cfg.data.dataset}
+            "mean": list(cfg.data.mean), "std": list(cfg.data.std), "dataset": cfg.data.dataset,
+            "train_splits": list(cfg.data.train_splits) or [cfg.data.train_split]}
 
 
 def _build_datasets(cfg: DictConfig):
     d = cfg.data
-    train_tf = build_train_transform(d.crop_size, d.mean, d.std, d.scale_range, d.rotate, d.blur, d.hflip)
-    train_ds = build_dataset(d.dataset, d.root, d.train_split, train_tf, seed=cfg.train.seed)
+    train_tf = build_train_transform(d.crop_size, d.mean, d.std, d.scale_range, d.rotate, d.blur, d.hflip,
+                                     d.color_jitter)
+    splits = list(d.train_splits) or [d.train_split]
+    train_ds = build_dataset(d.dataset, d.root, splits[0], train_tf, seed=cfg.train.seed)
+    for split in splits[1:]:  # e.g. [train, val] for the final model of a benchmark protocol
+        train_ds.pairs = train_ds.pairs + build_dataset(d.dataset, d.root, split).pairs
     val_ds = build_dataset(d.dataset, d.root, d.val_split, build_eval_transform(d.mean, d.std))
     if d.max_train_samples:
         train_ds.pairs = train_ds.pairs[: d.max_train_samples]
@@ -804,7 +809,8 @@ def _check_splits(cfg: DictConfig, train_ds, val_ds, progress: bool) -> None:
     """``data.check``: scan both splits (decoding every file) and refuse bad data with the report."""
     from ..data.check import check_dataset, format_report
 
-    for ds, split in ((train_ds, cfg.data.train_split), (val_ds, cfg.data.val_split)):
+    train_name = "+".join(cfg.data.train_splits) or cfg.data.train_split
+    for ds, split in ((train_ds, train_name), (val_ds, cfg.data.val_split)):
         report = check_dataset(ds, progress=progress)
         if report["problems"]:
             raise DataError(f"{cfg.data.dataset} split '{split}' has bad files; training refused:\n"
