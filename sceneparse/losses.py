@@ -21,15 +21,17 @@ class SegLoss(nn.Module):
     If every pixel of the batch is ignored the loss is 0 (not NaN).
 
     ``class_weight`` ``(K,)``: per-class CE weights (:func:`class_weights`); ``ohem_thresh``: online hard
-    example mining (:func:`ohem_cross_entropy`) on both terms.
+    example mining (:func:`ohem_cross_entropy`) on both terms; ``dice_weight`` > 0 adds that times
+    :func:`dice_loss` of the main output (``parts["loss_dice"]``).
     """
 
     def __init__(self, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX, downsample_labels: bool = False,
-                 class_weight: torch.Tensor | None = None, ohem_thresh: float | None = None, ohem_min_kept: int = 100_000):
+                 class_weight: torch.Tensor | None = None, ohem_thresh: float | None = None, ohem_min_kept: int = 100_000,
+                 dice_weight: float = 0.0):
         super().__init__()
         self.aux_weight, self.ignore_index, self.downsample_labels = aux_weight, ignore_index, downsample_labels
         self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
-        self.ohem_thresh, self.ohem_min_kept = ohem_thresh, ohem_min_kept
+        self.ohem_thresh, self.ohem_min_kept, self.dice_weight = ohem_thresh, ohem_min_kept, dice_weight
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
@@ -48,6 +50,13 @@ class SegLoss(nn.Module):
         main = self._ce(outputs["out"], target)
         parts = {"loss": main.detach()}
         total = main
+        if self.dice_weight > 0:
+            logits = outputs["out"]
+            if logits.shape[-2:] != target.shape[-2:]:
+                logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+            dice = dice_loss(logits, target, self.ignore_index)
+            parts["loss_dice"] = dice.detach()
+            total = total + self.dice_weight * dice
         if "aux" in outputs and self.aux_weight > 0:
             aux = self._ce(outputs["aux"], target)
             parts["loss_aux"] = aux.detach()
@@ -107,3 +116,23 @@ def class_weights(pixel_counts, method: str = "median_freq") -> torch.Tensor:
     else:
         raise ValueError(f"class weighting must be 'median_freq' or 'inverse_log', got {method!r}")
     return w.float()
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+              eps: float = 1.0) -> torch.Tensor:
+    """Soft multi-class Dice loss: ``1 - mean_c (2 sum p_c y_c + eps) / (sum p_c + sum y_c + eps)`` over the
+    labelled pixels, ``p`` the softmax, ``y`` the one-hot target, the mean over the classes present in
+    ``target`` (an absent class would only reward predicting nothing). 0 when no pixel is labelled.
+
+    Args:
+        logits: ``(N, K, H, W)``; target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
+    """
+    valid = target != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    k = logits.shape[1]
+    p = logits.float().softmax(1).permute(0, 2, 3, 1)[valid]  # (P, K)
+    y = F.one_hot(target[valid], k).float()
+    inter, sums = (p * y).sum(0), p.sum(0) + y.sum(0)
+    present = y.sum(0) > 0
+    return 1.0 - ((2 * inter + eps) / (sums + eps))[present].mean()

@@ -48,3 +48,17 @@ def test_weighted_seg_loss_is_the_weighted_mean_of_pixel_ces():
     assert loss.item() == pytest.approx(expect, rel=1e-5)
     ohem = SegLoss(aux_weight=0.0, class_weight=torch.tensor([1.0, 3.0]), ohem_thresh=0.7, ohem_min_kept=1)
     assert ohem({"out": logits}, target)[0].item() == pytest.approx(-math.log(0.6), rel=1e-5)  # 0.8 is easy
+
+
+def test_dice_loss_is_hand_computed_and_added_with_its_weight():
+    from sceneparse.losses import dice_loss
+
+    logits = _logits_for([0.8, 0.4, 0.5])  # p(class 0) per pixel; the third pixel is ignored
+    target = torch.tensor([[[0, 1, 255]]])
+    # class 0: inter 0.8, sums (0.8 + 0.4) + 1; class 1: inter 0.6, sums (0.2 + 0.6) + 1
+    expect = 1 - ((2 * 0.8 + 1) / (1.2 + 1 + 1) + (2 * 0.6 + 1) / (0.8 + 1 + 1)) / 2
+    assert dice_loss(logits, target).item() == pytest.approx(expect, rel=1e-5)
+    crit = SegLoss(aux_weight=0.0, dice_weight=0.5)
+    total, parts = crit({"out": logits}, target)
+    assert parts["loss_dice"].item() == pytest.approx(expect, rel=1e-5)
+    assert total.item() == pytest.approx(parts["loss"].item() + 0.5 * expect, rel=1e-5)
