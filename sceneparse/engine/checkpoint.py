@@ -10,16 +10,15 @@ unpickling is refused (:class:`UnsafeCheckpointError`).
 """
 from __future__ import annotations
 
-import errno
 import io
 import json
-import os
 import pickle
 import re
 from pathlib import Path
 
 import torch
 
+from .outputs import write_bytes_atomically
 from ..models import SegmentationModel, build_model
 
 # the only non-tensor objects in the training checkpoints of sceneparse <= 0.x (the numpy RNG state): array
@@ -125,6 +124,14 @@ def nonfinite_tensors(state: dict) -> list[str]:
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+def require_finite(state: dict, what: str) -> None:
+    """Raises ``NonFiniteModelError("<what>: N weight tensor(s) hold NaN/inf (names)")`` if any tensor does."""
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise NonFiniteModelError(f"{what}: {len(bad)} weight tensor(s) hold NaN/inf "
+                                  f"({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})")
+
+
 def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
 
@@ -140,26 +147,10 @@ def atomic_save(obj, path: str | Path) -> None:
     """
     path = Path(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        bad = nonfinite_tensors(obj["model"])
-        if bad:
-            raise NonFiniteModelError(f"not saving {path}: {len(bad)} weight tensor(s) hold NaN/inf "
-                                      f"({', '.join(bad[:4])}{', ...' if len(bad) > 4 else ''})")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        require_finite(obj["model"], f"not saving {path}")
     buf = io.BytesIO()
-    torch.save(obj, buf)  # serialise in memory: the file write below then reports a real OSError (errno, path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(buf.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-            raise OSError(e.errno, f"no space left on device writing {path} (nothing was changed there; "
-                                   f"{buf.tell() / 2**20:.1f} MiB needed)") from e
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+    torch.save(obj, buf)  # serialise in memory: the file write then reports a real OSError (errno, path)
+    write_bytes_atomically(path, buf.getbuffer())
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
@@ -202,21 +193,10 @@ def save_safetensors(ckpt: dict, path: str | Path) -> None:
     """
     st = _safetensors()
     path = Path(path)
-    bad = nonfinite_tensors(ckpt["model"])
-    if bad:
-        raise NonFiniteModelError(f"not saving {path}: {len(bad)} weight tensor(s) hold NaN/inf ({', '.join(bad[:4])})")
+    require_finite(ckpt["model"], f"not saving {path}")
     extra = {k: ckpt[k] for k in ("config", "meta", "iter", "metrics") if k in ckpt}
     tensors = {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}  # no shared storage
-    data = st.save(tensors, metadata={SAFETENSORS_KEY: json.dumps(extra)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
+    write_bytes_atomically(path, st.save(tensors, metadata={SAFETENSORS_KEY: json.dumps(extra)}))
 
 
 def _load_safetensors(path: Path) -> dict:
@@ -306,8 +286,7 @@ def build_model_from_config(m: dict, num_classes: int, pretrained=None, front: d
                 raise ValueError(f"model.head.front={head['front']} is itself a refinement cascade; the front must "
                                  "be a single model (fcn, pspnet, deeplabv3, ...): continue a cascade with "
                                  "model.init_weights instead")
-            if nonfinite_tensors(front_ckpt["model"]):
-                raise NonFiniteModelError(f"model.head.front={head['front']} has NaN/inf weights")
+            require_finite(front_ckpt["model"], f"model.head.front={head['front']}")
             front, front_state = front_spec(front_ckpt), front_ckpt["model"]
         head["front"] = front
     model = build_model(m["arch"], m["backbone"], num_classes, m["output_stride"], pretrained=pretrained,
@@ -339,10 +318,7 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     if not isinstance(ckpt, dict):
         source = str(ckpt)
         ckpt = load_checkpoint(ckpt)
-    bad = nonfinite_tensors(ckpt["model"])
-    if bad:
-        raise NonFiniteModelError(f"{source}: {len(bad)} weight tensor(s) hold NaN/inf ({', '.join(bad[:4])}); "
-                                  "the training diverged before it was saved")
+    require_finite(ckpt["model"], f"{source} (a diverged training)")
     meta = ckpt.get("meta", {})
     num_classes = len(meta["classes"]) if "classes" in meta else ckpt["num_classes"]
     # a refinement checkpoint keeps its front's architecture in meta.front (its weights are front.*); one

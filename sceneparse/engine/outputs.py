@@ -1,6 +1,7 @@
 """Where commands write: checked before any work starts, and never over a file the user gave as input."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -58,6 +59,32 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag:
     prepare_out_dir(path.parent if str(path.parent) else Path("."), flag=f"{flag} folder")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{flag} {path} exists and is not writable")
+    return path
+
+
+def write_bytes_atomically(path: str | Path, data) -> Path:
+    """``data`` (bytes-like) to a temporary ``.NAME.tmp<pid>`` in the same folder, flushed to disk, then renamed
+    onto ``path``: never a half-written file.
+
+    Raises:
+        OSError: ``"no space left on device writing PATH"`` or ``"cannot write PATH: ..."``; the temporary
+            is removed and an existing file at ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            raise OSError(e.errno, f"no space left on device writing {path} (nothing was changed there; "
+                                   f"{len(memoryview(data)) / 2**20:.1f} MiB needed)") from e
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from e
     return path
 
 

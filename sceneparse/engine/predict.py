@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..data.base import DataError, read_image
 from .inference import InferenceConfig, predict_labels
-from .outputs import prepare_out_dir, write_atomically
+from .outputs import prepare_out_dir, write_atomically, write_bytes_atomically
 from ..constants import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -102,9 +102,7 @@ def _write_manifest(out_dir: Path, written: dict[str, str], inputs: set[str]) ->
         log.warning("not writing %s: a file of that name that sceneparse did not write is there", path)
         return
     data = {"written_by": "sceneparse predict", "outputs": {**previous, **written}}
-    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    write_bytes_atomically(path, json.dumps(data, indent=1).encode())
 
 
 def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:

@@ -32,7 +32,7 @@ from ..config import save_config, to_dict
 from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..losses import SegLoss
 from .checkpoint import (NonFiniteModelError, atomic_save, build_model_from_config, is_training_checkpoint,
-                         list_checkpoints,
+                         list_checkpoints, require_finite,
                          load_checkpoint, load_model_weights, nonfinite_tensors, remove_stale_temporaries)
 from .distributed import EpochSampler, init_distributed, resolve_device  # noqa: F401  (EpochSampler re-exported)
 from .runlock import RunLock
@@ -197,8 +197,7 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
                              "or iteration), so training cannot continue from it. To continue an interrupted run "
                              "use --resume auto or --resume <run>/checkpoints/iter_*.pt; to fine-tune from these "
                              f"weights start a new run with model.init_weights={path}")
-        if nonfinite_tensors(ckpt["model"]):
-            raise ValueError(f"{path} has NaN/inf weights; resume from an earlier checkpoint")
+        require_finite(ckpt["model"], f"{path} (resume from an earlier checkpoint)")
         return path, ckpt
     rejected = []
     for path in reversed(list_checkpoints(ckpt_dir)):
@@ -823,8 +822,7 @@ def _init_from(model: torch.nn.Module, path: str) -> None:
     is an error."""
     new = model.trained_weight_prefixes()
     state = load_checkpoint(path)["model"]
-    if nonfinite_tensors(state):
-        raise ValueError(f"model.init_weights={path} has NaN/inf weights")
+    require_finite(state, f"model.init_weights={path}")
     try:
         fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                                    allow_missing=new)
