@@ -75,6 +75,7 @@ class TrainConfig:
     ohem_thresh: Optional[float] = None  # online hard example mining: CE over pixels with p(true) < thresh (null: off)
     ohem_min_kept: int = 100000  # ... but always the min_kept hardest pixels of the batch
     dice_weight: float = 0.0  # > 0: add dice_weight x soft Dice loss of the main output
+    lovasz_weight: float = 0.0  # > 0: add lovasz_weight x Lovasz-softmax loss of the main output
     class_weighting: str = "none"  # "median_freq" / "inverse_log": CE class weights from the train split's pixels
     keep_best: bool = True  # best.pt: the weights of the validation with the best mIoU
     ema_decay: float = 0.0  # > 0: validate and ship an exponential moving average of the weights (e.g. 0.999)
@@ -168,7 +169,7 @@ def validate(cfg: DictConfig) -> None:
     for key, lo, hi in (("train.momentum", 0.0, 1.0), ("data.hflip", 0.0, 1.0), ("data.blur", 0.0, 1.0)):
         value = OmegaConf.select(cfg, key)
         _check(math.isfinite(value) and lo <= value <= hi, key, value, f"a number in [{lo:g}, {hi:g}]")
-    for key in ("train.lr", "train.head_lr_mult", "train.weight_decay", "train.poly_power", "train.dice_weight", "train.aux_weight", "train.divergence_factor",
+    for key in ("train.lr", "train.head_lr_mult", "train.weight_decay", "train.poly_power", "train.dice_weight", "train.lovasz_weight", "train.aux_weight", "train.divergence_factor",
                 "data.rotate"):
         value = OmegaConf.select(cfg, key)
         _check(math.isfinite(value) and value >= 0, key, value, "a finite number >= 0")

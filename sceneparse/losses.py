@@ -1,5 +1,6 @@
 """Training loss: cross-entropy on the main logits plus the weighted auxiliary loss; optionally online
-hard example mining (OHEM) and class weights from the training split's pixel frequencies."""
+hard example mining (OHEM), class weights from the training split's pixel frequencies, and a soft Dice
+or Lovasz-softmax term."""
 from __future__ import annotations
 
 import torch
@@ -22,16 +23,18 @@ class SegLoss(nn.Module):
 
     ``class_weight`` ``(K,)``: per-class CE weights (:func:`class_weights`); ``ohem_thresh``: online hard
     example mining (:func:`ohem_cross_entropy`) on both terms; ``dice_weight`` > 0 adds that times
-    :func:`dice_loss` of the main output (``parts["loss_dice"]``).
+    :func:`dice_loss` of the main output (``parts["loss_dice"]``); ``lovasz_weight`` > 0 adds that times
+    :func:`lovasz_softmax` of the main output (``parts["loss_lovasz"]``).
     """
 
     def __init__(self, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX, downsample_labels: bool = False,
                  class_weight: torch.Tensor | None = None, ohem_thresh: float | None = None, ohem_min_kept: int = 100_000,
-                 dice_weight: float = 0.0):
+                 dice_weight: float = 0.0, lovasz_weight: float = 0.0):
         super().__init__()
         self.aux_weight, self.ignore_index, self.downsample_labels = aux_weight, ignore_index, downsample_labels
         self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
         self.ohem_thresh, self.ohem_min_kept, self.dice_weight = ohem_thresh, ohem_min_kept, dice_weight
+        self.lovasz_weight = lovasz_weight
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
@@ -50,13 +53,15 @@ class SegLoss(nn.Module):
         main = self._ce(outputs["out"], target)
         parts = {"loss": main.detach()}
         total = main
-        if self.dice_weight > 0:
-            logits = outputs["out"]
-            if logits.shape[-2:] != target.shape[-2:]:
-                logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            dice = dice_loss(logits, target, self.ignore_index)
-            parts["loss_dice"] = dice.detach()
-            total = total + self.dice_weight * dice
+        for name, weight, term in (("loss_dice", self.dice_weight, dice_loss),
+                                   ("loss_lovasz", self.lovasz_weight, lovasz_softmax)):
+            if weight > 0:
+                logits = outputs["out"]
+                if logits.shape[-2:] != target.shape[-2:]:
+                    logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+                value = term(logits, target, self.ignore_index)
+                parts[name] = value.detach()
+                total = total + weight * value
         if "aux" in outputs and self.aux_weight > 0:
             aux = self._ce(outputs["aux"], target)
             parts["loss_aux"] = aux.detach()
@@ -136,3 +141,36 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IG
     inter, sums = (p * y).sum(0), p.sum(0) + y.sum(0)
     present = y.sum(0) > 0
     return 1.0 - ((2 * inter + eps) / (sums + eps))[present].mean()
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Lovasz-softmax loss (Berman, Rannen Triki & Blaschko, CVPR 2018, Eq. 8-9 and Alg. 1): the Lovasz
+    extension of the Jaccard loss ``1 - IoU_c`` applied to the softmax errors ``m_i(c) = |y_i(c) - p_i(c)|``,
+    averaged over the classes present in ``target`` (the paper's "present" variant), computed over all
+    labelled pixels of the batch at once. On hard (one-hot) predictions it equals ``1 - mean IoU`` of the
+    present classes. 0 when no pixel is labelled.
+
+    Args:
+        logits: ``(N, K, H, W)``; target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
+    Returns:
+        a scalar float32 tensor in ``[0, 1]``.
+    """
+    valid = target != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    k = logits.shape[1]
+    p = logits.float().softmax(1).permute(0, 2, 3, 1)[valid]  # (P, K)
+    y = target[valid]
+    losses = []
+    for c in range(k):
+        fg = (y == c).float()
+        if fg.sum() == 0:
+            continue
+        errors, order = (fg - p[:, c]).abs().sort(descending=True)
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        # gradient of the Lovasz extension: Jaccard loss of the first i sorted pixels, differenced (Alg. 1)
+        jaccard = 1.0 - (gts - fg_sorted.cumsum(0)) / (gts + (1.0 - fg_sorted).cumsum(0))
+        grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(torch.dot(errors, grad))
+    return torch.stack(losses).mean()

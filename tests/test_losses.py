@@ -1,4 +1,4 @@
-"""Issue 17: OHEM and class-weighted cross-entropy, against hand-computed values."""
+"""Issue 17: OHEM, class-weighted cross-entropy, Dice and Lovasz-softmax, against hand-computed values."""
 import math
 
 import pytest
@@ -62,3 +62,36 @@ def test_dice_loss_is_hand_computed_and_added_with_its_weight():
     total, parts = crit({"out": logits}, target)
     assert parts["loss_dice"].item() == pytest.approx(expect, rel=1e-5)
     assert total.item() == pytest.approx(parts["loss"].item() + 0.5 * expect, rel=1e-5)
+
+
+def test_lovasz_softmax_is_hand_computed_and_added_with_its_weight():
+    from sceneparse.losses import lovasz_softmax
+
+    logits = _logits_for([0.6, 0.3, 0.5])  # p(class 0) per pixel; the third pixel is ignored
+    target = torch.tensor([[[0, 1, 255]]])
+    # class 0: errors (0.4 fg, 0.3 bg) sorted; Jaccard losses of the prefixes 1, 1 -> grad (1, 0): 0.4
+    # class 1: errors (0.4 bg, 0.3 fg); prefixes 1 - 1/2, 1 -> grad (0.5, 0.5): 0.35
+    expect = (0.4 + 0.35) / 2
+    assert lovasz_softmax(logits, target).item() == pytest.approx(expect, rel=1e-5)
+    crit = SegLoss(aux_weight=0.0, lovasz_weight=0.5)
+    total, parts = crit({"out": logits}, target)
+    assert parts["loss_lovasz"].item() == pytest.approx(expect, rel=1e-5)
+    assert total.item() == pytest.approx(parts["loss"].item() + 0.5 * expect, rel=1e-5)
+
+
+def test_lovasz_softmax_on_hard_predictions_is_one_minus_the_miou_of_present_classes():
+    from sceneparse.losses import lovasz_softmax
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (2, 5, 7), generator=g)  # class 3 of 4 is absent
+    target[0, 0, :3] = 255
+    pred = torch.randint(0, 4, (2, 5, 7), generator=g)
+    logits = F.one_hot(pred, 4).permute(0, 3, 1, 2).float() * 1e4  # softmax is exactly one-hot
+    valid = target != 255
+    ious = []
+    for c in range(3):
+        inter = ((pred == c) & (target == c) & valid).sum().item()
+        union = (((pred == c) | (target == c)) & valid).sum().item()
+        ious.append(inter / union)
+    assert lovasz_softmax(logits, target).item() == pytest.approx(1 - sum(ious) / 3, rel=1e-5)
+    assert lovasz_softmax(logits, torch.full_like(target, 255)).item() == 0.0

@@ -509,7 +509,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
         self.criterion = SegLoss(aux_weight=t.aux_weight, downsample_labels=not t.upsample_logits,
                                  class_weight=self._class_weights(), ohem_thresh=t.ohem_thresh,
-                                 ohem_min_kept=t.ohem_min_kept, dice_weight=t.dice_weight)
+                                 ohem_min_kept=t.ohem_min_kept, dice_weight=t.dice_weight,
+                                 lovasz_weight=t.lovasz_weight)
         self.meta = dataset_meta(self.train_ds, cfg)
         if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
             self.meta["front"] = self.front
