@@ -7,9 +7,11 @@ import logging
 import sys
 from pathlib import Path
 
+from .constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "camvid_pspnet_effl0.pt"
+DEFAULT_WEIGHTS = PACKAGED_WEIGHTS_DIR / f"{DEFAULT_MODEL}.pt"
 
 
 def _int_at_least(minimum: int):
@@ -133,14 +135,17 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
     from .engine.predict import run_predict
 
-    checkpoint = Path(args.checkpoint) if args.checkpoint else DEFAULT_WEIGHTS
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"no model weights at {checkpoint}. Train one (sceneparse train "
+    from .api import resolve_model
+
+    if not args.checkpoint and not DEFAULT_WEIGHTS.is_file():
+        raise FileNotFoundError(f"no model weights at {DEFAULT_WEIGHTS}. Train one (sceneparse train "
                                 "configs/camvid/pspnet_effl0.yaml), then pass --checkpoint RUN/final.pt")
+    checkpoint = resolve_model(args.checkpoint)
     paths, written, failed = run_predict(checkpoint, args.inputs, args.out, device=args.device,
                                          output_stride=args.output_stride, infer_overrides=_inference_overrides(args),
                                          max_whole_pixels=args.max_whole_pixels,
-                                         max_image_pixels=args.max_image_pixels, progress=not args.no_progress)
+                                         max_image_pixels=args.max_image_pixels, progress=not args.no_progress,
+                                         legend=not args.no_legend)
     labels = [p for p in written if p.suffix == ".png"]
     print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {args.out} "
           f"({len(labels)} label maps, {len(written) - len(labels)} overlays"
@@ -317,7 +322,9 @@ def _add_predict_parser(sub) -> None:
     r = sub.add_parser("predict", help="parse images: palette label PNG + colour overlay per image")
     r.add_argument("inputs", nargs="+", help="image files and/or directories")
     r.add_argument("--out", required=True, help="output directory")
-    r.add_argument("--checkpoint", help=f"model checkpoint (default: the packaged CamVid model {DEFAULT_WEIGHTS.name})")
+    r.add_argument("--checkpoint", help=f"model checkpoint or packaged model name (`sceneparse models`; "
+                                        f"default: the packaged CamVid model {DEFAULT_MODEL})")
+    r.add_argument("--no-legend", action="store_true", help="overlays without the legend box (classes, colours, shares)")
     r.add_argument("--max-whole-pixels", type=POSITIVE, default=2048 * 2048,
                    help="larger images use a 1024x1024 sliding window automatically")
     r.add_argument("--max-image-pixels", type=NON_NEGATIVE,
@@ -414,6 +421,33 @@ def _add_pack_parser(sub) -> None:
     k.set_defaults(func=_pack)
 
 
+def _models(args) -> int:
+    from .api import list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, indent=1))
+        return 0
+    if not models:
+        print("no packaged models installed")
+        return 0
+    for name, m in models.items():
+        score = m.get("metrics", {})
+        scored = f"{score['split']} mIoU {score['mIoU']:.2f}" if "mIoU" in score else "no scores"
+        print(f"{name}{' (default)' if m['default'] else ''}: {m['arch']} {m['backbone']} OS{m['output_stride']}, "
+              f"{m['num_classes']} classes of {m['dataset']}, trained on {'+'.join(m['train_splits'])}, "
+              f"{scored}, {m['size_mb']} MB")
+        if m.get("recipe"):
+            print(f"    recipe: {m['recipe']}")
+    return 0
+
+
+def _add_models_parser(sub) -> None:
+    m = sub.add_parser("models", help="list the packaged models (names for predict --checkpoint and sceneparse.load)")
+    m.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    m.set_defaults(func=_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sceneparse", description="Semantic scene parsing toolbox")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -427,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_converter_parsers(sub)
     _add_export_parser(sub)
     _add_pack_parser(sub)
+    _add_models_parser(sub)
     return p
 
 

@@ -51,20 +51,29 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
                         "(a decompression bomb, or raise the limit: predict --max-image-pixels)")
     try:
         with im_file as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I") or im.mode == "F":
-                arr = np.asarray(im)
-                if im.mode == "F" or arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
-                    raise DataError(f"image {path} has mode {im.mode} with values "
-                                    f"{arr.min(initial=0)}..{arr.max(initial=0)}; expected 8- or 16-bit")
-                wide = im.mode.startswith("I;16") or arr.max(initial=0) > 255
-                gray = (arr.astype(np.uint32) >> 8 if wide else arr).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            return np.asarray(im.convert("RGB"))
+            return pil_to_rgb(ImageOps.exif_transpose(im), f"image {path}")
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def pil_to_rgb(im: Image.Image, name: str = "image") -> np.ndarray:
+    """A PIL image as ``(H, W, 3)`` uint8 RGB: grayscale, palette and RGBA converted (alpha dropped),
+    16-bit scaled to 8 bits (``v >> 8``; PIL's own conversion would saturate above 255).
+
+    Raises:
+        DataError: a floating-point or 32-bit image with values beyond 16 bits (message starts with ``name``).
+    """
+    if im.mode.startswith("I") or im.mode == "F":
+        arr = np.asarray(im)
+        if im.mode == "F" or arr.min(initial=0) < 0 or arr.max(initial=0) > 65535:
+            raise DataError(f"{name} has mode {im.mode} with values "
+                            f"{arr.min(initial=0)}..{arr.max(initial=0)}; expected 8- or 16-bit")
+        wide = im.mode.startswith("I;16") or arr.max(initial=0) > 255
+        gray = (arr.astype(np.uint32) >> 8 if wide else arr).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
 
 
 def require_layout(root: Path, folder: str, lists: Sequence[str], what: str, hint: str = "") -> Path:

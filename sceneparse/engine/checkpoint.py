@@ -47,12 +47,21 @@ def _legacy_numpy_allowlist() -> list:
 
 
 def _pickle_globals(path: Path) -> list[str]:
-    """The ``module.name`` globals a pickle file imports, read from its opcodes (nothing is executed)."""
+    """The ``module.name`` globals a pickle file, or the ``data.pkl`` of a ``torch.save`` zip, imports, read
+    from its opcodes (nothing is executed; any pickle protocol)."""
+    import io
     import pickletools
+    import zipfile
 
     names, strings = [], []
     try:
-        with open(path, "rb") as f:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next(n for n in z.namelist() if n.endswith("data.pkl"))
+                data = z.read(member)
+        else:
+            data = path.read_bytes()
+        with io.BytesIO(data) as f:
             for op, arg, _ in pickletools.genops(f):
                 if isinstance(arg, str):
                     strings = (strings + [arg])[-2:]

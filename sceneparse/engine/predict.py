@@ -123,16 +123,71 @@ def overlay(image: np.ndarray, label: np.ndarray, palette: Sequence[Sequence[int
     return blended.clip(0, 255).astype(np.uint8)
 
 
+def class_shares(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Share of the pixels of ``label`` ``(H, W)`` in each class ``(num_classes,)`` float64 in [0, 1];
+    ids outside ``[0, num_classes)`` (e.g. 255) count towards no class but towards the total."""
+    counts = np.bincount(label.ravel(), minlength=max(num_classes, int(label.max(initial=0)) + 1))
+    return counts[:num_classes] / max(label.size, 1)
+
+
+def draw_legend(image: Image.Image, label: np.ndarray, classes: Sequence[str],
+                palette: Sequence[Sequence[int]]) -> Image.Image:
+    """A copy of ``image`` (the overlay) with a legend box in its top-left corner: one row per class present
+    in ``label``, largest pixel share first, with its colour, name and share in percent. The font scales
+    with the image (``min(H, W) / 28``, at least 10 px); rows that do not fit become ``+N more``. The image
+    size is unchanged."""
+    from PIL import ImageDraw, ImageFont
+
+    shares = class_shares(label, len(classes))
+    present = [c for c in np.argsort(-shares, kind="stable") if shares[c] > 0]
+    if not present:
+        return image.copy()
+    size = max(10, round(min(image.size) / 28))
+    font = ImageFont.load_default(size=size)
+    row, pad = round(size * 1.35), max(2, size // 3)
+    fit = max(1, (image.size[1] - 2 * pad) // row)
+    lines = [(palette[c], f"{classes[c]} {100 * shares[c]:.1f}%") for c in present]
+    if len(lines) > fit:
+        lines = lines[:fit - 1] + [(None, f"+{len(lines) - fit + 1} more")]
+    measure = ImageDraw.Draw(image)
+    width = max(measure.textlength(text, font=font) for _, text in lines) + size + 3 * pad
+    box = Image.new("RGBA", image.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(box)
+    draw.rectangle([0, 0, min(width, image.size[0] - 1), min(len(lines) * row + pad, image.size[1] - 1)],
+                   fill=(0, 0, 0, 150))
+    for i, (colour, text) in enumerate(lines):
+        y = pad + i * row
+        if colour is not None:
+            draw.rectangle([pad, y + 1, pad + size, y + size], fill=tuple(int(v) for v in colour) + (255,),
+                           outline=(255, 255, 255, 255))
+        draw.text((2 * pad + size, y), text, font=font, fill=(255, 255, 255, 255))
+    return Image.alpha_composite(image.convert("RGBA"), box).convert("RGB")
+
+
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     x = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0
     return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def inference_mode_for(height: int, width: int, infer: InferenceConfig | None = None,
+                       max_whole_pixels: int = 2048 * 2048, auto_crop: tuple[int, int] = (1024, 1024),
+                       name: str | Path = "image") -> InferenceConfig:
+    """``infer`` (default whole image), except that an image above ``max_whole_pixels`` under whole-image
+    inference gets a sliding window of ``auto_crop`` (same scales and flip): memory stays bounded (logged)."""
+    mode = infer or InferenceConfig()
+    if mode.mode == "whole" and height * width > max_whole_pixels:
+        log.info("%s is %dx%d: sliding window %dx%d instead of whole-image inference", name, width, height,
+                 auto_crop[1], auto_crop[0])
+        mode = InferenceConfig(mode="slide", crop_size=auto_crop, scales=mode.scales, flip=mode.flip, window_batch=1,
+                               channels_last=mode.channels_last, mean=mode.mean, std=mode.std)
+    return mode
 
 
 def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out_dir: str | Path,
                   device: torch.device | str = "cpu", progress: bool = True,
                   infer: InferenceConfig | None = None, max_whole_pixels: int = 2048 * 2048,
                   auto_crop: tuple[int, int] = (1024, 1024),
-                  max_image_pixels: int | None = None) -> tuple[list[Path], dict[Path, str]]:
+                  max_image_pixels: int | None = None, legend: bool = True) -> tuple[list[Path], dict[Path, str]]:
     """Parse every image; write a palette label map (PNG) and a colour overlay (JPEG) per image.
 
     Output names follow :func:`plan_outputs`: never an input file, never one output for two inputs,
@@ -141,6 +196,8 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     default ``data.base.MAX_IMAGE_PIXELS``) file, or any error while parsing one image, is reported
     and skipped; the others are still parsed. An image above ``max_whole_pixels`` under whole-image
     inference is parsed with a sliding window of ``auto_crop`` instead (memory stays bounded; logged).
+    ``legend``: the overlays carry a box with the classes present, their colours and pixel shares
+    (:func:`draw_legend`).
 
     Returns:
         ``(files written, {failed input: one-line error})``.
@@ -162,17 +219,14 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
             try:
                 image = read_image(path, max_pixels=max_image_pixels)
                 x = normalise(image, meta["mean"], meta["std"]).to(device)
-                mode = infer or InferenceConfig()
-                if mode.mode == "whole" and image.shape[0] * image.shape[1] > max_whole_pixels:
-                    log.info("%s is %dx%d: sliding window %dx%d instead of whole-image inference", path,
-                             image.shape[1], image.shape[0], auto_crop[1], auto_crop[0])
-                    mode = InferenceConfig(mode="slide", crop_size=auto_crop, scales=mode.scales, flip=mode.flip,
-                                           window_batch=1)
+                mode = inference_mode_for(image.shape[0], image.shape[1], infer, max_whole_pixels, auto_crop, path)
                 label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
                 write_atomically(target, palette_image(label, meta["palette"]).save)
                 written.append(target)
                 record[target.name] = str(Path(path).resolve())
                 blend = Image.fromarray(overlay(image, label, meta["palette"]))
+                if legend and "classes" in meta:
+                    blend = draw_legend(blend, label, meta["classes"], meta["palette"])
                 write_atomically(over, lambda tmp: blend.save(tmp, quality=90))
                 written.append(over)
                 record[over.name] = str(Path(path).resolve())
@@ -192,7 +246,7 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
 def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
                 device: str = "auto", output_stride: int | None = None, infer_overrides: dict | None = None,
                 max_whole_pixels: int = 2048 * 2048, max_image_pixels: int | None = None,
-                progress: bool = True) -> tuple[list[Path], list[Path], dict[Path, str]]:
+                progress: bool = True, legend: bool = True) -> tuple[list[Path], list[Path], dict[Path, str]]:
     """``sceneparse predict``: check the output folder and the inputs first, then load the model and
     parse every image (:func:`predict_files`). Inference follows the checkpoint's ``eval`` section,
     ``infer_overrides`` winning.
@@ -219,5 +273,6 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
     model, ckpt = model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)
     written, failed = predict_files(model, ckpt["meta"], paths, out_dir, dev, progress=progress,
                                     infer=InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {})),
-                                    max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels)
+                                    max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels,
+                                    legend=legend)
     return paths, written, failed

@@ -1,0 +1,195 @@
+"""The Python inference API: ``seg = sceneparse.load(); labels = seg("photo.jpg")``.
+
+``load`` builds a :class:`Segmenter` from a packaged model (``list_models()``) or any checkpoint /
+packed file, with the inference engine's settings (whole / slide, scales, flip, bf16) as keywords.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+
+
+def _packaged() -> dict[str, Path]:
+    files = sorted(PACKAGED_WEIGHTS_DIR.glob("*.pt")) + sorted(PACKAGED_WEIGHTS_DIR.glob("*.safetensors"))
+    return {f.stem: f for f in files}
+
+
+def _summary(path: Path, ckpt: dict) -> dict:
+    cfg, meta = ckpt.get("config", {}), ckpt.get("meta", {})
+    m, metrics = cfg.get("model", {}), ckpt.get("metrics") or {}
+    out = {"path": str(path), "size_mb": round(path.stat().st_size / 2**20, 1), "dataset": meta.get("dataset"),
+           "num_classes": len(meta.get("classes", [])), "arch": m.get("arch"), "backbone": m.get("backbone"),
+           "output_stride": m.get("output_stride"), "crop_size": cfg.get("data", {}).get("crop_size"),
+           "train_splits": meta.get("train_splits", [cfg.get("data", {}).get("train_split", "train")])}
+    if metrics:
+        out["metrics"] = {k: round(float(metrics[k]), 2) for k in ("mIoU", "aAcc", "mAcc") if k in metrics}
+        out["metrics"]["split"] = metrics.get("split")
+    if "recipe" in meta:
+        out["recipe"] = meta["recipe"]
+    return out
+
+
+def list_models() -> dict[str, dict]:
+    """The packaged models: ``{name: summary}``, the summary holding ``path``, ``size_mb``, ``dataset``,
+    ``num_classes``, ``arch``, ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the
+    validation ``metrics`` (mIoU / aAcc / mAcc in percent, and the split) and the ``recipe`` when the
+    file carries them, and ``default: True`` for the one ``load()`` uses without a name."""
+    from .engine.checkpoint import load_checkpoint
+
+    out = {}
+    for name, path in _packaged().items():
+        out[name] = {**_summary(path, load_checkpoint(path)), "default": name == DEFAULT_MODEL}
+    return out
+
+
+def resolve_model(name_or_path: str | Path | None = None) -> Path:
+    """A packaged model's file (``None``: the default one) or an existing file path.
+
+    Raises:
+        ValueError: neither a packaged name nor an existing file (the message lists the names).
+    """
+    packaged = _packaged()
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    if name in packaged:
+        return packaged[name]
+    if Path(name).is_file():
+        return Path(name)
+    raise ValueError(f"model {name!r} is neither a packaged model ({', '.join(packaged) or 'none installed'}) "
+                     "nor an existing checkpoint file")
+
+
+class Segmenter:
+    """A model ready to parse images; made by :func:`load`.
+
+    ``seg(image)`` -> ``(H, W)`` uint8 class ids (int32 for more than 256 classes) at the image's size;
+    ``seg.probs(image)`` -> ``(K, H, W)`` float32 softmax probabilities; ``seg.overlay(image)`` -> PIL image.
+    ``image``: a PIL image (any mode; converted to RGB as given, EXIF orientation not applied), an
+    ``(H, W, 3)`` uint8 RGB array, or a file path (read like ``sceneparse predict`` reads it: EXIF
+    orientation applied, size checked before decoding).
+
+    Attributes:
+        classes: class names ``[K]``; palette: ``[K][3]`` RGB; meta: the checkpoint's metadata (dataset,
+        mean/std, classes, palette, ``train_splits``, ``crop_size``, ``metrics``, ``recipe`` where present,
+        ``source`` file); inference: the :class:`~sceneparse.engine.inference.InferenceConfig` used;
+        model: the ``torch.nn.Module``; device: its ``torch.device``.
+    """
+
+    def __init__(self, model: torch.nn.Module, ckpt: dict, device: torch.device, inference, source: Path,
+                 max_whole_pixels: int = 2048 * 2048):
+        self.model, self.device, self.inference = model, device, inference
+        self.max_whole_pixels = max_whole_pixels
+        summary = _summary(source, ckpt)
+        self.meta = {**ckpt.get("meta", {}), "crop_size": summary["crop_size"], "train_splits": summary["train_splits"],
+                     "source": str(source), **{k: summary[k] for k in ("metrics", "recipe") if k in summary}}
+        self.classes: list[str] = list(self.meta["classes"])
+        self.palette: list[list[int]] = [list(c) for c in self.meta["palette"]]
+
+    def __repr__(self) -> str:
+        i = self.inference
+        return (f"Segmenter({Path(self.meta['source']).name}: {len(self.classes)} classes of "
+                f"{self.meta.get('dataset')}, {i.mode}, scales {list(i.scales)}, flip {i.flip}, {self.device})")
+
+    def _rgb(self, image: ImageLike) -> np.ndarray:
+        from .data.base import pil_to_rgb, read_image
+
+        if isinstance(image, (str, Path)):
+            return read_image(image)
+        if isinstance(image, Image.Image):
+            return pil_to_rgb(image)
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
+                raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got shape {image.shape} {image.dtype}")
+            return image
+        raise TypeError(f"expected a PIL image, an (H, W, 3) uint8 array or a path, got {type(image).__name__}")
+
+    def _input(self, rgb: np.ndarray):
+        from .engine.predict import inference_mode_for, normalise
+
+        x = normalise(rgb, self.meta["mean"], self.meta["std"])[None].to(self.device)
+        return x, inference_mode_for(rgb.shape[0], rgb.shape[1], self.inference, self.max_whole_pixels)
+
+    @torch.inference_mode()
+    def probs(self, image: ImageLike) -> np.ndarray:
+        """``(K, H, W)`` float32 class probabilities at the image's size (averaged over the TTA views)."""
+        from .engine.inference import infer_probs
+
+        x, mode = self._input(self._rgb(image))
+        return infer_probs(self.model, x, mode)[0].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def __call__(self, image: ImageLike) -> np.ndarray:
+        """``(H, W)`` class ids (uint8; int32 above 256 classes) at the image's size."""
+        from .engine.inference import predict_labels
+
+        x, mode = self._input(self._rgb(image))
+        labels = predict_labels(self.model, x, mode)[0].cpu().numpy()
+        return labels.astype(np.uint8 if len(self.classes) <= 256 else np.int32)
+
+    def overlay(self, image: ImageLike, alpha: float = 0.5, legend: bool = True) -> Image.Image:
+        """The image with the class colours blended in (``alpha`` in [0, 1]: the colours' weight) and, with
+        ``legend``, a box listing the classes present, their colours and pixel shares. Same size as the image.
+
+        Raises:
+            ValueError: ``alpha`` outside [0, 1].
+        """
+        from .engine.predict import draw_legend, overlay
+
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        rgb = self._rgb(image)
+        labels = self(rgb)
+        out = Image.fromarray(overlay(rgb, labels, self.palette, alpha))
+        return draw_legend(out, labels, self.classes, self.palette) if legend else out
+
+
+def load(name_or_path: str | Path | None = None, *, device: str | torch.device | None = None,
+         mode: str | None = None, crop_size: Sequence[int] | None = None, stride: Sequence[int] | None = None,
+         scales: Sequence[float] | None = None, flip: bool | None = None, bf16: bool = False,
+         output_stride: int | None = None, fold_bn: bool = True) -> Segmenter:
+    """Load a model for parsing images from Python.
+
+    Args:
+        name_or_path: a packaged model's name (:func:`list_models`; ``None``: the default, a PSPNet on
+            CamVid's 11 road-scene classes) or a checkpoint / packed ``.pt`` / ``.safetensors`` file.
+            Files are read with ``weights_only`` loading: no code in them runs.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None``: CUDA if available, else CPU.
+        mode, crop_size, stride, scales, flip: the inference engine's settings (``"whole"`` or ``"slide"``
+            with ``crop_size``/``stride`` ``(h, w)`` in pixels; multi-scale + flip TTA averages
+            probabilities); ``None`` keeps the checkpoint's ``eval`` section. An image above 4 MP under
+            ``"whole"`` is parsed with a 1024x1024 sliding window instead (bounded memory).
+        bf16: bfloat16 weights and inputs (faster on CPUs with AMX / AVX512-bf16 and on GPUs; labels
+            may differ from float32 on a few pixels).
+        output_stride: run at another output stride than the model was trained with (8 or 16; same weights).
+        fold_bn: fold BatchNorm into the convolutions (same outputs up to float rounding, faster).
+
+    Returns:
+        a :class:`Segmenter`.
+
+    Raises:
+        ValueError: unknown name, bad device or inference setting; ``CheckpointError`` (a ValueError)
+            for an unreadable or unsafe file; ``NonFiniteModelError`` for NaN weights.
+    """
+    from .engine.checkpoint import model_from_checkpoint
+    from .engine.distributed import resolve_device
+    from .engine.inference import InferenceConfig
+    from .engine.optimize import optimize_for_inference
+
+    source = resolve_model(name_or_path)
+    dev = resolve_device("auto" if device is None else str(device))
+    overrides = {k: v for k, v in {"mode": mode, "crop_size": crop_size, "stride": stride,
+                                   "scales": None if scales is None else tuple(scales), "flip": flip}.items()
+                 if v is not None}
+    model, ckpt = model_from_checkpoint(source, output_stride=output_stride, device=dev)
+    infer = InferenceConfig.for_config(ckpt["config"], **overrides)
+    if fold_bn or bf16:
+        model = optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                       example=torch.randn(1, 3, 64, 64, device=dev))
+    return Segmenter(model, ckpt, dev, infer, source)
