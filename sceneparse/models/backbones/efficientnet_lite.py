@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from .common import _check_output_stride
-from .weights import (_LITE_PACKAGES, _set_bn_eps, convert_efficientnet_lite_state_dict,
+from .weights import (_LITE_PACKAGES, _set_bn_eps, convert_efficientnet_lite_state_dict, load_matching, load_state_file,
                       efficientnet_lite_weights_path)
 
 log = logging.getLogger(__name__)
@@ -75,3 +75,15 @@ class EfficientNetLiteBackbone(nn.Module):
         if missing:
             raise RuntimeError(f"EfficientNet-Lite{self.variant} weights left keys unset: {missing[:5]}")
         log.info("loaded ImageNet weights for EfficientNet-Lite%d (%d tensors)", self.variant, len(mapped))
+
+    def load_pretrained_file(self, path) -> None:
+        """A local state dict: timm's ``efficientnet_lite*`` key names, or the reference (PyPI package)
+        names (``_blocks.N``, converted). ``.pth`` / ``.pt`` (weights-only) or ``.safetensors``.
+
+        Raises:
+            FileNotFoundError: no such file. ValueError: unreadable, or it does not fit this variant.
+        """
+        state = load_state_file(path)
+        if any(k.startswith(("_blocks.", "_conv_stem.")) for k in state):
+            state = convert_efficientnet_lite_state_dict(state, self)
+        load_matching(self, state, str(path), unused=("conv_head.", "bn2.", "classifier."))

