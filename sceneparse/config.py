@@ -203,6 +203,32 @@ def validate(cfg: DictConfig) -> None:
     _check(e.window_batch >= 1, "eval.window_batch", e.window_batch, "an integer >= 1")
 
 
+def packaged_configs() -> list[str]:
+    """Names of the shipped configs, e.g. ``camvid/pspnet_effl0`` (usable wherever a config path is)."""
+    from .constants import PACKAGED_CONFIGS_DIR
+
+    return sorted(str(p.relative_to(PACKAGED_CONFIGS_DIR).with_suffix("")) for p in PACKAGED_CONFIGS_DIR.rglob("*.yaml"))
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """An existing config file as given; else a shipped one of that name (``camvid/pspnet_effl0``,
+    ``configs/camvid/pspnet_effl0.yaml`` and ``camvid/pspnet_effl0.yaml`` all find the same file).
+
+    Raises:
+        FileNotFoundError: neither (the message lists the shipped names).
+    """
+    from .constants import PACKAGED_CONFIGS_DIR
+
+    path = Path(path)
+    if path.is_file():
+        return path
+    rel = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path
+    for candidate in (PACKAGED_CONFIGS_DIR / rel, PACKAGED_CONFIGS_DIR / rel.with_name(rel.name + ".yaml")):
+        if not path.is_absolute() and candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"config file not found: {path} (shipped configs: {', '.join(packaged_configs())})")
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), base: dict | None = None) -> DictConfig:
     """Defaults <- ``base`` (e.g. a checkpoint's config) <- YAML file <- ``key=value`` overrides, resolved
     and validated (:func:`validate`).
@@ -218,9 +244,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
         if base is not None:
             cfg = OmegaConf.merge(cfg, base)
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file not found: {path}")
+            path = resolve_config_path(path)
             try:
                 loaded = OmegaConf.load(path)
             except UnicodeDecodeError as e:

@@ -125,3 +125,17 @@ def test_list_models_and_the_models_command_show_the_packaged_default(capsys):
     assert f"{DEFAULT_MODEL} (default)" in capsys.readouterr().out
     assert main(["models", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[DEFAULT_MODEL]["arch"] == m["arch"]
+
+
+def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    from sceneparse.config import load_config, packaged_configs, resolve_config_path
+    from sceneparse.constants import PACKAGED_CONFIGS_DIR
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: what a wheel install sees
+    assert "camvid/pspnet_effl0" in packaged_configs()
+    expect = PACKAGED_CONFIGS_DIR / "camvid/pspnet_effl0.yaml"
+    for name in ("camvid/pspnet_effl0", "camvid/pspnet_effl0.yaml", "configs/camvid/pspnet_effl0.yaml"):
+        assert resolve_config_path(name) == expect
+    assert load_config("camvid/pspnet_effl0").model.arch == "pspnet"
+    with pytest.raises(FileNotFoundError, match="shipped configs: .*camvid/pspnet_effl0"):
+        resolve_config_path("camvid/nope")
