@@ -145,7 +145,9 @@ def _predict(args) -> int:
                                          output_stride=args.output_stride, infer_overrides=_inference_overrides(args),
                                          max_whole_pixels=args.max_whole_pixels,
                                          max_image_pixels=args.max_image_pixels, progress=not args.no_progress,
-                                         legend=not args.no_legend)
+                                         legend=not args.no_legend, confidence=args.confidence,
+                                         recursive=args.recursive, fold_bn=args.fold_bn, bf16=args.bf16,
+                                         compile=args.compile)
     labels = [p for p in written if p.suffix == ".png"]
     print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {args.out} "
           f"({len(labels)} label maps, {len(written) - len(labels)} overlays"
@@ -325,6 +327,13 @@ def _add_predict_parser(sub) -> None:
     r.add_argument("--checkpoint", help=f"model checkpoint or packaged model name (`sceneparse models`; "
                                         f"default: the packaged CamVid model {DEFAULT_MODEL})")
     r.add_argument("--no-legend", action="store_true", help="overlays without the legend box (classes, colours, shares)")
+    r.add_argument("--confidence", action="store_true",
+                   help="also <name>_conf.png: the winning class's probability per pixel (8-bit grey, 255 = 1.0)")
+    r.add_argument("-r", "--recursive", action="store_true",
+                   help="every image under the input folders, outputs mirroring the folder tree under --out")
+    r.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions (inference speed)")
+    r.add_argument("--bf16", action="store_true", help="the bf16 fast path (BN folded, bf16 weights and inputs)")
+    r.add_argument("--compile", action="store_true", help="torch.compile with Inductor freezing (first image 5-10 s slower)")
     r.add_argument("--max-whole-pixels", type=POSITIVE, default=2048 * 2048,
                    help="larger images use a 1024x1024 sliding window automatically")
     r.add_argument("--max-image-pixels", type=NON_NEGATIVE,

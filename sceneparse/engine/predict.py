@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ..data.base import DataError, read_image
-from .inference import InferenceConfig, predict_labels
+from .inference import InferenceConfig, infer_probs, predict_labels
 from .outputs import prepare_out_dir, write_atomically, write_bytes_atomically
 from ..constants import IMAGE_SUFFIXES
 
@@ -66,13 +66,19 @@ def previous_outputs(out_dir: str | Path) -> list[Path]:
     return [out_dir / name for name in (_read_manifest(out_dir) or {})] if out_dir.is_dir() else []
 
 
-def plan_outputs(paths: Sequence[Path], out_dir: str | Path) -> list[tuple[Path, Path, Path]]:
+def confidence_path(label_path: Path) -> Path:
+    """Where ``predict --confidence`` writes the confidence map of the label PNG ``label_path``."""
+    return label_path.with_name(f"{label_path.stem}_conf.png")
+
+
+def plan_outputs(paths: Sequence[Path], out_dir: str | Path, confidence: bool = False) -> list[tuple[Path, Path, Path]]:
     """``(input, label PNG, overlay JPEG)`` per input, such that no output is an input file, no two
     inputs share an output, and no existing file is replaced unless an earlier ``predict`` wrote it.
 
     Names are ``<stem>.png`` / ``<stem>_overlay.jpg``; inputs sharing a stem (``a.jpg`` and ``a.png``)
     get ``<stem>_<suffix>``; any remaining clash gets ``_2``, ``_3``... Case-insensitive, so the plan
-    also holds on case-insensitive file systems.
+    also holds on case-insensitive file systems. With ``confidence`` the ``<name>_conf.png`` of each
+    (:func:`confidence_path`) is planned too.
     """
     out_dir = Path(out_dir)
     ours = set(_read_manifest(out_dir) or {})
@@ -85,12 +91,13 @@ def plan_outputs(paths: Sequence[Path], out_dir: str | Path) -> list[tuple[Path,
         name, n = base, 1
         while True:
             label, over = out_dir / f"{name}.png", out_dir / f"{name}_overlay.jpg"
+            outs = (label, over, confidence_path(label)) if confidence else (label, over)
             if not any(_key(q) in inputs or q.name.lower() in taken or (q.exists() and q.name not in ours)
-                       for q in (label, over)):
+                       for q in outs):
                 break
             n += 1
             name = f"{base}_{n}"
-        taken |= {label.name.lower(), over.name.lower()}
+        taken |= {q.name.lower() for q in outs}
         plan.append((p, label, over))
     return plan
 
@@ -187,7 +194,8 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
                   device: torch.device | str = "cpu", progress: bool = True,
                   infer: InferenceConfig | None = None, max_whole_pixels: int = 2048 * 2048,
                   auto_crop: tuple[int, int] = (1024, 1024),
-                  max_image_pixels: int | None = None, legend: bool = True) -> tuple[list[Path], dict[Path, str]]:
+                  max_image_pixels: int | None = None, legend: bool = True,
+                  confidence: bool = False) -> tuple[list[Path], dict[Path, str]]:
     """Parse every image; write a palette label map (PNG) and a colour overlay (JPEG) per image.
 
     Output names follow :func:`plan_outputs`: never an input file, never one output for two inputs,
@@ -197,7 +205,8 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     and skipped; the others are still parsed. An image above ``max_whole_pixels`` under whole-image
     inference is parsed with a sliding window of ``auto_crop`` instead (memory stays bounded; logged).
     ``legend``: the overlays carry a box with the classes present, their colours and pixel shares
-    (:func:`draw_legend`).
+    (:func:`draw_legend`). ``confidence``: also ``<name>_conf.png``, the winning class's probability per
+    pixel as 8-bit grey (``round(255 p)``; averaged over the TTA views).
 
     Returns:
         ``(files written, {failed input: one-line error})``.
@@ -208,7 +217,7 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     written: list[Path] = []
     record: dict[str, str] = {}
     failed: dict[Path, str] = {}
-    plan = plan_outputs(paths, out_dir)
+    plan = plan_outputs(paths, out_dir, confidence)
     renamed = [(p, label) for p, label, _ in plan if label.stem != p.stem]
     if renamed:
         log.warning("%d output(s) renamed so that nothing is overwritten and no two inputs share an output, "
@@ -220,10 +229,20 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
                 image = read_image(path, max_pixels=max_image_pixels)
                 x = normalise(image, meta["mean"], meta["std"]).to(device)
                 mode = inference_mode_for(image.shape[0], image.shape[1], infer, max_whole_pixels, auto_crop, path)
-                label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
+                if confidence:
+                    conf, label = infer_probs(model, x, mode)[0].max(0)
+                    label = label.cpu().numpy().astype(np.uint8)
+                    grey = Image.fromarray((conf.float().cpu().numpy() * 255).round().astype(np.uint8), mode="L")
+                else:
+                    label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
                 write_atomically(target, palette_image(label, meta["palette"]).save)
                 written.append(target)
                 record[target.name] = str(Path(path).resolve())
+                if confidence:
+                    conf_path = confidence_path(target)
+                    write_atomically(conf_path, grey.save)
+                    written.append(conf_path)
+                    record[conf_path.name] = str(Path(path).resolve())
                 blend = Image.fromarray(overlay(image, label, meta["palette"]))
                 if legend and "classes" in meta:
                     blend = draw_legend(blend, label, meta["classes"], meta["palette"])
@@ -243,13 +262,37 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     return written, failed
 
 
+def expand_recursive(inputs: Iterable[str | Path], out_dir: Path) -> list[tuple[Path, Path]]:
+    """``(image, relative output folder)`` for every image under each directory of ``inputs``, in sorted
+    order, mirroring the tree (``in/a/b/x.jpg`` -> ``a/b``); files given directly go to ``.``. Hidden
+    files and folders, and anything inside ``out_dir`` (an output folder inside the input tree) and its
+    earlier outputs, are left out."""
+    out_key = _key(out_dir)
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if not p.is_dir():
+            found.append((p, Path(".")))
+            continue
+        for f in sorted(p.rglob("*")):
+            rel = f.relative_to(p)
+            if (f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not any(part.startswith(".") for part in rel.parts)
+                    and not _key(f).startswith(out_key + os.sep)):
+                found.append((f, rel.parent))
+    return found
+
+
 def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
                 device: str = "auto", output_stride: int | None = None, infer_overrides: dict | None = None,
                 max_whole_pixels: int = 2048 * 2048, max_image_pixels: int | None = None,
-                progress: bool = True, legend: bool = True) -> tuple[list[Path], list[Path], dict[Path, str]]:
+                progress: bool = True, legend: bool = True, confidence: bool = False, recursive: bool = False,
+                fold_bn: bool = False, bf16: bool = False, compile: bool = False,
+                ) -> tuple[list[Path], list[Path], dict[Path, str]]:
     """``sceneparse predict``: check the output folder and the inputs first, then load the model and
     parse every image (:func:`predict_files`). Inference follows the checkpoint's ``eval`` section,
-    ``infer_overrides`` winning.
+    ``infer_overrides`` winning. ``recursive``: every image under the directories given, outputs in the
+    same tree under ``out_dir`` (:func:`expand_recursive`; one ``predictions.json`` per folder).
+    ``fold_bn`` / ``bf16`` / ``compile``: the fast paths of ``evaluate`` (:func:`optimize_for_inference`).
 
     Returns:
         ``(inputs found, files written, {failed input: error})``.
@@ -263,7 +306,17 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is an existing file, not a directory")
-    paths = expand_inputs(inputs, skip=previous_outputs(out_dir))
+    if recursive:
+        groups: dict[Path, list[Path]] = {}
+        earlier: dict[Path, set[str]] = {}
+        for path, rel in expand_recursive(inputs, out_dir):
+            if rel not in earlier:
+                earlier[rel] = {_key(q) for q in previous_outputs(out_dir / rel)}
+            if _key(path) not in earlier[rel]:
+                groups.setdefault(rel, []).append(path)
+    else:
+        groups = {Path("."): expand_inputs(inputs, skip=previous_outputs(out_dir))}
+    paths = [p for group in groups.values() for p in group]
     if not paths:
         raise ValueError("no input images found")
     out_dir = prepare_out_dir(out_dir)
@@ -271,8 +324,17 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_image_pixels // 2 + 1)
     dev = resolve_device(device)
     model, ckpt = model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)
-    written, failed = predict_files(model, ckpt["meta"], paths, out_dir, dev, progress=progress,
-                                    infer=InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {})),
-                                    max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels,
-                                    legend=legend)
+    if fold_bn or bf16 or compile:
+        from .optimize import optimize_for_inference
+
+        model = optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                       compile=compile, example=torch.randn(1, 3, 64, 64, device=dev))
+    infer = InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {}))
+    written, failed = [], {}
+    for rel, group in groups.items():
+        w, f = predict_files(model, ckpt["meta"], group, out_dir / rel, dev, progress=progress, infer=infer,
+                             max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels,
+                             legend=legend, confidence=confidence)
+        written += w
+        failed.update(f)
     return paths, written, failed
