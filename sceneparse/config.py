@@ -86,6 +86,8 @@ class TrainConfig:
     ckpt_interval: int = 200
     keep_checkpoints: int = 3
     log_interval: int = 10
+    tensorboard: bool = False  # TensorBoard events in work_dir/tensorboard: losses, lr, val scores, per-class IoU
+    tensorboard_images: int = 4  # ... and prediction | ground-truth overlays of the first N val images per validation
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 -> torch default
@@ -159,7 +161,7 @@ def validate(cfg: DictConfig) -> None:
     naming the key: e.g. ``train.batch_size=0``, ``data.crop_size=[96]`` (give ``[H, W]``), ``train.lr=nan``."""
     t, d, m = cfg.train, cfg.data, cfg.model
     for key, minimum in (("train.batch_size", 1), ("train.accum_steps", 1), ("train.ckpt_interval", 1),
-                         ("train.log_interval", 1), ("train.keep_checkpoints", 1), ("train.iters", 0),
+                         ("train.log_interval", 1), ("train.tensorboard_images", 0), ("train.keep_checkpoints", 1), ("train.iters", 0),
                          ("train.epochs", 0), ("train.eval_interval", 0), ("train.nan_skips", 0),
                          ("train.threads", 0), ("data.num_workers", 0), ("data.max_train_samples", 0),
                          ("data.max_val_samples", 0), ("data.bootstrap_copies", 0)):

@@ -206,3 +206,28 @@ def test_ema_of_the_weights_is_what_final_pt_holds_and_it_resumes(tmp_path, camv
     train(_cfg(camvid_root, tmp_path / "cut", *opts), resume="auto", progress=False)
     again = torch.load(tmp_path / "cut/final.pt", weights_only=True)["model"]
     assert all(torch.equal(final[k], again[k]) for k in final)  # the EMA state is resumed exactly
+
+
+def test_train_log_and_tensorboard_events(camvid_root, tmp_path):
+    """Issue 18: a plain-text train.log with one line per logged iteration, and TensorBoard scalars
+    (loss, lr, val scores, per-class IoU) plus validation overlays."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sceneparse.config import load_config
+    from sceneparse.engine.trainer import train
+    from tests.conftest import REPO, TINY
+
+    cfg = load_config(REPO / "configs/camvid/pspnet_effl0.yaml",
+                      TINY + [f"data.root={camvid_root}", f"work_dir={tmp_path}", "train.iters=2",
+                              "train.eval_interval=2", "train.tensorboard=true", "train.tensorboard_images=2"])
+    scores = train(cfg, progress=False)
+    text = (tmp_path / "train.log").read_text()
+    assert "iter 1  epoch" in text and "iter 2  epoch" in text and "val_mIoU" in text
+    acc = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0}).Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/lr", "val/mIoU", "val/aAcc", "val_IoU/Road"} <= set(tags["scalars"])
+    assert acc.Scalars("val/mIoU")[-1].value == pytest.approx(scores["mIoU"], rel=1e-5)
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+    assert len([t for t in tags["images"] if t.startswith("val_overlay/")]) == 2
+    image = acc.Images(tags["images"][0])[-1]
+    assert (image.width, image.height) == (2 * 480, 360)  # prediction | ground truth at the image's size

@@ -16,6 +16,7 @@ import os
 import logging
 import math
 import random
+import shutil
 import signal
 import threading
 import time
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from ..config import save_config, to_dict
 from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..losses import SegLoss
+from .tracking import RunLog, validation_overlays
 from .checkpoint import (NonFiniteModelError, atomic_save, build_model_from_config, is_training_checkpoint,
                          list_checkpoints, require_finite,
                          load_checkpoint, load_model_weights, nonfinite_tensors, remove_stale_temporaries)
@@ -222,7 +224,8 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
 RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
-                              "train.divergence_factor", "train.keep_best"}
+                              "train.divergence_factor", "train.keep_best", "train.tensorboard",
+                              "train.tensorboard_images"}
                              # validation settings change the logged val scores, not the training
                              | {f"eval.{k}" for k in ("mode", "crop_size", "stride", "scales", "flip", "window_batch")})
 
@@ -385,7 +388,8 @@ def _is_run_dir(work_dir: Path) -> bool:
             or bool(list_checkpoints(work_dir / "checkpoints")))
 
 
-RUN_OUTPUTS = ("final.pt", "log.csv", "diagnostics.jsonl", "val_metrics.json", "resumes.jsonl", "curves.png")
+RUN_OUTPUTS = ("final.pt", "best.pt", "log.csv", "diagnostics.jsonl", "val_metrics.json", "resumes.jsonl", "curves.png",
+               "train.log")
 
 
 def _fresh_start_check(cfg: DictConfig, work_dir: Path, resume: str | None, restart: bool) -> None:
@@ -412,6 +416,7 @@ def _fresh_start_check(cfg: DictConfig, work_dir: Path, resume: str | None, rest
                              "copy it elsewhere first")
     for p in doomed:
         p.unlink(missing_ok=True)
+    shutil.rmtree(work_dir / "tensorboard", ignore_errors=True)
     log.warning("--restart: deleted the earlier run's checkpoints and outputs in %s", work_dir)
 
 
@@ -603,6 +608,14 @@ class Trainer:
         if self.main and self.start == 0 and self.raw.reference() is not None:
             self._score_reference()
         last: dict = {}
+        self.runlog = RunLog(self.work_dir, self.t.tensorboard, self.start) if self.main else None
+        try:
+            return self._run(last)
+        finally:
+            if self.runlog is not None:
+                self.runlog.close()
+
+    def _run(self, last: dict) -> dict:
         self.bar = tqdm(total=self.total, initial=self.start, desc="train", disable=not self.progress,
                         dynamic_ncols=True)
         data_iter = iter(self.loader)
@@ -732,6 +745,13 @@ class Trainer:
                                     "iter": it, "metrics": scores}, self.work_dir / "best.pt")
         if row:
             _append_log(self.log_path, row)
+            self.runlog.row(row)
+        if scores is not None and self.runlog.writer is not None:
+            overlays = validation_overlays(self._shipped(), self.val_ds, range(min(t.tensorboard_images, len(self.val_ds))),
+                                           self.device, self.cfg.data.mean, self.cfg.data.std, self.val_ds.PALETTE,
+                                           t.channels_last) if t.tensorboard_images else []
+            set_train_mode(self.model, t.freeze_bn)
+            self.runlog.validation(it, scores, overlays)
         if it % t.ckpt_interval == 0 or it == self.total:
             self.save()
         return scores
