@@ -215,15 +215,21 @@ def _export(args) -> int:
     from .engine.outputs import check_output_file
 
     check_output_file(args.out, [args.checkpoint], suffixes=(".onnx",))
-    model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
-    path = export_onnx(model, args.out, tuple(args.size))
-    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; dynamic batch, height, width)")
+    model, ckpt = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+    path = export_onnx(model, args.out, tuple(args.size), input_format=args.input, outputs=args.outputs,
+                       meta=ckpt.get("meta"))
+    shape_in = "(N, H, W, 3) uint8 RGB" if args.input == "rgb8" else "(N, 3, H, W) float32 normalised"
+    shape_out = {"logits": "out (N, K, H, W) float32", "labels": "labels (N, H, W) class ids",
+                 "both": "out (N, K, H, W) float32 + labels (N, H, W) class ids"}[args.outputs]
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): input {shape_in} -> {shape_out}; dynamic "
+          "batch, height, width; class names and palette in its metadata")
     if args.check:
         h, w = args.size
         r = onnx_parity(path, model, [(h, w), (h * 3 // 4 + 5, w + 37)])
-        print(f"onnxruntime vs PyTorch: max |diff| {r['max_abs_diff']:.2e} (largest |logit| "
-              f"{r['ref_max_abs']:.3g}), argmax agreement "
-              f"{100 * r['argmax_agreement']:.3f}% ({', '.join(r['per_size'])})")
+        diff = "" if r["max_abs_diff"] != r["max_abs_diff"] else (
+            f"max |logit diff| {r['max_abs_diff']:.2e} (largest |logit| {r['ref_max_abs']:.3g}), ")
+        print(f"onnxruntime vs PyTorch: {diff}class agreement {100 * r['argmax_agreement']:.3f}% "
+              f"({', '.join(r['per_size'])})")
     return 0
 
 
@@ -415,6 +421,11 @@ def _add_export_parser(sub) -> None:
     x.add_argument("--out", required=True, help="model.onnx path")
     x.add_argument("--size", type=MIN_SIZE, nargs=2, default=[512, 512], metavar=("H", "W"), help="tracing example size")
     x.add_argument("--output-stride", type=int, choices=(8, 16, 32))
+    x.add_argument("--input", choices=("rgb8", "float"), default="rgb8",
+                   help="rgb8: (N, H, W, 3) uint8 RGB in, normalised inside the graph (default); "
+                        "float: (N, 3, H, W) normalised float32 (the model's own input)")
+    x.add_argument("--outputs", choices=("labels", "logits", "both"), default="labels",
+                   help="labels: (N, H, W) class ids (default); logits: (N, K, H, W) float32; both")
     x.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="compare with PyTorch under onnxruntime at two sizes (needs onnxruntime)")
     x.set_defaults(func=_export)

@@ -165,3 +165,33 @@ def test_export_safe_adaptive_pooling_matches_pytorch(monkeypatch):
         for b in (1, 2, 3, 6):
             torch.testing.assert_close(adaptive_pool2d(x, b, "avg"), F.adaptive_avg_pool2d(x, b))
             torch.testing.assert_close(adaptive_pool2d(x, b, "max"), F.adaptive_max_pool2d(x, b))
+
+
+def test_export_rgb8_graph_normalises_inside_and_carries_the_classes(tiny_run, camvid_root, tmp_path, capfd):
+    """Issue 18: uint8 RGB in, labels (and logits) out, class names and palette in the metadata; export
+    prints a few lines, not the exporter's hundreds; labels equal sceneparse.load's on a real photo."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import numpy as np
+    from PIL import Image
+
+    import sceneparse
+    from sceneparse.cli import main
+    from sceneparse.perf.export import read_metadata
+
+    out = tmp_path / "m.onnx"
+    capfd.readouterr()
+    assert main(["export", "--checkpoint", str(tiny_run / "final.pt"), "--out", str(out), "--size", "96", "128",
+                 "--outputs", "both"]) == 0
+    printed = capfd.readouterr()
+    assert len((printed.out + printed.err).strip().splitlines()) <= 4, printed
+    assert "class agreement 100.000%" in printed.out
+    meta = read_metadata(out)
+    seg = sceneparse.load(tiny_run / "final.pt", device="cpu", fold_bn=False)
+    assert meta["classes"] == seg.classes and meta["palette"] == seg.palette and meta["input_format"] == "rgb8"
+    image = np.asarray(Image.open(sorted((camvid_root / "val").iterdir())[0]).convert("RGB").resize((160, 120)))
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    logits, labels = sess.run(["out", "labels"], {"input": image[None]})
+    assert labels.dtype == np.uint8 and labels.shape == (1, 120, 160) and logits.shape == (1, 11, 120, 160)
+    assert (labels[0] == seg(image)).mean() > 0.999
+    np.testing.assert_allclose(logits.argmax(1), labels)
