@@ -148,10 +148,17 @@ def _predict(args) -> int:
                                          legend=not args.no_legend, confidence=args.confidence,
                                          recursive=args.recursive, fold_bn=args.fold_bn, bf16=args.bf16,
                                          compile=args.compile)
-    labels = [p for p in written if p.suffix == ".png"]
-    print(f"parsed {len(labels)} of {len(paths)} image(s): wrote {len(written)} file(s) to {args.out} "
-          f"({len(labels)} label maps, {len(written) - len(labels)} overlays"
-          + ("; inputs -> outputs in predictions.json)" if written else ")"))
+    videos = [p for p in written if p.suffix == ".mp4"]
+    pngs = [p for p in written if p.suffix == ".png"]
+    labels = pngs[::2] if args.confidence else pngs  # each label map is followed by its confidence map
+    images = [p for p in paths if p.suffix.lower() not in (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")]
+    others = len(written) - len(labels) - len(videos)
+    if images:
+        print(f"parsed {len(labels)} of {len(images)} image(s): wrote {len(written) - len(videos)} file(s) to "
+              f"{args.out} ({len(labels)} label maps, {others} overlays{' and confidence maps' if args.confidence else ''}"
+              + ("; inputs -> outputs in predictions.json)" if labels else ")"))
+    for v in videos:
+        print(f"wrote overlay video {v}")
     for path, msg in failed.items():
         print(f"FAILED {path}: {msg}", file=sys.stderr)
     return 1 if failed else 0

@@ -293,6 +293,7 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
     ``infer_overrides`` winning. ``recursive``: every image under the directories given, outputs in the
     same tree under ``out_dir`` (:func:`expand_recursive`; one ``predictions.json`` per folder).
     ``fold_bn`` / ``bf16`` / ``compile``: the fast paths of ``evaluate`` (:func:`optimize_for_inference`).
+    Video files given by name (``.mp4``, ``.mov``, ...) give ``<stem>_overlay.mp4`` (:func:`predict_video`).
 
     Returns:
         ``(inputs found, files written, {failed input: error})``.
@@ -316,7 +317,11 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
                 groups.setdefault(rel, []).append(path)
     else:
         groups = {Path("."): expand_inputs(inputs, skip=previous_outputs(out_dir))}
-    paths = [p for group in groups.values() for p in group]
+    from .video import VIDEO_SUFFIXES
+
+    videos = [p for group in groups.values() for p in group if p.suffix.lower() in VIDEO_SUFFIXES]
+    groups = {rel: [p for p in group if p.suffix.lower() not in VIDEO_SUFFIXES] for rel, group in groups.items()}
+    paths = [p for group in groups.values() for p in group] + videos
     if not paths:
         raise ValueError("no input images found")
     out_dir = prepare_out_dir(out_dir)
@@ -337,4 +342,16 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
                              legend=legend, confidence=confidence)
         written += w
         failed.update(f)
+    for video in videos:  # each frame through the same engine; an overlay video per input
+        from .video import predict_video
+
+        try:
+            target, frames = predict_video(model, ckpt["meta"], video, out_dir, dev, infer, legend=legend,
+                                           progress=progress)
+            written.append(target)
+            log.info("%s: %d frames -> %s", video, frames, target)
+        except Exception as e:  # one video must not stop the others
+            msg = str(e) if isinstance(e, DataError) else f"{video}: {type(e).__name__}: {e}"
+            log.error("%s", msg)
+            failed[video] = msg
     return paths, written, failed
