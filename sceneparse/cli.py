@@ -469,6 +469,23 @@ def _models(args) -> int:
     return 0
 
 
+def _demo(args) -> int:
+    from .demo import launch
+
+    print(f"sceneparse demo on http://{args.host}:{args.port} (Ctrl+C stops it)")
+    launch(args.host, args.port, checkpoints=args.checkpoint or (), examples=args.examples)
+    return 0
+
+
+def _add_demo_parser(sub) -> None:
+    d = sub.add_parser("demo", help="a local web page: parse a photo, see overlay, legend and pixel shares (extra 'demo')")
+    d.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines too")
+    d.add_argument("--port", type=POSITIVE, default=7860)
+    d.add_argument("--checkpoint", nargs="+", help="checkpoint files offered besides the packaged models")
+    d.add_argument("--examples", nargs="+", help="photos to pick from (default: a few CamVid val images if present)")
+    d.set_defaults(func=_demo)
+
+
 def _add_models_parser(sub) -> None:
     m = sub.add_parser("models", help="list the packaged models (names for predict --checkpoint and sceneparse.load)")
     m.add_argument("--json", action="store_true", help="print the full metadata as JSON")
@@ -489,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_parser(sub)
     _add_pack_parser(sub)
     _add_models_parser(sub)
+    _add_demo_parser(sub)
     return p
 
 

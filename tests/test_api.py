@@ -139,3 +139,20 @@ def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypa
     assert load_config("camvid/pspnet_effl0").model.arch == "pspnet"
     with pytest.raises(FileNotFoundError, match="shipped configs: .*camvid/pspnet_effl0"):
         resolve_config_path("camvid/nope")
+
+
+def test_pack_records_the_recipe_and_training_splits(tiny_run, tmp_path):
+    from sceneparse.cli import main
+    from sceneparse.engine.checkpoint import load_checkpoint
+
+    out = tmp_path / "packed.pt"
+    assert main(["pack", str(tiny_run / "final.pt"), str(out), "--fp16"]) == 0
+    meta = load_checkpoint(out)["meta"]
+    assert meta["train_splits"] == ["train"]
+    assert meta["recipe"].startswith("pspnet efficientnet_lite0 OS16, random init; camvid train, crops 96x128")
+    assert "batch 2, 4 iterations" in meta["recipe"] and "loss CE" in meta["recipe"]
+    seg = sceneparse.load(out, device="cpu")
+    assert seg.meta["recipe"] == meta["recipe"] and seg.meta["train_splits"] == ["train"]
+    again = tmp_path / "again.pt"  # repacking a packed file keeps its metadata
+    assert main(["pack", str(out), str(again)]) == 0
+    assert load_checkpoint(again)["meta"]["recipe"] == meta["recipe"]
