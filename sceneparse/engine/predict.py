@@ -153,7 +153,8 @@ def draw_legend(image: Image.Image, label: np.ndarray, classes: Sequence[str],
     font = ImageFont.load_default(size=size)
     row, pad = round(size * 1.35), max(2, size // 3)
     fit = max(1, (image.size[1] - 2 * pad) // row)
-    lines = [(palette[c], f"{classes[c]} {100 * shares[c]:.1f}%") for c in present]
+    lines = [(palette[c], f"{classes[c]} {100 * shares[c]:.1f}%" if shares[c] >= 0.0005 else f"{classes[c]} <0.1%")
+             for c in present]
     if len(lines) > fit:
         lines = lines[:fit - 1] + [(None, f"+{len(lines) - fit + 1} more")]
     measure = ImageDraw.Draw(image)
