@@ -56,14 +56,9 @@ def resolve_model(name_or_path: str | Path | None = None) -> Path:
     Raises:
         ValueError: neither a packaged name nor an existing file (the message lists the names).
     """
-    packaged = _packaged()
-    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    if name in packaged:
-        return packaged[name]
-    if Path(name).is_file():
-        return Path(name)
-    raise ValueError(f"model {name!r} is neither a packaged model ({', '.join(packaged) or 'none installed'}) "
-                     "nor an existing checkpoint file")
+    from .engine.checkpoint import resolve_weights
+
+    return resolve_weights(name_or_path)
 
 
 class Segmenter:

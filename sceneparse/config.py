@@ -225,9 +225,10 @@ def resolve_config_path(path: str | Path) -> Path:
     if path.is_file():
         return path
     rel = Path(*path.parts[1:]) if path.parts[:1] == ("configs",) else path
-    for candidate in (PACKAGED_CONFIGS_DIR / rel, PACKAGED_CONFIGS_DIR / rel.with_name(rel.name + ".yaml")):
-        if not path.is_absolute() and candidate.is_file():
-            return candidate
+    if rel.name and not path.is_absolute() and ".." not in rel.parts:
+        for candidate in (PACKAGED_CONFIGS_DIR / rel, PACKAGED_CONFIGS_DIR / (str(rel) + ".yaml")):
+            if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+                return candidate
     raise FileNotFoundError(f"config file not found: {path} (shipped configs: {', '.join(packaged_configs())})")
 
 

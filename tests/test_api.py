@@ -43,8 +43,17 @@ def test_load_with_folded_bn_and_inference_keywords(tiny_run, image):
     plain = sceneparse.load(tiny_run / "final.pt", device="cpu", fold_bn=False)
     folded = sceneparse.load(tiny_run / "final.pt", device="cpu")
     assert (folded(image) == plain(image)).mean() > 0.99  # same function up to float rounding
-    tta = sceneparse.load(tiny_run / "final.pt", device="cpu", scales=(0.75, 1.0), flip=True)
+    tta = sceneparse.load(tiny_run / "final.pt", device="cpu", scales=(0.75, 1.0), flip=True, fold_bn=False)
     assert tta.inference.flip and tuple(tta.inference.scales) == (0.75, 1.0)
+    from sceneparse.engine.inference import infer_probs
+
+    model, c = model_from_checkpoint(tiny_run / "final.pt")
+    even = image[:36, :48]  # 0.75x is exact: flipping commutes with the resizing, so views can be built by hand
+    x = normalise(even, c["meta"]["mean"], c["meta"]["std"])[None]
+    views = [infer_probs(model, x, InferenceConfig(scales=(s,))) for s in (0.75, 1.0)]
+    views += [infer_probs(model, x.flip(-1), InferenceConfig(scales=(s,))).flip(-1) for s in (0.75, 1.0)]
+    expect = (sum(views) / 4)[0].numpy()
+    np.testing.assert_allclose(tta.probs(even), expect, atol=1e-5)  # the mean of the four views
     slide = sceneparse.load(tiny_run / "final.pt", device="cpu", mode="slide", crop_size=(32, 32))
     assert slide(image).shape == (37, 53)
     with pytest.raises(ValueError, match="crop_size"):
@@ -79,7 +88,10 @@ def test_class_shares_and_legend_rows():
     assert order == [(255, 0, 0), (0, 0, 255), (0, 255, 0)]
     tiny = np.asarray(draw_legend(Image.new("RGB", (40, 24)), np.arange(3, dtype=np.uint8)[None].repeat(24, 0)
                                   .repeat(14, 1)[:, :40], ["a", "b", "c"], palette))
-    assert tiny.shape == (24, 40, 3)  # rows that do not fit become "+N more": the size never changes
+    assert tiny.shape == (24, 40, 3)  # the size never changes
+    # 10 px font, 13 px rows: one row fits in 24 px, so the box holds "+3 more" and no colour swatch
+    assert not any((tiny == np.array(c, dtype=np.uint8)).all(-1).any() for c in palette)
+    assert (tiny.max(-1) > 200).any()  # its white text
 
 
 def test_bad_inputs_and_names_get_one_line_errors(tiny_run, image):
@@ -156,3 +168,23 @@ def test_pack_records_the_recipe_and_training_splits(tiny_run, tmp_path):
     again = tmp_path / "again.pt"  # repacking a packed file keeps its metadata
     assert main(["pack", str(out), str(again)]) == 0
     assert load_checkpoint(again)["meta"]["recipe"] == meta["recipe"]
+
+
+def test_packaged_weights_named_like_in_a_checkout_are_found_from_anywhere(tmp_path, monkeypatch):
+    from sceneparse.constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+    from sceneparse.engine.checkpoint import resolve_weights
+
+    monkeypatch.chdir(tmp_path)  # the refine configs name sceneparse/weights/camvid_pspnet_effl0.pt
+    expect = PACKAGED_WEIGHTS_DIR / f"{DEFAULT_MODEL}.pt"
+    assert resolve_weights(f"sceneparse/weights/{DEFAULT_MODEL}.pt") == expect == resolve_weights(DEFAULT_MODEL)
+    with pytest.raises(ValueError, match="neither a packaged model"):
+        resolve_weights("elsewhere/weights/camvid_pspnet_effl0.pt")
+
+
+def test_config_names_stay_inside_the_shipped_folder(tmp_path, monkeypatch):
+    from sceneparse.config import resolve_config_path
+
+    monkeypatch.chdir(tmp_path)
+    for bad in ("", ".", "configs", "camvid/../../weights/camvid_pspnet_effl0.pt", "camvid"):
+        with pytest.raises(FileNotFoundError, match="shipped configs"):
+            resolve_config_path(bad)

@@ -100,3 +100,42 @@ def test_video_in_overlay_video_out(tiny_run, camvid_root, tmp_path, capsys):
     assert main(["predict", str(clip), "--out", str(out), "--checkpoint", str(tiny_run / "final.pt"),
                  "--no-progress"]) == 0
     assert (out / "clip_overlay_2.mp4").is_file()  # never over an earlier output
+
+
+def test_recursive_never_parses_earlier_outputs_anywhere_in_the_tree(tiny_run, camvid_root, tmp_path, capsys):
+    _tree(tmp_path / "in", camvid_root)
+    ck = ["--checkpoint", str(tiny_run / "final.pt"), "-r", "--no-progress"]
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "in" / "preds"), *ck]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out2"), *ck]) == 0  # preds/ inside in/
+    assert "parsed 3 of 3" in capsys.readouterr().out
+    assert not (tmp_path / "out2" / "preds").exists()
+    # outputs written next to the inputs themselves (--out = the input folder), twice
+    for _ in range(2):
+        assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "in"), *ck]) == 0
+        assert "parsed 3 of 3" in capsys.readouterr().out
+    assert not list((tmp_path / "in").rglob("*overlay_overlay*")) and not list((tmp_path / "in").rglob("*_3.png"))
+    assert (tmp_path / "in" / "x_2.png").is_file()  # x.png is an input: its label map gets another name
+    # a file given directly and through its folder is parsed once
+    assert main(["predict", str(tmp_path / "in" / "x.png"), str(tmp_path / "in"), "--out", str(tmp_path / "o3"), *ck]) == 0
+    assert "parsed 3 of 3" in capsys.readouterr().out
+
+
+def test_more_than_256_classes_are_drawn_and_written_as_16_bit():
+    from sceneparse.engine.predict import overlay, palette_image
+
+    label = np.array([[0, 299], [150, 255]], dtype=np.int64)
+    palette = [[i % 256, (3 * i) % 256, 7] for i in range(300)]
+    img = np.zeros((2, 2, 3), dtype=np.uint8)
+    out = overlay(img, label, palette, alpha=1.0)
+    assert out[0, 1].tolist() == palette[299]
+    png = palette_image(label, palette)
+    assert png.mode.startswith("I") and np.asarray(png).tolist() == label.tolist()
+
+
+def test_tta_on_a_one_pixel_wide_image(tiny_run):
+    import sceneparse
+
+    seg = sceneparse.load(tiny_run / "final.pt", device="cpu", scales=(0.75, 1.0, 1.25), flip=True)
+    for shape in ((1, 1, 3), (3, 1, 3), (1, 9, 3)):
+        assert seg(np.full(shape, 128, dtype=np.uint8)).shape == shape[:2]

@@ -90,7 +90,11 @@ def test_offline_without_a_cached_file_says_what_to_do(monkeypatch, name):
     with pytest.raises(ValueError) as e:
         build_backbone(name, output_stride=32 if name.startswith("hrnet") else 8, pretrained=True)
     msg = str(e.value)
-    assert "cannot reach" in msg and f"timm/{name}" in msg and "model.pretrained=/path/" in msg
+    assert "HF_HUB_OFFLINE is set" in msg and f"timm/{name}" in msg and "model.pretrained=/path/" in msg
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(W, "_hub_reachable", lambda endpoint, timeout=3.0: False)
+    with pytest.raises(ValueError, match="cannot reach https://huggingface.co.*not in the local cache"):
+        build_backbone(name, output_stride=32 if name.startswith("hrnet") else 8, pretrained=True)
 
 
 def test_weights_in_the_hub_cache_are_used_offline(monkeypatch, tmp_path):
@@ -114,3 +118,13 @@ def test_hub_probe_is_false_offline_and_for_a_closed_port(monkeypatch):
     for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(k, raising=False)
     assert not W._hub_reachable("http://127.0.0.1:9", timeout=1.0)  # discard port: nothing listens
+
+
+def test_deep_stem_resnet_loads_everything_but_its_stem(tmp_path):
+    ref = _randomised(timm.create_model("resnet50", pretrained=False, num_classes=0))
+    path = tmp_path / "r50.pth"
+    torch.save(ref.state_dict(), path)
+    net = build_backbone("resnet50", output_stride=16, pretrained=path, deep_stem=True)
+    torch.testing.assert_close(net.layer4[2].conv3.weight, ref.layer4[2].conv3.weight)
+    torch.testing.assert_close(net.layer1[1].conv2.weight, ref.layer1[1].conv2.weight)
+    assert net.layer1[0].conv1.weight.shape[1] == 128  # the widened first block keeps its init

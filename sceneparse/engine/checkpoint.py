@@ -79,6 +79,28 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def resolve_weights(name_or_path: str | Path | None = None) -> Path:
+    """A packaged model's file (``None``: the default one; also ``sceneparse/weights/<name>.pt`` given
+    relative to a repository checkout, found after a wheel install too) or an existing file path.
+
+    Raises:
+        ValueError: neither a packaged name nor an existing file (the message lists the names).
+    """
+    from ..constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+
+    packaged = {f.stem: f for f in sorted(PACKAGED_WEIGHTS_DIR.glob("*.pt")) + sorted(PACKAGED_WEIGHTS_DIR.glob("*.safetensors"))}
+    name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
+    if name in packaged:
+        return packaged[name]
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.parent.as_posix().endswith("sceneparse/weights") and path.stem in packaged:
+        return packaged[path.stem]
+    raise ValueError(f"model {name!r} is neither a packaged model ({', '.join(packaged) or 'none installed'}) "
+                     "nor an existing checkpoint file")
+
+
 def safe_torch_load(path: str | Path):
     """``torch.load(path, weights_only=True)`` on CPU; numpy arrays (older training checkpoints) allowed.
 
@@ -290,7 +312,7 @@ def build_model_from_config(m: dict, num_classes: int, pretrained=None, front: d
         if front is None:
             if not isinstance(head.get("front"), str):
                 raise ValueError("model.head.front must name the front model's checkpoint")
-            front_ckpt = load_checkpoint(head["front"])
+            front_ckpt = load_checkpoint(resolve_weights(head["front"]))
             if front_ckpt["config"]["model"]["arch"] == "refine":
                 raise ValueError(f"model.head.front={head['front']} is itself a refinement cascade; the front must "
                                  "be a single model (fcn, pspnet, deeplabv3, ...): continue a cascade with "
@@ -394,6 +416,8 @@ def recipe_summary(cfg: dict, iters: int | None = None) -> str:
     OS16, ImageNet init; camvid train, crops 360x480, scale 0.5-2.0, rotate 10, blur 0.5; batch 8, 2700
     iterations (60 epochs), sgd lr 0.01 (head x10), poly 0.9, aux 0.4; loss CE``."""
     m, d, t = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
+    if m.get("arch") is None:
+        return "unknown (the checkpoint's config has no model section)"
     init = ("ImageNet init" if m.get("pretrained") is True else f"init {m['pretrained']}" if m.get("pretrained")
             else "random init")
     if m.get("init_weights"):
@@ -417,7 +441,7 @@ def recipe_summary(cfg: dict, iters: int | None = None) -> str:
     parts = [f"{m.get('arch')} {m.get('backbone')} OS{m.get('output_stride')}, {init}",
              ", ".join([f"{d.get('dataset')} {splits}"] + [a for a in aug if a]),
              ", ".join(x for x in [f"batch {t.get('batch_size')}", length,
-                                   f"{t.get('optimizer', 'sgd')} lr {t.get('lr')} (head x{t.get('head_lr_mult'):g})",
+                                   f"{t.get('optimizer', 'sgd')} lr {t.get('lr')} (head x{t.get('head_lr_mult', 10.0):g})",
                                    f"poly {t.get('poly_power', 0.9)}", f"aux {t.get('aux_weight')}"] + [e for e in extras if e] if x),
              "loss " + " + ".join(loss)]
     return "; ".join(parts)
@@ -440,8 +464,10 @@ def pack_checkpoint(src: str | Path, out: str | Path, fp16: bool = False, metric
              for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
     meta = dict(ckpt["meta"])
     data = ckpt["config"].get("data", {})
-    meta.setdefault("train_splits", list(data.get("train_splits") or [data.get("train_split", "train")]))
-    meta.setdefault("recipe", recipe_summary(ckpt["config"], ckpt.get("iter")))
+    if "train_splits" not in meta:
+        meta["train_splits"] = list(data.get("train_splits") or [data.get("train_split", "train")])
+    if "recipe" not in meta:
+        meta["recipe"] = recipe_summary(ckpt["config"], ckpt.get("iter"))
     packed = {"model": state, "config": ckpt["config"], "meta": meta, "iter": ckpt.get("iter")}
     if not metrics and ckpt.get("metrics"):  # repacking a packed file keeps its scores
         packed["metrics"] = ckpt["metrics"]

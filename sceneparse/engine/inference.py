@@ -142,7 +142,13 @@ def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) 
     h, w = x.shape[-2:]
     total = None
     for scale in cfg.scales:
-        xs = x if scale == 1 else F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        if scale == 1:
+            xs = x
+        elif min(h, w) * scale >= 1:
+            xs = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        else:  # a side that would scale to 0 pixels keeps 1
+            xs = F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="bilinear",
+                               align_corners=False)
         for flip in ((False, True) if cfg.flip else (False,)):
             xi = xs.flip(-1) if flip else xs
             if cfg.mode == "slide":

@@ -113,7 +113,16 @@ def _write_manifest(out_dir: Path, written: dict[str, str], inputs: set[str]) ->
 
 
 def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
-    """``(H, W)`` uint8 ids -> palette ('P' mode) PIL image; the ids stay readable as pixel values."""
+    """``(H, W)`` ids -> palette ('P' mode) PIL image; the ids stay readable as pixel values. Above 256
+    classes (a palette PNG holds 256 colours): a 16-bit greyscale PNG of the ids instead.
+
+    Raises:
+        ValueError: ids above 65535.
+    """
+    if len(palette) > 256 or int(label.max(initial=0)) > 255:
+        if int(label.max(initial=0)) > 65535:
+            raise ValueError("class ids above 65535 do not fit a 16-bit PNG")
+        return Image.fromarray(label.astype(np.uint16))
     img = Image.fromarray(label.astype(np.uint8), mode="P")
     flat = [c for rgb in palette for c in rgb]
     img.putpalette(flat + [0] * (768 - len(flat)))
@@ -122,7 +131,7 @@ def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.
 
 def overlay(image: np.ndarray, label: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
     """Blend class colours over an ``(H, W, 3)`` uint8 image; ids outside the palette (e.g. 255) stay unblended."""
-    lut = np.zeros((256, 3), dtype=np.float32)
+    lut = np.zeros((max(256, len(palette), int(label.max(initial=0)) + 1), 3), dtype=np.float32)
     lut[: len(palette)] = np.asarray(palette, dtype=np.float32)
     colour = lut[label]
     valid = (label < len(palette))[..., None]
@@ -232,10 +241,10 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
                 mode = inference_mode_for(image.shape[0], image.shape[1], infer, max_whole_pixels, auto_crop, path)
                 if confidence:
                     conf, label = infer_probs(model, x, mode)[0].max(0)
-                    label = label.cpu().numpy().astype(np.uint8)
+                    label = label.cpu().numpy()
                     grey = Image.fromarray((conf.float().cpu().numpy() * 255).round().astype(np.uint8), mode="L")
                 else:
-                    label = predict_labels(model, x, mode)[0].cpu().numpy().astype(np.uint8)
+                    label = predict_labels(model, x, mode)[0].cpu().numpy()
                 write_atomically(target, palette_image(label, meta["palette"]).save)
                 written.append(target)
                 record[target.name] = str(Path(path).resolve())
@@ -263,23 +272,31 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     return written, failed
 
 
-def expand_recursive(inputs: Iterable[str | Path], out_dir: Path) -> list[tuple[Path, Path]]:
+def expand_recursive(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     """``(image, relative output folder)`` for every image under each directory of ``inputs``, in sorted
-    order, mirroring the tree (``in/a/b/x.jpg`` -> ``a/b``); files given directly go to ``.``. Hidden
-    files and folders, and anything inside ``out_dir`` (an output folder inside the input tree) and its
-    earlier outputs, are left out."""
-    out_key = _key(out_dir)
+    order, mirroring the tree (``in/a/b/x.jpg`` -> ``a/b``); files given directly go to ``.``. Hidden files
+    and folders are left out, and so is every file an earlier ``predict`` wrote (listed in the
+    ``predictions.json`` of its folder): outputs inside the input tree are never parsed as photos. A file
+    reached twice (given directly and through its folder) is parsed once, at its first place."""
     found: list[tuple[Path, Path]] = []
+    seen: set[str] = set()
+    manifests: dict[Path, set[str]] = {}
+
+    def earlier_output(f: Path) -> bool:
+        if f.parent not in manifests:
+            manifests[f.parent] = {_key(q) for q in previous_outputs(f.parent)}
+        return _key(f) in manifests[f.parent]
+
     for item in inputs:
         p = Path(item)
-        if not p.is_dir():
-            found.append((p, Path(".")))
-            continue
-        for f in sorted(p.rglob("*")):
-            rel = f.relative_to(p)
-            if (f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() and not any(part.startswith(".") for part in rel.parts)
-                    and not _key(f).startswith(out_key + os.sep)):
-                found.append((f, rel.parent))
+        candidates = ([(p, Path("."))] if not p.is_dir() else
+                      [(f, f.relative_to(p).parent) for f in sorted(p.rglob("*"))
+                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts) and not earlier_output(f)])
+        for f, rel in candidates:
+            if _key(f) not in seen:
+                seen.add(_key(f))
+                found.append((f, rel))
     return found
 
 
@@ -294,7 +311,8 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
     ``infer_overrides`` winning. ``recursive``: every image under the directories given, outputs in the
     same tree under ``out_dir`` (:func:`expand_recursive`; one ``predictions.json`` per folder).
     ``fold_bn`` / ``bf16`` / ``compile``: the fast paths of ``evaluate`` (:func:`optimize_for_inference`).
-    Video files given by name (``.mp4``, ``.mov``, ...) give ``<stem>_overlay.mp4`` (:func:`predict_video`).
+    Video files given by name (``.mp4``, ``.mov``, ...) give ``<stem>_overlay.mp4`` (:func:`predict_video`;
+    no confidence maps for videos).
 
     Returns:
         ``(inputs found, files written, {failed input: error})``.
@@ -310,12 +328,8 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
         raise ValueError(f"--out {out_dir} is an existing file, not a directory")
     if recursive:
         groups: dict[Path, list[Path]] = {}
-        earlier: dict[Path, set[str]] = {}
-        for path, rel in expand_recursive(inputs, out_dir):
-            if rel not in earlier:
-                earlier[rel] = {_key(q) for q in previous_outputs(out_dir / rel)}
-            if _key(path) not in earlier[rel]:
-                groups.setdefault(rel, []).append(path)
+        for path, rel in expand_recursive(inputs):
+            groups.setdefault(rel, []).append(path)
     else:
         groups = {Path("."): expand_inputs(inputs, skip=previous_outputs(out_dir))}
     from .video import VIDEO_SUFFIXES

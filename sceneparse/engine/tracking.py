@@ -1,5 +1,5 @@
-"""What a training run writes for people to read, besides ``log.csv``: a plain-text ``train.log`` (every
-message of the run and one line per logged iteration) and, with ``train.tensorboard``, TensorBoard scalars
+"""What a training run writes for people to read, besides ``log.csv``: a plain-text ``train.log`` (the
+messages logged while it trains, from the data loading on, and one line per logged iteration) and, with ``train.tensorboard``, TensorBoard scalars
 (loss terms, lr, val mIoU / aAcc / mAcc, per-class IoU) and validation overlays."""
 from __future__ import annotations
 
@@ -99,9 +99,10 @@ class RunLog:
 @torch.no_grad()
 def validation_overlays(model: torch.nn.Module, dataset, indices: Sequence[int], device: torch.device,
                         mean: Sequence[float], std: Sequence[float], palette: Sequence[Sequence[int]],
-                        channels_last: bool = True) -> list[tuple[str, np.ndarray]]:
+                        infer=None) -> list[tuple[str, np.ndarray]]:
     """``[(file name, (H, 2W, 3) uint8)]``: the prediction (left) and the ground truth (right) blended over
-    each image of ``dataset`` at ``indices``, whole-image inference; ignored pixels stay unblended."""
+    each image of ``dataset`` at ``indices``, with the validation's inference settings ``infer`` (an
+    ``InferenceConfig``; default whole image); ignored pixels stay unblended."""
     from .inference import InferenceConfig, predict_labels
     from .predict import normalise, overlay
 
@@ -111,7 +112,7 @@ def validation_overlays(model: torch.nn.Module, dataset, indices: Sequence[int],
     for i in indices:
         image, label = dataset.load_pair(i)
         x = normalise(image, mean, std)[None].to(device)
-        pred = predict_labels(model, x, InferenceConfig(channels_last=channels_last))[0].cpu().numpy()
+        pred = predict_labels(model, x, infer or InferenceConfig())[0].cpu().numpy()
         pair = np.concatenate([overlay(image, pred, palette), overlay(image, label, palette)], axis=1)
         out.append((Path(dataset.pairs[i][0]).stem, pair))
     model.train(was_training)

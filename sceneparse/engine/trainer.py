@@ -747,9 +747,10 @@ class Trainer:
             _append_log(self.log_path, row)
             self.runlog.row(row)
         if scores is not None and self.runlog.writer is not None:
-            overlays = validation_overlays(self._shipped(), self.val_ds, range(min(t.tensorboard_images, len(self.val_ds))),
+            overlays = (validation_overlays(self._shipped(), self.val_ds, range(min(t.tensorboard_images, len(self.val_ds))),
                                            self.device, self.cfg.data.mean, self.cfg.data.std, self.val_ds.PALETTE,
-                                           t.channels_last) if t.tensorboard_images else []
+                                           InferenceConfig.from_cfg(self.cfg, channels_last=t.channels_last))
+                        if t.tensorboard_images else [])
             set_train_mode(self.model, t.freeze_bn)
             self.runlog.validation(it, scores, overlays)
         if it % t.ckpt_interval == 0 or it == self.total:

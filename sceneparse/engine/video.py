@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..data.base import DataError
-from .inference import InferenceConfig, predict_labels
+from .inference import InferenceConfig, predict_labels  # noqa: F401  (InferenceConfig: annotations)
 from .outputs import write_atomically
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def predict_video(model: torch.nn.Module, meta: dict, path: str | Path, out_dir:
     """
     from tqdm import tqdm
 
-    from .predict import draw_legend, normalise, overlay
+    from .predict import draw_legend, inference_mode_for, normalise, overlay
 
     av = _av()
     path, out_dir = Path(path), Path(out_dir)
@@ -70,7 +70,7 @@ def predict_video(model: torch.nn.Module, meta: dict, path: str | Path, out_dir:
                 raise DataError(f"{path} has no video stream")
             stream = src.streams.video[0]
             rate = stream.average_rate or 25
-            out = None
+            out = mode = None
             total = stream.frames or None
             if max_frames:
                 total = min(total or max_frames, max_frames)
@@ -79,7 +79,8 @@ def predict_video(model: torch.nn.Module, meta: dict, path: str | Path, out_dir:
                     break
                 rgb = frame.to_ndarray(format="rgb24")
                 x = normalise(rgb, meta["mean"], meta["std"])[None].to(device)
-                label = predict_labels(model, x, infer or InferenceConfig())[0].cpu().numpy().astype(np.uint8)
+                mode = inference_mode_for(rgb.shape[0], rgb.shape[1], infer, name=path) if frames == 0 else mode
+                label = predict_labels(model, x, mode)[0].cpu().numpy()
                 image = Image.fromarray(overlay(rgb, label, meta["palette"], alpha))
                 if legend and "classes" in meta:
                     image = draw_legend(image, label, meta["classes"], meta["palette"])

@@ -96,7 +96,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = DeployGraph(model.eval(), input_format, outputs, meta.get("mean", (0.485, 0.456, 0.406)),
-                        meta.get("std", (0.229, 0.224, 0.225)), len(meta.get("classes", [])) or 256).eval()
+                        meta.get("std", (0.229, 0.224, 0.225)), len(meta.get("classes", [])) or 2**31).eval()
     h, w = example_size
     if input_format == "rgb8":
         x = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8)  # batch 1 would be specialised (0/1 rule)
@@ -111,13 +111,20 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
             with torch.no_grad():
                 program = torch.onnx.export(graph, (x,), dynamo=True, dynamic_shapes={"x": dims},
                                             input_names=["input"], output_names=output_names(outputs), verbose=False)
-            program.save(str(path))
         except Exception as e:
             tail = "\n".join(captured.getvalue().strip().splitlines()[-5:])
             raise RuntimeError(f"ONNX export failed: {type(e).__name__}: {e}\n{tail}") from e
-    _add_metadata(path, {"classes": meta.get("classes"), "palette": meta.get("palette"), "mean": list(meta.get("mean", (0.485, 0.456, 0.406))),
+    from ..engine.outputs import write_atomically
+
+    def write(tmp: Path) -> None:  # graph and metadata into a temporary, then renamed: never a partial file
+        with _quiet():
+            program.save(str(tmp))
+        _add_metadata(tmp, values)
+
+    values = {"classes": meta.get("classes"), "palette": meta.get("palette"), "mean": list(meta.get("mean", (0.485, 0.456, 0.406))),
                          "std": list(meta.get("std", (0.229, 0.224, 0.225))), "dataset": meta.get("dataset"),
-                         "input_format": input_format, "outputs": outputs})
+                         "input_format": input_format, "outputs": outputs}
+    write_atomically(path, write)
     return path
 
 

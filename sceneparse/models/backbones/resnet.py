@@ -93,7 +93,7 @@ class ResNetBackbone(nn.Module):
 
     def load_imagenet_weights(self) -> None:
         """timm's ImageNet weights for this depth (hub or local cache, :func:`timm_imagenet_state_dict`).
-        With ``deep_stem`` the stem has other shapes and stays at init (logged).
+        With ``deep_stem`` the stem and the first block's input layers have other shapes and stay at init (logged).
 
         Raises:
             ValueError: the hub cannot be reached and nothing is cached (the message says what to do).
@@ -111,4 +111,5 @@ class ResNetBackbone(nn.Module):
         load_matching(self, load_state_file(path), str(path), optional=self._stem_names(), unused=("fc.",))
 
     def _stem_names(self) -> tuple[str, ...]:
-        return ("conv1.", "bn1.") if self.deep_stem else ()
+        # the deep stem (3x3 convs 64-64-128) has other tensors, and widens the first block's input to 128
+        return ("conv1.", "bn1.", "layer1.0.conv1.", "layer1.0.downsample.") if self.deep_stem else ()

