@@ -9,10 +9,12 @@ ROWS = {
                              "inverse_log": "CE + inverse-log class weights (ENet)",
                              "median_freq": "CE + median-frequency class weights (SegNet)"}),
     "equal_budget": ("runs/mini", {"lite0": "PSPNet, EfficientNet-Lite0, OS16", "lite2": "PSPNet, EfficientNet-Lite2, OS16",
-                                   "fcn_lite0": "dilated FCN (no PPM), EfficientNet-Lite0, OS16"}),
+                                   "fcn_lite0": "dilated FCN (no PPM), EfficientNet-Lite0, OS16",
+                                   "lite0_seed1": "PSPNet, EfficientNet-Lite0, OS16, seed 1"}),
 }
 cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
-out = {"cpu": cpu, "split": "CamVid val, 101 images, 360x480, whole image, single scale, OS16", "seeds": [0], "groups": {}}
+out = {"cpu": cpu, "split": "CamVid val, 101 images, 360x480, whole image, single scale, OS16",
+       "seeds": "0 unless the row says otherwise", "groups": {}}
 md = []
 for group, (folder, names) in ROWS.items():
     rows = {}
