@@ -12,14 +12,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+from .constants import DEFAULT_MODEL
 
 ImageLike = Union[str, Path, Image.Image, np.ndarray]
-
-
-def _packaged() -> dict[str, Path]:
-    files = sorted(PACKAGED_WEIGHTS_DIR.glob("*.pt")) + sorted(PACKAGED_WEIGHTS_DIR.glob("*.safetensors"))
-    return {f.stem: f for f in files}
 
 
 def _summary(path: Path, ckpt: dict) -> dict:
@@ -42,10 +37,10 @@ def list_models() -> dict[str, dict]:
     ``num_classes``, ``arch``, ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the
     validation ``metrics`` (mIoU / aAcc / mAcc in percent, and the split) and the ``recipe`` when the
     file carries them, and ``default: True`` for the one ``load()`` uses without a name."""
-    from .engine.checkpoint import load_checkpoint
+    from .engine.checkpoint import load_checkpoint, packaged_weights
 
     out = {}
-    for name, path in _packaged().items():
+    for name, path in packaged_weights().items():
         out[name] = {**_summary(path, load_checkpoint(path)), "default": name == DEFAULT_MODEL}
     return out
 

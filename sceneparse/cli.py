@@ -136,6 +136,7 @@ def _predict(args) -> int:
     from .engine.predict import run_predict
 
     from .api import resolve_model
+    from .engine.video import VIDEO_SUFFIXES
 
     if not args.checkpoint and not DEFAULT_WEIGHTS.is_file():
         raise FileNotFoundError(f"no model weights at {DEFAULT_WEIGHTS}. Train one (sceneparse train "
@@ -151,7 +152,7 @@ def _predict(args) -> int:
     videos = [p for p in written if p.suffix == ".mp4"]
     pngs = [p for p in written if p.suffix == ".png"]
     labels = pngs[::2] if args.confidence else pngs  # each label map is followed by its confidence map
-    images = [p for p in paths if p.suffix.lower() not in (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")]
+    images = [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES]
     others = len(written) - len(labels) - len(videos)
     if images:
         print(f"parsed {len(labels)} of {len(images)} image(s): wrote {len(written) - len(videos)} file(s) to "

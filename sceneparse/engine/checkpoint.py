@@ -79,6 +79,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def packaged_weights() -> dict[str, Path]:
+    """``{name: file}`` of the models shipped in ``sceneparse/weights`` (``.pt`` and ``.safetensors``)."""
+    from ..constants import PACKAGED_WEIGHTS_DIR
+
+    files = sorted(PACKAGED_WEIGHTS_DIR.glob("*.pt")) + sorted(PACKAGED_WEIGHTS_DIR.glob("*.safetensors"))
+    return {f.stem: f for f in files}
+
+
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     """A packaged model's file (``None``: the default one; also ``sceneparse/weights/<name>.pt`` given
     relative to a repository checkout, found after a wheel install too) or an existing file path.
@@ -86,9 +94,9 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     Raises:
         ValueError: neither a packaged name nor an existing file (the message lists the names).
     """
-    from ..constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+    from ..constants import DEFAULT_MODEL
 
-    packaged = {f.stem: f for f in sorted(PACKAGED_WEIGHTS_DIR.glob("*.pt")) + sorted(PACKAGED_WEIGHTS_DIR.glob("*.safetensors"))}
+    packaged = packaged_weights()
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
     if name in packaged:
         return packaged[name]
