@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
+from .constants import BACKENDS, DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +119,14 @@ def _evaluate(args) -> int:
     from .engine.evaluate import prepare_split, run_evaluate
     from .report import summary_text, write_evaluation
 
+    from .api import resolve_model
+
+    args.checkpoint = str(resolve_model(args.checkpoint))  # a packaged model's name works too
     job = prepare_split(args.checkpoint, args.config, args.overrides, args.split, args.out, "metrics")
     scores = run_evaluate(job, device=args.device, output_stride=args.output_stride,
                           infer_overrides=_inference_overrides(args), fold_bn=args.fold_bn, bf16=args.bf16,
-                          boundary_tolerance=args.boundary_tolerance, progress=not args.no_progress)
+                          boundary_tolerance=args.boundary_tolerance, progress=not args.no_progress,
+                          backend=args.backend, compile=args.compile)
     d = job.cfg.data
     print(f"{d.dataset} {job.split}: {len(job.dataset)} images, output_stride {scores['output_stride']}")
     print(summary_text(scores))
@@ -148,7 +152,7 @@ def _predict(args) -> int:
                                          max_image_pixels=args.max_image_pixels, progress=not args.no_progress,
                                          legend=not args.no_legend, confidence=args.confidence,
                                          recursive=args.recursive, fold_bn=args.fold_bn, bf16=args.bf16,
-                                         compile=args.compile)
+                                         compile=args.compile, backend=args.backend)
     videos = [p for p in written if p.suffix == ".mp4"]
     pngs = [p for p in written if p.suffix == ".png"]
     labels = pngs[::2] if args.confidence else pngs  # each label map is followed by its confidence map
@@ -301,6 +305,9 @@ def _add_run_flags(p: argparse.ArgumentParser, handler) -> None:
     """What every command that runs a trained model takes: output stride, device, progress, inference."""
     p.add_argument("--output-stride", type=int, choices=(8, 16, 32), help="run at another output_stride")
     p.add_argument("--device", default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="who runs the network: torch (default), openvino or onnxruntime (CPU; extras 'openvino' / "
+                        "'export'); an OpenVINO IR --checkpoint (sceneparse quantize) always runs on openvino")
     p.add_argument("--no-progress", action="store_true")
     _add_inference_flags(p)
     p.set_defaults(func=handler)
@@ -331,6 +338,7 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--boundary-tolerance", type=NON_NEGATIVE, default=3, help="pixels, for the boundary F-score")
     e.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions (inference speed)")
     e.add_argument("--bf16", action="store_true", help="the bf16 fast path (BN folded, bf16 weights and inputs)")
+    e.add_argument("--compile", action="store_true", help="torch.compile with Inductor freezing (torch backend)")
     _add_run_flags(e, _evaluate)
 
 
@@ -439,6 +447,33 @@ def _add_export_parser(sub) -> None:
     x.set_defaults(func=_export)
 
 
+def _quantize(args) -> int:
+    from .api import resolve_model
+    from .perf.quantize import run_quantize
+
+    info = run_quantize(resolve_model(args.checkpoint), args.out, config=args.config, overrides=args.overrides, split=args.split,
+                        num_images=args.num_images, seed=args.seed, progress=not args.no_progress)
+    cal = info["calibration"]
+    print(f"wrote {args.out} (+ .bin): int8 OpenVINO IR, calibrated on {cal['num_images']} {cal['dataset']} "
+          f"{cal['split']} images (seed {cal['seed']}) in {info['seconds']:.0f} s; use it as --checkpoint in "
+          "evaluate / predict / benchmark")
+    return 0
+
+
+def _add_quantize_parser(sub) -> None:
+    q = sub.add_parser("quantize", help="int8 post-training quantization (NNCF + OpenVINO, calibrated on training "
+                                        "images) -> an OpenVINO IR every command takes as --checkpoint")
+    q.add_argument("--checkpoint", required=True, help="checkpoint, packed file or packaged model name")
+    q.add_argument("--out", required=True, help="OUT.xml (OUT.bin is written beside it)")
+    q.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/camvid")
+    q.add_argument("--config", help="YAML to override the checkpoint's config (e.g. another data root)")
+    q.add_argument("--split", help="calibration split (default: data.train_split)")
+    q.add_argument("--num-images", type=POSITIVE, default=128, help="calibration images")
+    q.add_argument("--seed", type=int, default=0, help="which calibration images")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=_quantize)
+
+
 def _add_pack_parser(sub) -> None:
     k = sub.add_parser("pack", help="strip a checkpoint to deployment weights")
     k.add_argument("checkpoint")
@@ -506,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_converter_parsers(sub)
     _add_export_parser(sub)
     _add_pack_parser(sub)
+    _add_quantize_parser(sub)
     _add_models_parser(sub)
     _add_demo_parser(sub)
     return p

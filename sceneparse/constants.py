@@ -15,3 +15,6 @@ DEFAULT_MODEL = "camvid_pspnet_effl0"
 # the shipped configs (``configs/`` in the repository is a link to this folder): ``sceneparse train
 # camvid/pspnet_effl0`` finds them after a wheel install too
 PACKAGED_CONFIGS_DIR = Path(__file__).parent / "configs"
+
+#: who can run a network in the inference engine (engine.backends)
+BACKENDS = ("torch", "openvino", "onnxruntime")

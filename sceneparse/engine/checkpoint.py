@@ -265,6 +265,10 @@ def load_checkpoint(path: str | Path) -> dict:
             missing or malformed entry).
     """
     path = Path(path)
+    if path.suffix == ".xml":  # an OpenVINO IR written by sceneparse (quantize): config + meta, no torch weights
+        from .backends import load_ir_checkpoint
+
+        return load_ir_checkpoint(path)
     if path.suffix == ".safetensors" and path.is_file():
         ckpt = _load_safetensors(path)
     else:
@@ -357,6 +361,15 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     if not isinstance(ckpt, dict):
         source = str(ckpt)
         ckpt = load_checkpoint(ckpt)
+    if "openvino_ir" in ckpt:  # run by OpenVINO (engine.backends); fp32 layers between the int8 ones
+        from .backends import OpenVINOModel
+
+        if output_stride and output_stride != ckpt["config"]["model"]["output_stride"]:
+            raise ValueError(f"{ckpt['openvino_ir']} is a compiled graph at output_stride "
+                             f"{ckpt['config']['model']['output_stride']}; it cannot run at {output_stride}")
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"{ckpt['openvino_ir']} runs on the CPU (OpenVINO); got device {device}")
+        return OpenVINOModel(ckpt["openvino_ir"], output_stride=ckpt["config"]["model"]["output_stride"]), ckpt
     require_finite(ckpt["model"], f"{source} (a diverged training)")
     meta = ckpt.get("meta", {})
     num_classes = len(meta["classes"]) if "classes" in meta else ckpt["num_classes"]

@@ -85,24 +85,27 @@ def prepare_split(checkpoint: str | Path, config: str | Path | None, overrides, 
 
 def run_evaluate(job: SplitJob, device: str = "auto", output_stride: int | None = None,
                  infer_overrides: dict | None = None, fold_bn: bool = False, bf16: bool = False,
-                 boundary_tolerance: int | None = 3, progress: bool = True) -> dict:
+                 boundary_tolerance: int | None = 3, progress: bool = True, backend: str = "torch",
+                 compile: bool = False) -> dict:
     """``sceneparse evaluate``: the scores of ``job`` (see :func:`evaluate_model`) plus what was run
-    (checkpoint, split, output stride, inference settings). Inference follows the config's ``eval``
-    section, ``infer_overrides`` winning; ``bf16`` implies BN folding."""
+    (checkpoint, split, output stride, inference settings, backend). Inference follows the config's ``eval``
+    section, ``infer_overrides`` winning; ``bf16`` implies BN folding; ``backend`` is one of
+    :data:`~sceneparse.engine.backends.BACKENDS` (an OpenVINO IR checkpoint always runs on OpenVINO)."""
     from ..config import to_dict
     from .checkpoint import model_from_checkpoint
     from .distributed import resolve_device
-    from .optimize import optimize_for_inference
+    from .backends import prepare_model
 
     dev = resolve_device(device)
     model, _ = model_from_checkpoint(job.ckpt, output_stride=output_stride, device=dev)
-    model = optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                   example=torch.randn(1, 3, 64, 64, device=dev))
+    model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, device=dev)
     infer = InferenceConfig.for_config(to_dict(job.cfg), **(infer_overrides or {}))
     scores = evaluate_model(model, job.dataset, dev, num_workers=job.cfg.data.num_workers, progress=progress,
                             infer=infer, boundary_tolerance=boundary_tolerance)
     scores.update(checkpoint=str(job.checkpoint), split=job.split, output_stride=model.output_stride,
                   inference={"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
                              "scales": list(infer.scales), "flip": infer.flip, "crf": infer.crf is not None,
-                             "bf16": bf16, "fold_bn": fold_bn or bf16})
+                             "bf16": bf16, "fold_bn": fold_bn or bf16, "compile": compile,
+                             "backend": getattr(model, "backend", "torch"),
+                             "int8": "quantization" in job.ckpt})
     return scores

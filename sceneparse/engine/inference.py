@@ -87,7 +87,8 @@ class InferenceConfig:
 
 
 def _forward(model, x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    dtype = next(model.parameters()).dtype  # bf16 weights (the fast path) take bf16 inputs
+    # bf16 weights (the fast path) take bf16 inputs; a runtime backend (engine.backends) says what it takes
+    dtype = getattr(model, "input_dtype", None) or next(model.parameters()).dtype
     if x.dtype != dtype:
         x = x.to(dtype)
     if channels_last:

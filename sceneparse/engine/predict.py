@@ -304,13 +304,14 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
                 device: str = "auto", output_stride: int | None = None, infer_overrides: dict | None = None,
                 max_whole_pixels: int = 2048 * 2048, max_image_pixels: int | None = None,
                 progress: bool = True, legend: bool = True, confidence: bool = False, recursive: bool = False,
-                fold_bn: bool = False, bf16: bool = False, compile: bool = False,
+                fold_bn: bool = False, bf16: bool = False, compile: bool = False, backend: str = "torch",
                 ) -> tuple[list[Path], list[Path], dict[Path, str]]:
     """``sceneparse predict``: check the output folder and the inputs first, then load the model and
     parse every image (:func:`predict_files`). Inference follows the checkpoint's ``eval`` section,
     ``infer_overrides`` winning. ``recursive``: every image under the directories given, outputs in the
     same tree under ``out_dir`` (:func:`expand_recursive`; one ``predictions.json`` per folder).
-    ``fold_bn`` / ``bf16`` / ``compile``: the fast paths of ``evaluate`` (:func:`optimize_for_inference`).
+    ``fold_bn`` / ``bf16`` / ``compile`` / ``backend``: the fast paths of ``evaluate``
+    (:func:`~sceneparse.engine.backends.prepare_model`).
     Video files given by name (``.mp4``, ``.mov``, ...) give ``<stem>_overlay.mp4`` (:func:`predict_video`;
     no confidence maps for videos).
 
@@ -344,11 +345,9 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
         Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_image_pixels // 2 + 1)
     dev = resolve_device(device)
     model, ckpt = model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)
-    if fold_bn or bf16 or compile:
-        from .optimize import optimize_for_inference
+    from .backends import prepare_model
 
-        model = optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                       compile=compile, example=torch.randn(1, 3, 64, 64, device=dev))
+    model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, device=dev)
     infer = InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {}))
     written, failed = [], {}
     for rel, group in groups.items():

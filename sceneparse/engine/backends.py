@@ -1,0 +1,255 @@
+"""Inference backends: the same model run by PyTorch, OpenVINO or ONNX Runtime behind one interface.
+
+Every backend gives a module that the inference engine (``infer_probs``: whole image, sliding window,
+multi-scale + flip) calls like a sceneparse model in eval mode: ``(N, 3, H, W)`` normalised float32 in,
+``{"out": (N, K, H, W) float32 logits}`` out, on the CPU. So every engine mode works with every backend,
+and the labels agree up to the precision's tolerance (tested).
+
+- ``torch``: :func:`optimize_for_inference` (BN folded, channels_last, bf16 weights, optionally
+  ``torch.compile`` with Inductor freezing).
+- ``openvino``: the model converted in memory by ``openvino.convert_model`` (or an IR ``.xml`` file, e.g.
+  the int8 model of ``sceneparse quantize``), compiled for the CPU with ``PERFORMANCE_HINT=LATENCY``,
+  ``INFERENCE_PRECISION_HINT`` f32 / bf16 and the torch thread count; one compiled model per input shape
+  (static shapes are OpenVINO's fast path; the last ``max_shapes`` are kept).
+- ``onnxruntime``: the model exported by :func:`sceneparse.perf.export.export_onnx` (float in, logits out),
+  run by ``CPUExecutionProvider`` with all graph optimisations and the torch thread count. fp32 only:
+  its CPU provider has no bf16 kernels.
+
+Extras: ``pip install "sceneparse[openvino]"`` (openvino, nncf) and ``"sceneparse[export]"`` (onnxruntime).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..constants import BACKENDS
+#: key of the sceneparse metadata (config, meta) in an OpenVINO IR's rt_info
+IR_META_KEY = "sceneparse"
+
+
+def _need(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"this needs {module}: pip install \"sceneparse[{extra}]\"") from e
+
+
+class RuntimeModel(nn.Module):
+    """A model run by another runtime, called like a sceneparse model in eval mode.
+
+    ``forward(x)``: ``x`` ``(N, 3, H, W)`` normalised float (any dtype and memory format; CPU copy taken)
+    -> ``{"out": (N, K, H, W) float32}`` on ``x``'s device. Has no parameters: ``.to()``, ``.eval()``
+    are no-ops; ``input_dtype`` tells the engine to feed float32.
+    """
+
+    input_dtype = torch.float32
+    backend = "?"
+
+    def __init__(self, output_stride: int | None = None, precision: str = "fp32"):
+        super().__init__()
+        self.output_stride = output_stride
+        self.precision = precision
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected input of shape (N, 3, H, W), got {tuple(x.shape)}")
+        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return {"out": torch.from_numpy(np.asarray(self.run(arr), dtype=np.float32)).to(x.device)}
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend}, precision={self.precision}"
+
+
+def _threads(threads: int | None) -> int:
+    return int(threads or torch.get_num_threads())
+
+
+class OpenVINOModel(RuntimeModel):
+    """OpenVINO on the CPU.
+
+    Args:
+        source: a PyTorch model (converted with ``openvino.convert_model``, dynamic N, H, W), an
+            ``openvino.Model``, or the path of an IR ``.xml`` file (its ``.bin`` beside it).
+        precision: ``"fp32"`` or ``"bf16"`` (``INFERENCE_PRECISION_HINT``; an int8 IR keeps its int8
+            layers under either, and the layers between them run in this precision).
+        threads: ``INFERENCE_NUM_THREADS`` (default ``torch.get_num_threads()``).
+        max_shapes: compiled models kept (one per input shape).
+
+    Raises:
+        ValueError: openvino missing, unknown precision.
+    """
+
+    backend = "openvino"
+
+    def __init__(self, source, precision: str = "fp32", threads: int | None = None, output_stride: int | None = None,
+                 max_shapes: int = 4):
+        super().__init__(output_stride, precision)
+        ov = _need("openvino", "openvino")
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"openvino precision must be fp32 or bf16, got {precision!r}")
+        self._core = ov.Core()
+        if isinstance(source, nn.Module):
+            from ..perf.export import DeployGraph
+
+            graph = DeployGraph(source.eval(), "float", "logits")
+            with torch.no_grad():
+                self.ov_model = ov.convert_model(graph, example_input=torch.randn(1, 3, 64, 64))
+        elif isinstance(source, (str, Path)):
+            self.ov_model = self._core.read_model(str(source))
+        else:
+            self.ov_model = source
+        self.ov_model.reshape([-1, 3, -1, -1])  # dynamic N, H, W; each call compiles its static shape once
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(threads),
+                       "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.max_shapes = max_shapes
+        self._compiled: OrderedDict[tuple, object] = OrderedDict()
+
+    def request(self, shape: Sequence[int]):
+        """The infer request compiled for the static input ``shape`` (compiled on first use, ~0.2-2 s)."""
+        key = tuple(int(s) for s in shape)
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key]
+        model = self.ov_model.clone()
+        model.reshape(list(key))
+        req = self._core.compile_model(model, "CPU", self.config).create_infer_request()
+        self._compiled[key] = req
+        while len(self._compiled) > self.max_shapes:
+            self._compiled.popitem(last=False)
+        return req
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        req = self.request(x.shape)
+        req.infer({0: x})
+        return req.get_output_tensor(0).data.copy()
+
+
+class ONNXRuntimeModel(RuntimeModel):
+    """ONNX Runtime (``CPUExecutionProvider``, all graph optimisations, ``threads`` intra-op threads).
+
+    Args:
+        source: a PyTorch model (exported with :func:`~sceneparse.perf.export.export_onnx`, float in,
+            logits out) or the path of such an ``.onnx`` file.
+
+    Raises:
+        ValueError: onnxruntime missing; a file whose input is not float NCHW or whose output is not logits.
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, source, threads: int | None = None, output_stride: int | None = None):
+        super().__init__(output_stride, "fp32")
+        ort = _need("onnxruntime", "export")
+        from ..perf.export import export_onnx, read_metadata
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = _threads(threads)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if isinstance(source, nn.Module):
+            with tempfile.TemporaryDirectory() as tmp:
+                path = export_onnx(source, Path(tmp) / "model.onnx", (64, 64), input_format="float", outputs="logits")
+                self.session = ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
+        else:
+            info = read_metadata(source)
+            if info.get("input_format", "float") != "float" or info.get("outputs", "logits") != "logits":
+                raise ValueError(f"{source}: the onnxruntime backend needs a file exported with "
+                                 "--input float --outputs logits")
+            self.session = ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: x})[0]
+
+
+def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = False, fold_bn: bool = True,
+                  compile: bool = False, threads: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """The model ready to run under ``backend`` (one of :data:`BACKENDS`), in fp32 or bf16.
+
+    A :class:`RuntimeModel` is returned as is (an IR file's model already has its backend).
+
+    Raises:
+        ValueError: unknown backend; bf16 with onnxruntime; a runtime backend on a non-CPU device;
+            ``compile`` with a runtime backend; the runtime not installed.
+    """
+    if isinstance(model, RuntimeModel):
+        return model
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        from .optimize import optimize_for_inference
+
+        dev = torch.device(device)
+        return optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
+                                      compile=compile, example=torch.randn(1, 3, 64, 64, device=dev))
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"--backend {backend} runs on the CPU; got device {device}")
+    if compile:
+        raise ValueError(f"--compile applies to the torch backend, not {backend}")
+    stride = getattr(model, "output_stride", None)
+    model = model.float().eval()
+    if backend == "openvino":
+        return OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride)
+    if bf16:
+        raise ValueError("onnxruntime's CPU provider has no bf16 kernels: use --backend openvino or torch for bf16")
+    return ONNXRuntimeModel(model, threads, output_stride=stride)
+
+
+def save_ir(ov_model, path: str | Path, ckpt: dict, extra: dict | None = None) -> Path:
+    """Write an OpenVINO IR (``path`` ``.xml`` and its ``.bin``) carrying the checkpoint's config and
+    meta (JSON in ``rt_info``), so that every command reads it as ``--checkpoint``. Written to temporary
+    names and renamed: never a partial pair.
+
+    Raises:
+        ValueError: ``path`` does not end in ``.xml``.
+    """
+    ov = _need("openvino", "openvino")
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ValueError(f"an OpenVINO IR path ends in .xml, got {path}")
+    info = {"config": ckpt["config"], "meta": ckpt.get("meta", {}), **(extra or {})}
+    ov_model = ov_model.clone()
+    ov_model.set_rt_info(json.dumps(info), [IR_META_KEY])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.xml")
+    ov.save_model(ov_model, str(tmp), compress_to_fp16=False)
+    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+    tmp.replace(path)
+    return path
+
+
+def load_ir_checkpoint(path: str | Path) -> dict:
+    """A checkpoint-like dict for an IR written by :func:`save_ir`: ``config``, ``meta``, ``num_classes``,
+    ``openvino_ir`` (the path) and the extra entries (e.g. ``quantization``). No weights are read yet.
+
+    Raises:
+        CheckpointError: not readable, or an IR without sceneparse metadata.
+    """
+    from .checkpoint import CheckpointError
+
+    ov = _need("openvino", "openvino")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+    try:
+        ov_model = ov.Core().read_model(str(path))
+        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
+    except Exception as e:
+        raise CheckpointError(f"{path}: not an OpenVINO IR written by sceneparse ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(info, dict) or "config" not in info or "classes" not in info.get("meta", {}):
+        raise CheckpointError(f"{path}: its sceneparse metadata has no config / meta.classes")
+    info.update(openvino_ir=str(path), num_classes=len(info["meta"]["classes"]), model={})
+    return info
