@@ -143,7 +143,7 @@ class Segmenter:
 def load(name_or_path: str | Path | None = None, *, device: str | torch.device | None = None,
          mode: str | None = None, crop_size: Sequence[int] | None = None, stride: Sequence[int] | None = None,
          scales: Sequence[float] | None = None, flip: bool | None = None, bf16: bool = False,
-         output_stride: int | None = None, fold_bn: bool = True) -> Segmenter:
+         output_stride: int | None = None, fold_bn: bool = True, backend: str = "torch") -> Segmenter:
     """Load a model for parsing images from Python.
 
     Args:
@@ -159,6 +159,8 @@ def load(name_or_path: str | Path | None = None, *, device: str | torch.device |
             may differ from float32 on a few pixels).
         output_stride: run at another output stride than the model was trained with (8 or 16; same weights).
         fold_bn: fold BatchNorm into the convolutions (same outputs up to float rounding, faster).
+        backend: ``"torch"``, ``"openvino"`` or ``"onnxruntime"`` (CPU; see
+            :mod:`sceneparse.engine.backends`). An OpenVINO IR file (``sceneparse quantize``) runs on OpenVINO.
 
     Returns:
         a :class:`Segmenter`.
@@ -170,7 +172,7 @@ def load(name_or_path: str | Path | None = None, *, device: str | torch.device |
     from .engine.checkpoint import model_from_checkpoint
     from .engine.distributed import resolve_device
     from .engine.inference import InferenceConfig
-    from .engine.optimize import optimize_for_inference
+    from .engine.backends import prepare_model
 
     source = resolve_model(name_or_path)
     dev = resolve_device("auto" if device is None else str(device))
@@ -179,7 +181,5 @@ def load(name_or_path: str | Path | None = None, *, device: str | torch.device |
                  if v is not None}
     model, ckpt = model_from_checkpoint(source, output_stride=output_stride, device=dev)
     infer = InferenceConfig.for_config(ckpt["config"], **overrides)
-    if fold_bn or bf16:
-        model = optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
-                                       example=torch.randn(1, 3, 64, 64, device=dev))
+    model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, device=dev)
     return Segmenter(model, ckpt, dev, infer, source)

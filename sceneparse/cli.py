@@ -275,13 +275,57 @@ def _pack(args) -> int:
 def _benchmark(args) -> int:
     import torch
 
+    from .api import resolve_model
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        args.checkpoint = str(resolve_model(args.checkpoint))  # a packaged model's name works too
     if args.out:
         from .engine.outputs import check_output_file
 
         check_output_file(args.out, [args.checkpoint], suffixes=(".json",))
-    if args.compare:
+    if args.end_to_end:
+        from .engine.backends import prepare_model
+        from .engine.checkpoint import model_from_checkpoint
+        from .engine.distributed import resolve_device
+        from .perf.compare import cpu_flags, cpu_model
+        from .perf.latency import latency_summary, predict_latency
+
+        checkpoint = args.checkpoint or str(resolve_model(None))
+        dev = resolve_device(args.device)
+        model, ckpt = model_from_checkpoint(checkpoint, output_stride=args.output_stride, device=dev)
+        model = prepare_model(model, args.backend, bf16=args.bf16, fold_bn=args.fold_bn, compile=args.compile,
+                              device=dev)
+        result = predict_latency(model, ckpt["meta"], args.end_to_end, repeats=args.repeats, warmup=args.warmup,
+                                 channels_last=args.channels_last and args.backend == "torch")
+        result.update(checkpoint=checkpoint, image_path=args.end_to_end, backend=getattr(model, "backend", "torch"),
+                      bf16=args.bf16, compile=args.compile, fold_bn=args.fold_bn, int8="quantization" in ckpt,
+                      threads=torch.get_num_threads(), cpu=cpu_model(), cpu_flags=cpu_flags(),
+                      machine=f"{cpu_model()}, torch {torch.__version__}")
+        print(latency_summary(result))
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return 0
+    if args.compare in ("openvino", "onnxruntime"):
+        from .engine.backends import RuntimeModel
+        from .engine.checkpoint import model_from_checkpoint
+        from .perf.benchmark import build_untrained
+        from .perf.compare import compare_with_runtime, runtime_summary_line
+
+        if args.checkpoint:
+            model, _ = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+            if isinstance(model, RuntimeModel):
+                raise ValueError("--compare needs a PyTorch checkpoint (give an int8 IR with --int8)")
+            desc = f"{model.__class__.__name__} {args.checkpoint}"
+        else:
+            model = build_untrained(args.arch, args.backbone, args.num_classes, args.output_stride)
+            desc = f"{args.arch} {args.backbone} OS{model.output_stride} ({args.num_classes} classes, random weights)"
+        result = compare_with_runtime(args.compare, model, desc, tuple(args.size), args.batch, bf16=args.bf16,
+                                      repeats=args.repeats, warmup=args.warmup, compile=not args.no_compile,
+                                      int8_ir=args.int8, output="labels" if args.labels else "logits")
+        print(runtime_summary_line(result))
+    elif args.compare:
         from .perf.compare import compare_with_peer, summary_line
 
         result = compare_with_peer(args.compare, args.arch, tuple(args.size), args.batch, args.num_classes,
@@ -293,7 +337,8 @@ def _benchmark(args) -> int:
         result = benchmark_model(args.checkpoint, args.arch, args.backbone, args.num_classes, args.output_stride,
                                  tuple(args.size), args.batch, _inference_overrides(args), args.repeats,
                                  args.warmup, device=args.device, fold_bn=args.fold_bn,
-                                 channels_last=args.channels_last, bf16=args.bf16, compile=args.compile)
+                                 channels_last=args.channels_last, bf16=args.bf16, compile=args.compile,
+                                 backend=args.backend)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)
@@ -380,8 +425,20 @@ def _add_benchmark_parser(sub) -> None:
                    help="fold BatchNorm into the preceding convolutions")
     b.add_argument("--bf16", action="store_true", help="bf16 weights and inputs (fast path; AMX / tensor cores)")
     b.add_argument("--compile", action="store_true", help="torch.compile with Inductor freezing (conv + ReLU/add fused; first call 5-10 s)")
-    b.add_argument("--compare", choices=("torchvision", "smp"),
-                   help="time the closest peer model in the same process (alternating runs), report ratios")
+    b.add_argument("--compare", choices=("torchvision", "smp", "openvino", "onnxruntime"),
+                   help="time a peer in the same process (alternating runs), report ratios: torchvision / smp "
+                        "models, or the same weights exported by our export and run by OpenVINO / ONNX Runtime")
+    b.add_argument("--end-to-end", metavar="IMAGE",
+                   help="time predict on this image file, stage by stage (decode, normalise, network, upsampling + "
+                        "argmax, palette encode, write); --checkpoint defaults to the packaged model")
+    b.add_argument("--labels", action="store_true",
+                   help="--compare openvino|onnxruntime: compare the labels function (runtime graph with upsampling + "
+                        "argmax inside; ours: low-resolution logits + the engine's fused upsample_argmax) "
+                        "instead of full-resolution logits")
+    b.add_argument("--no-compile", action="store_true",
+                   help="--compare openvino|onnxruntime: time our eager path only (default: eager and compiled)")
+    b.add_argument("--int8", metavar="IR.xml",
+                   help="--compare openvino|onnxruntime: also time this int8 IR (sceneparse quantize) in the same rounds")
     b.add_argument("--out", help="JSON path")
     _add_run_flags(b, _benchmark)
 

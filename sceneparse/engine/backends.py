@@ -7,6 +7,9 @@ and the labels agree up to the precision's tolerance (tested).
 
 - ``torch``: :func:`optimize_for_inference` (BN folded, channels_last, bf16 weights, optionally
   ``torch.compile`` with Inductor freezing).
+Models converted here return logits at the decode head's resolution (where the model supports it) and
+the engine upsamples them, as under torch.
+
 - ``openvino``: the model converted in memory by ``openvino.convert_model`` (or an IR ``.xml`` file, e.g.
   the int8 model of ``sceneparse quantize``), compiled for the CPU with ``PERFORMANCE_HINT=LATENCY``,
   ``INFERENCE_PRECISION_HINT`` f32 / bf16 and the torch thread count; one compiled model per input shape
@@ -72,6 +75,13 @@ class RuntimeModel(nn.Module):
         return f"backend={self.backend}, precision={self.precision}"
 
 
+def _low_res_logits(model: nn.Module) -> None:
+    """Eval logits at the decode head's resolution where the model supports it: the runtime's graph then
+    skips the (N, K, H, W) upsampling, which the engine does in float32, fused with the argmax."""
+    if hasattr(model, "set_eval_logit_upsampling"):
+        model.set_eval_logit_upsampling(False)
+
+
 def _threads(threads: int | None) -> int:
     return int(threads or torch.get_num_threads())
 
@@ -101,10 +111,14 @@ class OpenVINOModel(RuntimeModel):
             raise ValueError(f"openvino precision must be fp32 or bf16, got {precision!r}")
         self._core = ov.Core()
         if isinstance(source, nn.Module):
+            import warnings
+
             from ..perf.export import DeployGraph
 
+            _low_res_logits(source)
             graph = DeployGraph(source.eval(), "float", "logits")
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TorchScript tracing's deprecation and tracer warnings
                 self.ov_model = ov.convert_model(graph, example_input=torch.randn(1, 3, 64, 64))
         elif isinstance(source, (str, Path)):
             self.ov_model = self._core.read_model(str(source))
@@ -159,6 +173,7 @@ class ONNXRuntimeModel(RuntimeModel):
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if isinstance(source, nn.Module):
+            _low_res_logits(source)
             with tempfile.TemporaryDirectory() as tmp:
                 path = export_onnx(source, Path(tmp) / "model.onnx", (64, 64), input_format="float", outputs="logits")
                 self.session = ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
@@ -178,7 +193,10 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
                   compile: bool = False, threads: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """The model ready to run under ``backend`` (one of :data:`BACKENDS`), in fp32 or bf16.
 
-    A :class:`RuntimeModel` is returned as is (an IR file's model already has its backend).
+    A :class:`RuntimeModel` is returned as is (an IR file's model already has its backend). Under torch,
+    a model that supports it returns eval logits at the decode head's resolution
+    (``set_eval_logit_upsampling(False)``): the engine upsamples them in float32, fused with the argmax
+    when only labels are wanted.
 
     Raises:
         ValueError: unknown backend; bf16 with onnxruntime; a runtime backend on a non-CPU device;
@@ -192,6 +210,8 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
         from .optimize import optimize_for_inference
 
         dev = torch.device(device)
+        if hasattr(model, "set_eval_logit_upsampling"):
+            model.set_eval_logit_upsampling(False)
         return optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
                                       compile=compile, example=torch.randn(1, 3, 64, 64, device=dev))
     if torch.device(device).type != "cpu":

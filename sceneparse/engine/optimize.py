@@ -126,8 +126,12 @@ class PrePaddedConv2d(nn.Module):
 
 
 def prepad_dilated_convs(model: nn.Module, min_dilation: int = 2) -> int:
-    """Replace (in place) every zero-padded ``nn.Conv2d`` with dilation >= ``min_dilation`` by a
-    ``PrePaddedConv2d``; returns how many were replaced. Outputs are unchanged.
+    """Replace (in place) every zero-padded dense (``groups == 1``) ``nn.Conv2d`` with dilation >=
+    ``min_dilation`` by a ``PrePaddedConv2d``; returns how many were replaced. Outputs are unchanged.
+
+    Depthwise / grouped convolutions keep their padding: oneDNN's bf16 depthwise kernel handles dilated
+    padding well, and padding first made EfficientNet-Lite's dilated 5x5 depthwise convolutions slower
+    (1152 channels, 23x30, rate 2: 0.53 ms padded by the kernel, 0.79 ms padded first; Xeon with AMX).
 
     The slow bf16 path starts at dilation 4 for the ASPP shape; rate-2 convolutions are padded too
     because ``min_dilation`` 2 and 4 gave the same DeepLabv3-R50 bf16 throughput (3.5-3.9x
@@ -135,7 +139,8 @@ def prepad_dilated_convs(model: nn.Module, min_dilation: int = 2) -> int:
     n = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if (type(child) is nn.Conv2d and max(child.dilation) >= min_dilation and child.padding_mode == "zeros"
+            if (type(child) is nn.Conv2d and child.groups == 1 and max(child.dilation) >= min_dilation
+                    and child.padding_mode == "zeros"
                     and not isinstance(child.padding, str) and max(child.padding) > 0):
                 setattr(parent, name, PrePaddedConv2d(child))
                 n += 1
@@ -170,16 +175,32 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
 
 
 class _FrozenCompiled(nn.Module):
-    """``torch.compile`` with Inductor's ``freezing`` switched on while compiling and running.
+    """``torch.compile`` with Inductor's ``freezing`` and ``cpp_wrapper`` switched on while compiling and running.
 
-    (``torch.compile(options={"freezing": True})`` did not freeze in torch 2.14: no speed-up.)"""
+    ``freezing``: weights become constants, so oneDNN prepacks them and fuses conv + ReLU / add
+    (``torch.compile(options={"freezing": True})`` did not freeze in torch 2.14: no speed-up).
+    ``cpp_wrapper``: the compiled graph calls its kernels from C++ instead of Python; on CPU the
+    per-op Python dispatch is what remains around fast oneDNN convolutions: the shipped CamVid model
+    (54 convolutions) at 360x480 in bf16 ran at 76.7 img/s with it, 69.1 without (2-core Xeon with AMX,
+    alternating runs); compiling takes ~5 s longer. Should the C++ wrapper fail to build (no compiler),
+    the Python wrapper is used (logged)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.compiled = torch.compile(model)  # holds ``model`` as ``_orig_mod``
+        self.cpp_wrapper = True
 
     def forward(self, *args, **kwargs):
         import torch._inductor.config as inductor_config
 
+        if self.cpp_wrapper:
+            try:
+                with inductor_config.patch(freezing=True, cpp_wrapper=True):
+                    return self.compiled(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any build failure: the Python wrapper still works
+                log.warning("torch.compile with cpp_wrapper failed (%s: %s); using the Python wrapper",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                self.cpp_wrapper = False
+                torch._dynamo.reset()
         with inductor_config.patch(freezing=True):
             return self.compiled(*args, **kwargs)

@@ -63,6 +63,13 @@ class SceneParser(nn.Module):
             raise ValueError(f"train.upsample_logits=false is not supported by {type(self).__name__} (it "
                              "computes its loss at the input resolution); it applies to fcn, pspnet and deeplabv3")
 
+    def set_eval_logit_upsampling(self, enabled: bool) -> bool:
+        """``False``: the eval-mode ``"out"`` stays at the decode head's resolution (``H / output_stride``),
+        and the caller upsamples (the inference engine does, fused with the argmax when only labels are
+        wanted: no ``(N, K, H, W)`` float tensor is built). Returns whether the model supports it; a
+        model that does not (its output is built at the input resolution) keeps returning full-size logits."""
+        return False
+
     def trained_weight_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes a ``model.init_weights`` checkpoint may lack: what this run trains from
         scratch and nothing it uses frozen. Deployment checkpoints drop the auxiliary head."""

@@ -15,7 +15,9 @@ class SegmentationModel(SceneParser):
     ``{"out": (N, K, H, W)}`` in eval mode, plus ``"aux"`` (same shape) in
     train mode when an auxiliary head exists (PSPNet Sec. 3.4: used for the
     loss only, dropped at test time). Logits are bilinearly upsampled
-    (align_corners=False) to the input's H and W, for any H, W.
+    (align_corners=False) to the input's H and W, for any H, W; after
+    ``set_eval_logit_upsampling(False)`` eval-mode logits stay at the decode
+    head's resolution and the inference engine upsamples them.
     """
 
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_head: nn.Module | None = None):
@@ -25,6 +27,7 @@ class SegmentationModel(SceneParser):
         # DeepLabv3 App. A "upsampling logits": False keeps training logits at the feature
         # resolution (the loss then downsamples the labels instead), as in DeepLab v1/v2
         self.upsample_train_logits = True
+        self.upsample_eval_logits = True  # False: the engine upsamples (``set_eval_logit_upsampling``)
 
     @property
     def output_stride(self) -> int:
@@ -41,11 +44,16 @@ class SegmentationModel(SceneParser):
     def set_train_logit_upsampling(self, enabled: bool) -> None:
         self.upsample_train_logits = bool(enabled)
 
+    def set_eval_logit_upsampling(self, enabled: bool) -> bool:
+        self.upsample_eval_logits = bool(enabled)
+        return True
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         size = x.shape[-2:]
-        up = (lambda t: t) if self.training and not self.upsample_train_logits else (
+        keep = not self.upsample_train_logits if self.training else not self.upsample_eval_logits
+        up = (lambda t: t) if keep else (
             lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False))
         feats = self.backbone(x)
         out = {"out": up(self.decode_head(feats))}

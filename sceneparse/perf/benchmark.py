@@ -139,33 +139,58 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
 def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classes: int, output_stride: int | None,
                     size: tuple[int, int], batch: int, infer_overrides: dict, repeats: int, warmup: int, *,
                     device: str = "auto", fold_bn: bool = True, channels_last: bool = True, bf16: bool = False,
-                    compile: bool = False) -> dict:
-    """``sceneparse benchmark`` without ``--compare``: a trained checkpoint, or an untrained
-    ``arch``/``backbone``, optimised for inference as asked, timed by :func:`benchmark_inference`.
+                    compile: bool = False, backend: str = "torch") -> dict:
+    """``sceneparse benchmark`` without ``--compare``: a trained checkpoint (an OpenVINO IR from
+    ``sceneparse quantize`` included), or an untrained ``arch``/``backbone``, prepared for inference as
+    asked (:func:`~sceneparse.engine.backends.prepare_model`), timed by :func:`benchmark_inference`.
+
+    Raises:
+        ValueError: an output stride the architecture cannot run at; a backend that cannot run as asked.
+    """
+    from ..engine.backends import RuntimeModel, prepare_model
+    from ..engine.checkpoint import model_from_checkpoint
+    from ..engine.distributed import resolve_device
+    from ..engine.inference import InferenceConfig
+    from ..engine.optimize import optimize_for_inference
+    from .compare import cpu_flags, cpu_model
+
+    dev = resolve_device(device)
+    model = build_untrained(arch, backbone, num_classes, output_stride) if not checkpoint else \
+        model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)[0]
+    if backend == "torch" and not isinstance(model, RuntimeModel):
+        model = optimize_for_inference(model.to(dev), fold_bn=fold_bn, channels_last=channels_last,
+                                       dtype=torch.bfloat16 if bf16 else torch.float32, compile=compile,
+                                       example=torch.randn(1, 3, 64, 64, device=dev))
+    else:
+        model = prepare_model(model, backend, bf16=bf16, compile=compile, device=dev)
+    infer = InferenceConfig.for_config(None, **infer_overrides)
+    if isinstance(model, RuntimeModel):
+        infer.channels_last = False
+    result = benchmark_inference(model, size, batch, infer, repeats, warmup, dev)
+    result.update(arch=arch if not checkpoint else f"checkpoint:{checkpoint}", backbone=backbone,
+                  output_stride=getattr(model, "output_stride", None), fold_bn=fold_bn, bf16=bf16, compile=compile,
+                  backend=getattr(model, "backend", "torch"), cpu=cpu_model(), cpu_flags=cpu_flags())
+    return result
+
+
+def build_untrained(arch: str, backbone: str, num_classes: int, output_stride: int | None) -> torch.nn.Module:
+    """An untrained ``arch`` on ``backbone`` (eval mode) whose BatchNorm statistics are drawn at random
+    (means in [-0.1, 0.1], variances in [0.5, 1.5], seed 0), as trained weights would have: folding and
+    runtime comparisons then see non-trivial BN. Timing-only stand-in for a trained model.
 
     Raises:
         ValueError: an output stride the architecture cannot run at.
     """
     from ..models import FIXED_OUTPUT_STRIDE, build_model
-    from ..engine.checkpoint import model_from_checkpoint
-    from ..engine.distributed import resolve_device
-    from ..engine.inference import InferenceConfig
-    from ..engine.optimize import optimize_for_inference
 
-    dev = resolve_device(device)
-    if checkpoint:
-        model, _ = model_from_checkpoint(checkpoint, output_stride=output_stride)
-    else:
-        fixed = FIXED_OUTPUT_STRIDE.get(arch)
-        if fixed and output_stride and output_stride != fixed:
-            raise ValueError(f"--arch {arch} always runs at output_stride {fixed}; --output-stride {output_stride} "
-                             "does not apply")
-        model = build_model(arch, backbone, num_classes, output_stride or 8)
-    model = optimize_for_inference(model.to(dev), fold_bn=fold_bn, channels_last=channels_last,
-                                   dtype=torch.bfloat16 if bf16 else torch.float32, compile=compile,
-                                   example=torch.randn(1, 3, 64, 64, device=dev))
-    result = benchmark_inference(model, size, batch, InferenceConfig.for_config(None, **infer_overrides), repeats,
-                                 warmup, dev)
-    result.update(arch=arch if not checkpoint else f"checkpoint:{checkpoint}", backbone=backbone,
-                  output_stride=getattr(model, "output_stride", None), fold_bn=fold_bn, bf16=bf16, compile=compile)
-    return result
+    fixed = FIXED_OUTPUT_STRIDE.get(arch)
+    if fixed and output_stride and output_stride != fixed:
+        raise ValueError(f"--arch {arch} always runs at output_stride {fixed}; --output-stride {output_stride} "
+                         "does not apply")
+    torch.manual_seed(0)
+    model = build_model(arch, backbone, num_classes, output_stride or 8, aux_head=False)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and m.running_mean is not None:
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()

@@ -62,15 +62,24 @@ def matmul_peak_gflops(threads: int | None = None, dtype: torch.dtype = torch.fl
     return rates
 
 
-def alternate_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, list[float]]:
+def alternate_timings(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2,
+                      settle: int = 0) -> dict[str, list[float]]:
     """Call each function ``warmup`` times, then ``repeats`` rounds calling each once per round;
-    returns the per-call wall times (s) per name."""
+    returns the per-call wall times (s) per name.
+
+    ``settle``: untimed calls of a function right before each of its timed calls. Use 1 when the
+    functions run on different thread pools (PyTorch's OpenMP, OpenVINO's TBB, ONNX Runtime's own):
+    a pool's threads spin for a while after its last parallel region and slow the next pool's first
+    call down (measured: OpenVINO int8 right after compiled PyTorch at 78 img/s, 97 img/s settled).
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            for _ in range(settle):
+                fn()
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
@@ -179,3 +188,181 @@ def summary_line(result: dict) -> str:
             f"({result['matmul_peak_fp32_gflops_per_s']:.0f} GFLOP/s), "
             f"{100 * result['fraction_of_fp32_peak_excluding_padding']['ours']:.0f}% counting only "
             "convolution taps off the zero padding")
+
+
+RUNTIMES = ("openvino", "onnxruntime")
+
+
+def _runtime_runner(runtime: str, onnx_path, precision: str, shape, threads: int):
+    """(callable feeding a float32 NCHW array -> logits array, settings used) for ``runtime`` on ``onnx_path``."""
+    if runtime == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        model = core.read_model(str(onnx_path))
+        model.reshape(list(shape))  # static shape: OpenVINO's fast path, as its benchmark_app uses
+        settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
+                    "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        req = core.compile_model(model, "CPU", settings).create_infer_request()
+
+        def run(a):
+            req.infer({0: a})
+            return req.get_output_tensor(0).data
+
+        return run, {**settings, "version": ov.__version__}
+    import onnxruntime as ort
+
+    if precision != "fp32":
+        raise ValueError("onnxruntime's CPU provider has no bf16 kernels: --compare onnxruntime needs fp32 (no --bf16)")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return (lambda a: sess.run(None, {name: a})[0]), {
+        "intra_op_num_threads": threads, "graph_optimization_level": "ORT_ENABLE_ALL",
+        "provider": "CPUExecutionProvider", "version": ort.__version__}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:  # pragma: no cover - non-Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU features that decide which kernels run (AMX, AVX-512 bf16 / VNNI), from ``/proc/cpuinfo``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:  # pragma: no cover
+        return []
+    return sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f")))
+
+
+def compare_with_runtime(runtime: str, model: nn.Module, description: str, size: tuple[int, int] = (512, 512),
+                         batch: int = 1, bf16: bool = False, repeats: int = 10, warmup: int = 2,
+                         compile: bool = True, int8_ir: str | None = None, output: str = "logits") -> dict:
+    """Our best path against ``runtime`` (``"openvino"`` or ``"onnxruntime"``) on **the same weights**:
+    ``model`` exported by our ``export`` (float NCHW in) and run by the runtime with its recommended CPU
+    settings (OpenVINO: static shape, ``PERFORMANCE_HINT=LATENCY``, precision hint; ONNX Runtime: all graph
+    optimisations), in the same precision, same threads, same input, timed alternately in one process.
+    Ours: :func:`optimize_for_inference` eager, and with ``compile`` (Inductor freezing, C++ wrapper) too;
+    the faster is "ours". Each timed call follows an untimed one of the same path (``settle``: the thread
+    pools differ). With ``int8_ir`` (an IR from ``sceneparse quantize``) that model is timed in the same
+    rounds (OpenVINO; the layers between int8 ones in this precision).
+
+    ``output``: the function compared. ``"logits"``: ``(N, K, H, W)`` logits at the input size from every
+    path. ``"labels"``: ``(N, H, W)`` class ids, what ``predict`` needs: the runtime's graph upsamples and
+    takes the argmax inside (``export --outputs labels``); ours (and the int8 IR) compute logits at the
+    decode head's resolution and the engine's fused :func:`~sceneparse.engine.inference.upsample_argmax`.
+
+    Returns:
+        a JSON-ready dict: medians (s) and images/s per path, ``ratio_ours_over_runtime`` (throughput),
+        logits ``max_abs_diff`` (logits only) and ``argmax_agreement`` of each path against the fp32 PyTorch
+        model, the settings of each path, CPU model, flags and threads.
+
+    Raises:
+        ValueError: unknown runtime or output; bf16 with onnxruntime.
+    """
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    from ..engine.inference import _logits, upsample_argmax
+    from ..engine.optimize import optimize_for_inference
+    from .export import export_onnx
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--compare runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if output not in ("logits", "labels"):
+        raise ValueError(f"output must be 'logits' or 'labels', got {output!r}")
+    labels = output == "labels"
+    precision = "bf16" if bf16 else "fp32"
+    if runtime == "onnxruntime" and bf16:
+        raise ValueError("onnxruntime's CPU provider has no bf16 kernels: --compare onnxruntime needs fp32 (no --bf16)")
+    threads = torch.get_num_threads()
+    model = model.float().eval()
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
+    xn = x.numpy()
+    with torch.inference_mode():
+        ref = model(x)["out"].float()
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    fns, outputs, settings = {}, {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, Path(tmp) / "model.onnx", size, input_format="float",
+                                outputs="labels" if labels else "logits")
+        run, settings[runtime] = _runtime_runner(runtime, onnx_path, precision, x.shape, threads)
+    fns[runtime] = lambda: run(xn)
+    outputs[runtime] = torch.from_numpy(run(xn).copy())
+    for comp in ((False, True) if compile else (False,)):
+        mine = copy.deepcopy(model)
+        if labels and hasattr(mine, "set_eval_logit_upsampling"):
+            mine.set_eval_logit_upsampling(False)
+        fast = optimize_for_inference(mine, dtype=dtype, compile=comp, example=x[:1, :, :64, :64])
+        xi = x.contiguous(memory_format=torch.channels_last).to(dtype)
+        name = "ours_compile" if comp else "ours_eager"
+
+        def ours(fast=fast, xi=xi):
+            with torch.inference_mode():
+                return upsample_argmax(_logits(fast, xi, False), size) if labels else fast(xi)["out"]
+
+        outputs[name] = ours()  # compiles (5-30 s) before the timed rounds
+        fns[name] = ours
+        settings[name] = {"fold_bn": True, "channels_last": True, "dtype": str(dtype).replace("torch.", ""),
+                          "compile": comp, "inference_mode": True,
+                          **({"logits": "decode-head resolution, fused upsample_argmax"} if labels else {})}
+    if int8_ir:
+        from ..engine.backends import OpenVINOModel
+
+        q = OpenVINOModel(int8_ir, precision)
+
+        def int8():
+            with torch.inference_mode():
+                return upsample_argmax(_logits(q, x, False), size) if labels else q(x)["out"]
+
+        fns["ours_int8"] = int8
+        outputs["ours_int8"] = int8()
+        settings["ours_int8"] = {"ir": str(int8_ir), **q.config}
+    times = alternate_timings(fns, repeats, warmup, settle=1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ours_best = min((k for k in med if k in ("ours_eager", "ours_compile")), key=med.get)
+    ref_labels = ref.argmax(1)
+
+    def as_labels(v):
+        return v.long() if labels else v.float().argmax(1)
+
+    result = {
+        "runtime": runtime, "precision": precision, "output": output, "comparison": description,
+        "input": [batch, 3, *size], "threads": threads, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
+        "machine": f"{cpu_model()}, torch {torch.__version__}", "settings": settings, "repeats": repeats,
+        "latency_s_median": med, "latency_s_all": times, "images_per_s": {k: batch / v for k, v in med.items()},
+        "ours_best": ours_best, "ratio_ours_over_runtime": med[runtime] / med[ours_best],
+        "argmax_agreement_vs_fp32_torch": {k: (as_labels(v) == ref_labels).float().mean().item()
+                                           for k, v in outputs.items()},
+        "argmax_agreement_ours_vs_runtime": (as_labels(outputs[ours_best]) ==
+                                             as_labels(outputs[runtime])).float().mean().item(),
+    }
+    if not labels:
+        result["max_abs_diff_vs_fp32_torch"] = {k: (v.float() - ref).abs().max().item() for k, v in outputs.items()}
+        result["ref_max_abs_logit"] = ref.abs().max().item()
+    if int8_ir:
+        result["ratio_int8_over_ours_best"] = med[ours_best] / med["ours_int8"]
+    return result
+
+
+def runtime_summary_line(result: dict) -> str:
+    """One line for the console: images/s of each path and the ratio ours / runtime."""
+    rates = ", ".join(f"{k} {v:.2f}" for k, v in result["images_per_s"].items())
+    line = (f"{result['comparison']} {result['precision']} {result.get('output', 'logits')} {'x'.join(map(str, result['input'][2:]))}: {rates} img/s; "
+            f"ours ({result['ours_best']}) / {result['runtime']} = {result['ratio_ours_over_runtime']:.2f}x; "
+            f"argmax agreement {100 * result['argmax_agreement_ours_vs_runtime']:.2f}%")
+    if "ratio_int8_over_ours_best" in result:
+        line += f"; int8 / ours {result['precision']} = {result['ratio_int8_over_ours_best']:.2f}x"
+    return line

@@ -1,0 +1,86 @@
+"""The README's speed section, regenerated from the benchmark JSON of scripts/bench_runtimes.sh.
+
+Reads results/bench/runtimes/<cpu>/*.json (one folder per CPU model: numbers from different CPUs are never
+mixed in a table), writes results/bench/runtimes/SPEED.md and, with --readme, replaces the block between
+``<!-- speed:start -->`` and ``<!-- speed:end -->`` in README.md.
+
+    python scripts/speed_table.py [--readme]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIMES = ROOT / "results" / "bench" / "runtimes"
+START, END = "<!-- speed:start -->", "<!-- speed:end -->"
+MODEL_NAMES = {"camvid": "shipped CamVid PSPNet-Lite0 OS16", "deeplabv3_r50": "DeepLabv3-R50 OS8",
+               "pspnet_r50": "PSPNet-R50 OS8"}
+
+
+def _model_key(path: Path) -> str:
+    return next((k for k in MODEL_NAMES if path.stem.startswith(k)), path.stem)
+
+
+def cpu_tables(folder: Path) -> str:
+    rows, int8_rows, e2e, meta = [], [], [], None
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        if "runtime" in r:
+            meta = meta or r
+            ips = r["images_per_s"]
+            best = r["ours_best"]
+            rows.append(f"| {MODEL_NAMES.get(_model_key(path), path.stem)} | {'x'.join(map(str, r['input'][2:]))} | "
+                        f"{r['precision']} | {r['runtime']} | {ips[r['runtime']]:.2f} | {ips.get('ours_eager', 0):.2f} | "
+                        f"{ips.get('ours_compile', float('nan')):.2f} | **{r['ratio_ours_over_runtime']:.2f}x** | "
+                        f"{100 * r['argmax_agreement_ours_vs_runtime']:.2f}% |")
+            if "ratio_int8_over_ours_best" in r:
+                int8_rows.append(f"| {MODEL_NAMES.get(_model_key(path), path.stem)} | {r['precision']} | "
+                                 f"{ips['ours_int8']:.2f} | {ips[best]:.2f} ({best}) | "
+                                 f"**{r['ratio_int8_over_ours_best']:.2f}x** | {ips[r['runtime']]:.2f} |")
+        elif "stages_s_median" in r:
+            meta = meta or r
+            st = r["stages_s_median"]
+            prec = "int8" if r.get("int8") else ("bf16" if r.get("bf16") else "fp32")
+            e2e.append(f"| {r['backend']}{' compiled' if r.get('compile') else ''} {prec} | "
+                       f"{'x'.join(map(str, r['image']))} | " + " | ".join(f"{1000 * st[s]:.1f}" for s in st)
+                       + f" | **{1000 * r['total_s_median']:.1f}** | {1000 * r['upsample_argmax_before_s_median']:.1f} |"
+                       f" {'yes' if r['labels_equal'] else 'NO'} |")
+    if meta is None:
+        return ""
+    out = [f"### {meta['cpu']} ({', '.join(meta.get('cpu_flags', [])) or 'no AMX / AVX-512 bf16'}), "
+           f"{meta['threads']} threads, batch 1", "",
+           "Same weights; the runtime runs the ONNX file of our `export` with its recommended CPU settings; "
+           "alternating timed runs in one process (median). Ratio = our best path's throughput / the runtime's.", "",
+           "| model | input | precision | runtime | runtime img/s | ours eager | ours compiled | ours / runtime | "
+           "argmax agreement |", "|---|---|---|---|---|---|---|---|---|", *rows]
+    if int8_rows:
+        out += ["", "int8 (`sceneparse quantize`: NNCF, 128 CamVid train images, run by OpenVINO) in the same rounds:", "",
+                "| model | rounds' precision | int8 img/s | ours img/s | int8 / ours | OpenVINO img/s |",
+                "|---|---|---|---|---|---|", *int8_rows]
+    if e2e:
+        out += ["", "`predict` end to end, one CamVid val image (`sceneparse benchmark --end-to-end`), ms:", "",
+                "| path | image | decode | normalise | network | upsample + argmax | palette encode | write | total | "
+                "upsample + softmax + argmax before | same labels |", "|---|---|---|---|---|---|---|---|---|---|---|", *e2e]
+    return "\n".join(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--readme", action="store_true", help="also replace the speed block in README.md")
+    args = p.parse_args()
+    text = "\n\n".join(t for t in (cpu_tables(d) for d in sorted(RUNTIMES.iterdir()) if d.is_dir()) if t)
+    (RUNTIMES / "SPEED.md").write_text(text + "\n")
+    print(text)
+    if args.readme:
+        readme = (ROOT / "README.md").read_text()
+        if START not in readme or END not in readme:
+            raise SystemExit(f"README.md has no {START} ... {END} block")
+        head, rest = readme.split(START, 1)
+        readme = head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1]
+        (ROOT / "README.md").write_text(readme)
+
+
+if __name__ == "__main__":
+    main()

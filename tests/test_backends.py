@@ -1,0 +1,146 @@
+"""Inference backends (torch / OpenVINO / ONNX Runtime), int8 quantization, runtime comparison, the fused
+upsample + argmax and the end-to-end predict latency breakdown."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sceneparse import build_model
+from sceneparse.engine.inference import InferenceConfig, infer_probs, predict_labels, upsample_argmax
+
+
+def _small(upsample=True):
+    torch.manual_seed(0)
+    m = build_model("pspnet", "resnet18", 5, output_stride=8, aux_head=False, head_channels=16).eval()
+    for mod in m.modules():  # non-trivial BN statistics, as trained weights have
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.1, 0.1)
+            mod.running_var.uniform_(0.5, 1.5)
+    m.set_eval_logit_upsampling(upsample)
+    return m
+
+
+@pytest.mark.parametrize("n,k,h,w,size", [(1, 11, 23, 30, (360, 480)), (2, 3, 5, 7, (41, 13)), (1, 300, 4, 4, (9, 33)),
+                                          (1, 4, 8, 8, (8, 8))])
+def test_upsample_argmax_equals_full_upsampling(n, k, h, w, size):
+    g = torch.Generator().manual_seed(k)
+    logits = torch.randn(n, k, h, w, generator=g)
+    logits[:, 1] = logits[:, 0]  # exact ties: the lower class id wins, as argmax
+    ref = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
+    got = upsample_argmax(logits, size)
+    assert got.shape == (n, *size) and got.dtype == torch.int64
+    assert torch.equal(got, ref)
+
+
+def test_low_resolution_logits_give_the_same_labels_and_probabilities():
+    full, low = _small(True), _small(False)
+    x = torch.randn(1, 3, 67, 91)
+    with torch.inference_mode():
+        assert low(x)["out"].shape[-2:] == (9, 12) and full(x)["out"].shape[-2:] == (67, 91)
+    whole = InferenceConfig()
+    assert torch.equal(predict_labels(low, x, whole), predict_labels(full, x, whole))
+    assert torch.equal(predict_labels(low, x, whole), infer_probs(full, x, whole).argmax(1))
+    for cfg in (InferenceConfig(scales=(0.75, 1.0), flip=True),
+                InferenceConfig(mode="slide", crop_size=(48, 48), stride=(32, 32))):
+        torch.testing.assert_close(infer_probs(low, x, cfg), infer_probs(full, x, cfg), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_every_engine_mode_runs_on_every_backend(backend):
+    pytest.importorskip(backend)
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxscript")
+    from sceneparse.engine.backends import RuntimeModel, prepare_model
+
+    ref_model = _small(True)
+    runtime = prepare_model(_small(True), backend)
+    assert isinstance(runtime, RuntimeModel) and runtime.output_stride == 8
+    x = torch.randn(1, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+    for cfg in (InferenceConfig(), InferenceConfig(scales=(0.75, 1.25), flip=True),
+                InferenceConfig(mode="slide", crop_size=(64, 64), stride=(40, 40))):
+        p_ref, p_rt = infer_probs(ref_model, x, cfg), infer_probs(runtime, x, cfg)
+        torch.testing.assert_close(p_rt, p_ref, rtol=0, atol=1e-4)
+        agree = (predict_labels(runtime, x, cfg) == p_ref.argmax(1)).float().mean().item()
+        assert agree > 0.999, (cfg, agree)
+
+
+def test_bf16_openvino_backend_agrees_with_fp32():
+    pytest.importorskip("openvino")
+    from sceneparse.engine.backends import prepare_model
+
+    x = torch.randn(1, 3, 64, 80, generator=torch.Generator().manual_seed(2))
+    ref = infer_probs(_small(True), x)
+    got = infer_probs(prepare_model(_small(True), "openvino", bf16=True), x)
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.97
+    assert (got - ref).abs().max() < 0.2
+
+
+def test_backend_errors_are_one_clear_line():
+    from sceneparse.engine.backends import prepare_model
+
+    with pytest.raises(ValueError, match="backend must be one of"):
+        prepare_model(_small(), "tensorrt")
+    with pytest.raises(ValueError, match="no bf16"):
+        prepare_model(_small(), "onnxruntime", bf16=True)
+    with pytest.raises(ValueError, match="--compile applies to the torch backend"):
+        prepare_model(_small(), "openvino", compile=True)
+
+
+def test_quantize_to_int8_ir_then_evaluate_and_predict(tiny_run, tmp_path, camvid_root, capsys):
+    pytest.importorskip("nncf")
+    from sceneparse.cli import main
+    from sceneparse.engine.backends import load_ir_checkpoint
+
+    ckpt = tiny_run / "final.pt"
+    ir = tmp_path / "int8.xml"
+    assert main(["quantize", "--checkpoint", str(ckpt), "--out", str(ir), "--num-images", "3", "--no-progress",
+                 f"data.root={camvid_root}"]) == 0
+    assert ir.is_file() and ir.with_suffix(".bin").is_file()
+    info = load_ir_checkpoint(ir)
+    assert info["quantization"]["calibration"] == {"split": "train", "num_images": 3, "seed": 0, "dataset": "camvid"}
+    assert info["meta"]["classes"][0] == "Sky" and info["config"]["model"]["arch"] == "pspnet"
+    ir_text = ir.read_text()
+    assert "FakeQuantize" in ir_text or "FakeConvert" in ir_text or "i8" in ir_text  # int8 layers present
+    # the int8 model as --checkpoint: scores and labels close to the float model's on the same images
+    out_q, out_f = tmp_path / "q.json", tmp_path / "f.json"
+    assert main(["evaluate", "--checkpoint", str(ir), "--out", str(out_q), "--no-progress",
+                 "data.max_val_samples=2", f"data.root={camvid_root}"]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--out", str(out_f), "--no-progress",
+                 "data.max_val_samples=2", f"data.root={camvid_root}"]) == 0
+    q, f = json.loads(out_q.read_text()), json.loads(out_f.read_text())
+    assert q["inference"]["backend"] == "openvino" and q["inference"]["int8"] and not f["inference"]["int8"]
+    assert abs(q["aAcc"] - f["aAcc"]) < 2.0, (q["aAcc"], f["aAcc"])
+    image = sorted((camvid_root / "val").glob("*.png"))[0]
+    assert main(["predict", str(image), "--checkpoint", str(ir), "--out", str(tmp_path / "pred"), "--no-progress"]) == 0
+    assert (tmp_path / "pred" / f"{image.stem}.png").is_file()
+    # never over its input; an IR cannot be quantized again
+    with pytest.raises(ValueError, match="already an OpenVINO IR"):
+        from sceneparse.perf.quantize import run_quantize
+        run_quantize(ir, tmp_path / "again.xml")
+
+
+def test_a_bad_ir_file_is_one_line_error(tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from sceneparse.cli import main
+
+    bad = tmp_path / "model.xml"
+    bad.write_text("<net>not a model")
+    assert main(["evaluate", "--checkpoint", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and str(bad) in err and len(err.splitlines()) == 1
+
+
+def test_compare_with_runtime_reports_ratio_and_agreement():
+    pytest.importorskip("openvino")
+    from sceneparse.perf.compare import compare_with_runtime
+
+    r = compare_with_runtime("openvino", _small(True), "tiny pspnet", (64, 64), repeats=2, warmup=1, compile=False)
+    assert r["runtime"] == "openvino" and r["precision"] == "fp32" and r["ours_best"] == "ours_eager"
+    assert set(r["images_per_s"]) == {"openvino", "ours_eager"}
+    assert r["ratio_ours_over_runtime"] == pytest.approx(r["latency_s_median"]["openvino"] /
+                                                         r["latency_s_median"]["ours_eager"])
+    assert r["max_abs_diff_vs_fp32_torch"]["openvino"] < 1e-3 and r["argmax_agreement_ours_vs_runtime"] > 0.999
+    assert r["cpu"] and r["threads"] == torch.get_num_threads()
+    with pytest.raises(ValueError, match="no bf16"):
+        compare_with_runtime("onnxruntime", _small(True), "x", (64, 64), bf16=True, repeats=1)
