@@ -144,3 +144,35 @@ def test_compare_with_runtime_reports_ratio_and_agreement():
     assert r["cpu"] and r["threads"] == torch.get_num_threads()
     with pytest.raises(ValueError, match="no bf16"):
         compare_with_runtime("onnxruntime", _small(True), "x", (64, 64), bf16=True, repeats=1)
+
+
+def test_end_to_end_latency_breakdown_of_predict(camvid_root, tmp_path, capsys):
+    from sceneparse.cli import main
+
+    image = camvid_root / "val" / sorted(p.name for p in (camvid_root / "val").glob("*.png"))[0]
+    out = tmp_path / "e2e.json"
+    assert main(["benchmark", "--end-to-end", str(image), "--repeats", "2", "--warmup", "1", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    stages = ["decode", "normalise", "network", "upsample_argmax", "palette_encode", "write"]
+    assert list(r["stages_s_median"]) == stages and all(v > 0 for v in r["stages_s_median"].values())
+    assert r["total_s_median"] == pytest.approx(sum(r["stages_s_median"].values()))
+    assert r["image"] == [360, 480] and r["logits"] == [11, 23, 30]  # low-resolution logits (OS16)
+    assert r["labels_equal"] is True and r["cpu"] and r["backend"] == "torch"
+    assert "upsample_argmax" in capsys.readouterr().out
+
+
+def test_prepared_model_labels_equal_the_unprepared_full_resolution_path(camvid_root):
+    """The packaged model on a real image: fused low-resolution path == full-resolution logits + softmax + argmax."""
+    from sceneparse.data.base import read_image
+    from sceneparse.engine.backends import prepare_model
+    from sceneparse.engine.checkpoint import model_from_checkpoint, resolve_weights
+    from sceneparse.engine.predict import normalise
+
+    model, ckpt = model_from_checkpoint(resolve_weights(None))
+    image = read_image(sorted((camvid_root / "val").glob("*.png"))[3])
+    x = normalise(image, ckpt["meta"]["mean"], ckpt["meta"]["std"])[None]
+    ref = infer_probs(model, x).argmax(1)  # eval logits upsampled inside the model, softmax, argmax
+    fast = prepare_model(model, "torch", fold_bn=False)
+    with torch.inference_mode():
+        assert fast(x)["out"].shape[-2:] == (23, 30)
+    assert torch.equal(predict_labels(fast, x), ref)

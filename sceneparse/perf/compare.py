@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .benchmark import count_flops, padding_flops
 
@@ -323,9 +324,13 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
 
         q = OpenVINOModel(int8_ir, precision)
 
-        def int8():
+        def int8():  # the IR's logits are at the decode head's resolution: upsampled here for "logits"
             with torch.inference_mode():
-                return upsample_argmax(_logits(q, x, False), size) if labels else q(x)["out"]
+                low = _logits(q, x, False)
+                if labels:
+                    return upsample_argmax(low, size)
+                return low if low.shape[-2:] == tuple(size) else F.interpolate(low, size=size, mode="bilinear",
+                                                                                align_corners=False)
 
         fns["ours_int8"] = int8
         outputs["ours_int8"] = int8()
