@@ -33,6 +33,21 @@ def test_upsample_argmax_equals_full_upsampling(n, k, h, w, size):
     assert torch.equal(got, ref)
 
 
+def test_upsample_argmax_sweep_of_shapes_ties_and_flat_regions():
+    for seed in range(24):
+        g = torch.Generator().manual_seed(seed)
+        n, k = 1 + seed % 2, [2, 3, 11, 19, 150][seed % 5]
+        h, w = 3 + seed % 17, 4 + (seed * 7) % 23
+        size = (h * (1 + seed % 9) + seed % 5, w * (1 + seed % 8) + seed % 3)
+        logits = torch.randn(n, k, h, w, generator=g) * (1 + seed)
+        if seed % 3 == 0:
+            logits[:, 1] = logits[:, 0]
+        if seed % 4 == 0:  # near-ties everywhere
+            logits = torch.randn(n, k, 1, 1, generator=g).expand(n, k, h, w) + 1e-6 * torch.randn(n, k, h, w, generator=g)
+        ref = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1)
+        assert torch.equal(upsample_argmax(logits, size), ref), seed
+
+
 def test_low_resolution_logits_give_the_same_labels_and_probabilities():
     full, low = _small(True), _small(False)
     x = torch.randn(1, 3, 67, 91)
