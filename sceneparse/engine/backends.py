@@ -173,12 +173,16 @@ class OpenVINOModel(RuntimeModel):
         arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
         req = self.request(arr.shape)
         req.infer({0: arr})
-        logits = req.get_output_tensor(0).data
-        if logits.shape[-2:] == arr.shape[-2:]:
-            return torch.from_numpy(logits.argmax(1)).to(x.device)
+        return self.labels_from_logits(req.get_output_tensor(0).data, arr.shape[-2:]).to(x.device)
+
+    def labels_from_logits(self, logits, size: Sequence[int]) -> torch.Tensor:
+        """:meth:`labels_head` on ``logits`` ``(N, K, h, w)`` (array or tensor) -> ``(N, H, W)`` int64 at ``size``."""
+        logits = np.ascontiguousarray(np.asarray(logits, dtype=np.float32))
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return torch.from_numpy(logits.argmax(1))
         head = self.request(logits.shape, labels=True)
-        head.infer({0: logits, 1: np.array(arr.shape[-2:], dtype=np.int64)})
-        return torch.from_numpy(head.get_output_tensor(0).data.astype(np.int64)).to(x.device)
+        head.infer({0: logits, 1: np.array(size, dtype=np.int64)})
+        return torch.from_numpy(head.get_output_tensor(0).data.astype(np.int64))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         req = self.request(x.shape)

@@ -326,9 +326,9 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
 
         def int8():  # the IR's logits are at the decode head's resolution: upsampled here for "logits"
             with torch.inference_mode():
+                if labels:  # as the engine runs it: OpenVINO's own labels head
+                    return q.labels(x)
                 low = _logits(q, x, False)
-                if labels:
-                    return upsample_argmax(low, size)
                 return low if low.shape[-2:] == tuple(size) else F.interpolate(low, size=size, mode="bilinear",
                                                                                 align_corners=False)
 

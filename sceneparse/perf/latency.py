@@ -3,7 +3,7 @@
 Stages (medians over ``repeats`` runs, seconds): ``decode`` (read + decode the image file, RGB uint8),
 ``normalise`` (to the model's normalised float CHW tensor), ``network`` (the model's forward; logits at the
 decode head's resolution when the model supports it), ``upsample_argmax`` (labels at the image's
-resolution), ``palette_encode`` (the palette PNG, encoded in memory), ``write`` (the PNG bytes written
+resolution: :func:`~sceneparse.engine.inference.upsample_argmax`, or the OpenVINO backend's labels head), ``palette_encode`` (the palette PNG, encoded in memory), ``write`` (the PNG bytes written
 atomically). ``total`` is their sum. The overlay JPEG that ``predict`` also writes is timed apart
 (``overlay``) and not in ``total``.
 
@@ -62,7 +62,10 @@ def predict_latency(model, meta: dict, image_path: str | Path, repeats: int = 10
             x = _timed(lambda: normalise(image, meta["mean"], meta["std"])[None], t["normalise"])
             logits = _timed(lambda: _logits(model, x, channels_last), t["network"])
             size = image.shape[:2]
-            labels = _timed(lambda: upsample_argmax(logits, size)[0].numpy(), t["upsample_argmax"])
+            if hasattr(model, "labels_from_logits"):  # OpenVINO: its own labels head, as predict runs it
+                labels = _timed(lambda: model.labels_from_logits(logits, size)[0].numpy(), t["upsample_argmax"])
+            else:
+                labels = _timed(lambda: upsample_argmax(logits, size)[0].numpy(), t["upsample_argmax"])
 
             def before():
                 full = logits if logits.shape[-2:] == size else F.interpolate(
