@@ -48,6 +48,26 @@ def test_upsample_argmax_sweep_of_shapes_ties_and_flat_regions():
         assert torch.equal(upsample_argmax(logits, size), ref), seed
 
 
+def test_upsample_argmax_upsamples_bf16_logits_in_float32():
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(1, 11, 23, 30, generator=g) * 4).bfloat16()
+    ref = F.interpolate(logits.float(), size=(360, 480), mode="bilinear", align_corners=False).argmax(1)
+    assert torch.equal(upsample_argmax(logits, (360, 480)), ref)
+
+
+def test_openvino_labels_head_follows_the_precision():
+    pytest.importorskip("openvino")
+    from sceneparse.engine.backends import OpenVINOModel
+
+    q = OpenVINOModel(_small(False), "fp32")
+    logits = torch.randn(1, 5, 9, 12, generator=torch.Generator().manual_seed(3)) * 3
+    ref = F.interpolate(logits, size=(67, 91), mode="bilinear", align_corners=False).argmax(1)
+    assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.999
+    q.set_precision("bf16")
+    assert q.config["INFERENCE_PRECISION_HINT"] == "bf16" and not q._compiled
+    assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.98
+
+
 def test_low_resolution_logits_give_the_same_labels_and_probabilities():
     full, low = _small(True), _small(False)
     x = torch.randn(1, 3, 67, 91)

@@ -130,9 +130,17 @@ class OpenVINOModel(RuntimeModel):
         self.max_shapes = max_shapes
         self._compiled: OrderedDict[tuple, object] = OrderedDict()
 
+    def set_precision(self, precision: str) -> None:
+        """Switch ``INFERENCE_PRECISION_HINT`` (``"fp32"`` or ``"bf16"``); compiled shapes are dropped."""
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"openvino precision must be fp32 or bf16, got {precision!r}")
+        self.precision = precision
+        self.config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
+        self._compiled.clear()
+
     def request(self, shape: Sequence[int], labels: bool = False):
         """The infer request compiled for the static input ``shape`` (compiled on first use, ~0.2-2 s);
-        ``labels``: the :meth:`labels_head` for logits of that shape instead (in f32 whatever the precision)."""
+        ``labels``: the :meth:`labels_head` for logits of that shape instead (in the model's precision)."""
         key = (tuple(int(s) for s in shape), labels)
         if key in self._compiled:
             self._compiled.move_to_end(key)
@@ -140,8 +148,7 @@ class OpenVINOModel(RuntimeModel):
         model = self.labels_head() if labels else self.ov_model.clone()
         if not labels:
             model.reshape(list(key[0]))
-        config = {**self.config, "INFERENCE_PRECISION_HINT": "f32"} if labels else self.config  # exact upsampling
-        req = self._core.compile_model(model, "CPU", config).create_infer_request()
+        req = self._core.compile_model(model, "CPU", self.config).create_infer_request()
         self._compiled[key] = req
         while len(self._compiled) > self.max_shapes:
             self._compiled.popitem(last=False)
@@ -151,7 +158,8 @@ class OpenVINOModel(RuntimeModel):
     def labels_head():
         """A small OpenVINO graph from logits ``(N, K, h, w)`` f32 and the target ``(H, W)`` (i64) to labels
         ``(N, H, W)`` i32: bilinear upsampling (``pytorch_half_pixel``, PyTorch's ``align_corners=False``)
-        and the top class (``TopK`` k=1). Asking the runtime for the labels keeps the upsampling in its
+        and the top class (``TopK`` k=1), run in the model's precision (bf16: ~4x faster than f32 here,
+        labels within bf16 rounding of the f32 ones). Asking the runtime for the labels keeps the upsampling in its
         fast kernels and in its own thread pool (a second pool spinning beside it slowed our upsampling
         after OpenVINO down 3x)."""
         import openvino as ov
@@ -233,7 +241,8 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
                   compile: bool = False, threads: int | None = None, device: str | torch.device = "cpu") -> nn.Module:
     """The model ready to run under ``backend`` (one of :data:`BACKENDS`), in fp32 or bf16.
 
-    A :class:`RuntimeModel` is returned as is (an IR file's model already has its backend). Under torch,
+    A :class:`RuntimeModel` is returned as is (an IR file's model already has its backend; ``bf16`` sets an
+    OpenVINO model's precision hint: an int8 IR then runs its float layers in bf16). Under torch,
     a model that supports it returns eval logits at the decode head's resolution
     (``set_eval_logit_upsampling(False)``): the engine upsamples them in float32, fused with the argmax
     when only labels are wanted.
@@ -242,7 +251,9 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
         ValueError: unknown backend; bf16 with onnxruntime; a runtime backend on a non-CPU device;
             ``compile`` with a runtime backend; the runtime not installed.
     """
-    if isinstance(model, RuntimeModel):
+    if isinstance(model, RuntimeModel):  # an IR file's model: its backend is fixed, its precision is not
+        if bf16 and isinstance(model, OpenVINOModel):
+            model.set_precision("bf16")
         return model
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")

@@ -60,7 +60,7 @@ def predict_latency(model, meta: dict, image_path: str | Path, repeats: int = 10
             t = times if i >= warmup else {k: [] for k in times}
             image = _timed(lambda: read_image(image_path), t["decode"])
             x = _timed(lambda: normalise(image, meta["mean"], meta["std"])[None], t["normalise"])
-            logits = _timed(lambda: _logits(model, x, channels_last), t["network"])
+            logits = _timed(lambda: _logits(model, x, channels_last, float32=False), t["network"])
             size = image.shape[:2]
             if hasattr(model, "labels_from_logits"):  # OpenVINO: its own labels head, as predict runs it
                 labels = _timed(lambda: model.labels_from_logits(logits, size)[0].numpy(), t["upsample_argmax"])
@@ -70,7 +70,7 @@ def predict_latency(model, meta: dict, image_path: str | Path, repeats: int = 10
             def before():
                 full = logits if logits.shape[-2:] == size else F.interpolate(
                     logits, size=size, mode="bilinear", align_corners=False)
-                return full.softmax(1).argmax(1)[0].numpy()
+                return full.float().softmax(1).argmax(1)[0].numpy()
 
             equal &= bool(np.array_equal(_timed(before, t["upsample_argmax_before"]), labels))
 
