@@ -35,6 +35,6 @@ for m in $models; do
     img=$(head -1 "$data_root/val.txt" | cut -d' ' -f1)
     sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --out "$out/camvid_e2e_torch_fp32.json" | tail -1
     sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --bf16 --compile --out "$out/camvid_e2e_torch_bf16_compile.json" | tail -1
-    sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --checkpoint "$int8" --out "$out/camvid_e2e_int8.json" | tail -1
+    sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --checkpoint "$int8" --bf16 --out "$out/camvid_e2e_int8_bf16.json" | tail -1
   fi
 done

@@ -43,11 +43,12 @@ def cpu_tables(folder: Path) -> str:
         elif "stages_s_median" in r:
             meta = meta or r
             st = r["stages_s_median"]
-            prec = "int8" if r.get("int8") else ("bf16" if r.get("bf16") else "fp32")
+            prec = ("int8 (float layers bf16)" if r.get("bf16") else "int8") if r.get("int8") else (
+                "bf16" if r.get("bf16") else "fp32")
             e2e.append(f"| {r['backend']}{' compiled' if r.get('compile') else ''} {prec} | "
                        f"{'x'.join(map(str, r['image']))} | " + " | ".join(f"{1000 * st[s]:.1f}" for s in st)
                        + f" | **{1000 * r['total_s_median']:.1f}** | {1000 * r['upsample_argmax_before_s_median']:.1f} |"
-                       f" {'yes' if r['labels_equal'] else 'NO'} |")
+                       f" {'yes' if r['labels_equal'] else '%.2f%%' % (100 * r.get('labels_agreement', 0))} |")
     if meta is None:
         return ""
     out = [f"### {meta['cpu']} ({', '.join(meta.get('cpu_flags', [])) or 'no AMX / AVX-512 bf16'}), "
@@ -65,7 +66,7 @@ def cpu_tables(folder: Path) -> str:
     if e2e:
         out += ["", "`predict` end to end, one CamVid val image (`sceneparse benchmark --end-to-end`), ms:", "",
                 "| path | image | decode | normalise | network | upsample + argmax | palette encode | write | total | "
-                "upsample + softmax + argmax before | same labels |", "|---|---|---|---|---|---|---|---|---|---|---|", *e2e]
+                "upsample + softmax + argmax before | same labels as before |", "|---|---|---|---|---|---|---|---|---|---|---|", *e2e]
     return "\n".join(out)
 
 

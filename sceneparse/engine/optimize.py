@@ -125,22 +125,24 @@ class PrePaddedConv2d(nn.Module):
         return self.conv(nn.functional.pad(x, self.pad))
 
 
-def prepad_dilated_convs(model: nn.Module, min_dilation: int = 2) -> int:
+def prepad_dilated_convs(model: nn.Module, min_dilation: int = 4, min_in_channels: int = 1025) -> int:
     """Replace (in place) every zero-padded dense (``groups == 1``) ``nn.Conv2d`` with dilation >=
-    ``min_dilation`` by a ``PrePaddedConv2d``; returns how many were replaced. Outputs are unchanged.
+    ``min_dilation`` and more than ``min_in_channels - 1`` input channels by a ``PrePaddedConv2d``;
+    returns how many were replaced. Outputs are unchanged.
 
-    Depthwise / grouped convolutions keep their padding: oneDNN's bf16 depthwise kernel handles dilated
-    padding well, and padding first made EfficientNet-Lite's dilated 5x5 depthwise convolutions slower
-    (1152 channels, 23x30, rate 2: 0.53 ms padded by the kernel, 0.79 ms padded first; Xeon with AMX).
-
-    The slow bf16 path starts at dilation 4 for the ASPP shape; rate-2 convolutions are padded too
-    because ``min_dilation`` 2 and 4 gave the same DeepLabv3-R50 bf16 throughput (3.5-3.9x
-    torchvision, two runs each, 512x512, Xeon with AMX)."""
+    Where oneDNN's bf16 kernel (AMX, Xeon; 64x64 maps, channels_last, 2 threads) is slow, measured
+    natively padded vs padded first: 2048->256 at rate 4 89 vs 30 ms, rate 12 127 vs 30, rate 36 279 vs 57
+    (DeepLabv3's ASPP); 2048->512 rate 4 317 vs 59; 1536->256 rate 4 57 vs 19. Where it is not, padding
+    first is slower: 512->512 at rate 2 / 4 / 8 (ResNet-50's dilated stages) 6.8 / 7.3 / 8.1 vs 12.2 /
+    11.6 / 12.6 ms; 2048->256 rate 2 17.8 vs 27.7; 1024->256 rate 4 10.2 vs 12.5; depthwise 1152 channels
+    rate 2 0.53 vs 0.79 ms. Padding every dilated convolution first (this function's earlier rule) cost
+    PSPNet-R50 bf16 about a third of its backbone time.
+    """
     n = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if (type(child) is nn.Conv2d and child.groups == 1 and max(child.dilation) >= min_dilation
-                    and child.padding_mode == "zeros"
+                    and child.in_channels >= min_in_channels and child.padding_mode == "zeros"
                     and not isinstance(child.padding, str) and max(child.padding) > 0):
                 setattr(parent, name, PrePaddedConv2d(child))
                 n += 1
