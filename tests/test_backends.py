@@ -161,6 +161,9 @@ def test_a_bad_ir_file_is_one_line_error(tmp_path, capsys):
 
     bad = tmp_path / "model.xml"
     bad.write_text("<net>not a model")
+    assert main(["evaluate", "--checkpoint", str(bad), "--no-progress"]) == 2  # no .bin: named
+    assert "model.bin" in capsys.readouterr().err
+    bad.with_suffix(".bin").write_bytes(b"")
     assert main(["evaluate", "--checkpoint", str(bad), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and str(bad) in err and len(err.splitlines()) == 1
@@ -211,3 +214,40 @@ def test_prepared_model_labels_equal_the_unprepared_full_resolution_path(camvid_
     with torch.inference_mode():
         assert fast(x)["out"].shape[-2:] == (23, 30)
     assert torch.equal(predict_labels(fast, x), ref)
+
+
+def test_ir_files_refuse_what_they_cannot_do_in_one_line(tiny_run, tmp_path, camvid_root):
+    pytest.importorskip("nncf")
+    from sceneparse.engine.backends import prepare_model
+    from sceneparse.engine.checkpoint import model_from_checkpoint
+    from sceneparse.perf.quantize import run_quantize
+
+    ckpt = tiny_run / "final.pt"
+    # the .bin beside --out must not be an input either
+    victim = tmp_path / "weights.bin"
+    victim.write_bytes(b"user data")
+    with pytest.raises(ValueError, match="refusing to write over it"):
+        run_quantize(victim, tmp_path / "weights.xml")
+    assert victim.read_bytes() == b"user data"
+    ir = tmp_path / "q.xml"
+    run_quantize(ckpt, ir, overrides=[f"data.root={camvid_root}"], num_images=2)
+    model, _ = model_from_checkpoint(ir)
+    with pytest.raises(ValueError, match="--compile applies to the torch backend"):
+        prepare_model(model, compile=True)
+    with pytest.raises(ValueError, match="--backend onnxruntime cannot run it"):
+        prepare_model(model, "onnxruntime")
+    assert prepare_model(model, bf16=True).config["INFERENCE_PRECISION_HINT"] == "bf16"
+    ir.with_suffix(".bin").unlink()
+    with pytest.raises(FileNotFoundError, match="q.bin"):
+        model_from_checkpoint(ir)
+
+
+def test_export_of_a_prepared_model_still_gives_full_resolution_labels(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sceneparse.perf.export import export_onnx, onnx_parity
+
+    low = _small(False)  # as prepare_model leaves it: eval logits at the decode head's resolution
+    path = export_onnx(low, tmp_path / "m.onnx", (64, 80), input_format="float", outputs="both")
+    r = onnx_parity(path, _small(True), [(64, 80)])
+    assert r["per_size"]["64x80"] < 1e-3 and r["argmax_agreement"] > 0.999

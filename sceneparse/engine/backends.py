@@ -13,7 +13,8 @@ the engine upsamples them, as under torch.
 - ``openvino``: the model converted in memory by ``openvino.convert_model`` (or an IR ``.xml`` file, e.g.
   the int8 model of ``sceneparse quantize``), compiled for the CPU with ``PERFORMANCE_HINT=LATENCY``,
   ``INFERENCE_PRECISION_HINT`` f32 / bf16 and the torch thread count; one compiled model per input shape
-  (static shapes are OpenVINO's fast path; the last ``max_shapes`` are kept).
+  (static shapes are OpenVINO's fast path; the last ``max_shapes`` are kept). The runtimes run on the CPU;
+  tensors on another device are copied.
 - ``onnxruntime``: the model exported by :func:`sceneparse.perf.export.export_onnx` (float in, logits out),
   run by ``CPUExecutionProvider`` with all graph optimisations and the torch thread count. fp32 only:
   its CPU provider has no bf16 kernels.
@@ -95,7 +96,7 @@ class OpenVINOModel(RuntimeModel):
         precision: ``"fp32"`` or ``"bf16"`` (``INFERENCE_PRECISION_HINT``; an int8 IR keeps its int8
             layers under either, and the layers between them run in this precision).
         threads: ``INFERENCE_NUM_THREADS`` (default ``torch.get_num_threads()``).
-        max_shapes: compiled models kept (one per input shape).
+        max_shapes: compiled networks kept (one per input shape: multi-scale TTA with 6 scales needs 6).
 
     Raises:
         ValueError: openvino missing, unknown precision.
@@ -104,7 +105,7 @@ class OpenVINOModel(RuntimeModel):
     backend = "openvino"
 
     def __init__(self, source, precision: str = "fp32", threads: int | None = None, output_stride: int | None = None,
-                 max_shapes: int = 4):
+                 max_shapes: int = 8):
         super().__init__(output_stride, precision)
         ov = _need("openvino", "openvino")
         if precision not in ("fp32", "bf16"):
@@ -141,7 +142,7 @@ class OpenVINOModel(RuntimeModel):
     def request(self, shape: Sequence[int], labels: bool = False):
         """The infer request compiled for the static input ``shape`` (compiled on first use, ~0.2-2 s);
         ``labels``: the :meth:`labels_head` for logits of that shape instead (in the model's precision)."""
-        key = (tuple(int(s) for s in shape), labels)
+        key = (tuple(int(s) for s in shape), False) if not labels else ((), True)  # the head: dynamic, once
         if key in self._compiled:
             self._compiled.move_to_end(key)
             return self._compiled[key]
@@ -150,8 +151,9 @@ class OpenVINOModel(RuntimeModel):
             model.reshape(list(key[0]))
         req = self._core.compile_model(model, "CPU", self.config).create_infer_request()
         self._compiled[key] = req
-        while len(self._compiled) > self.max_shapes:
-            self._compiled.popitem(last=False)
+        while len(self._compiled) > self.max_shapes + 1:
+            oldest = next(k for k in self._compiled if not k[1])
+            del self._compiled[oldest]
         return req
 
     @staticmethod
@@ -242,16 +244,21 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
     """The model ready to run under ``backend`` (one of :data:`BACKENDS`), in fp32 or bf16.
 
     A :class:`RuntimeModel` is returned as is (an IR file's model already has its backend; ``bf16`` sets an
-    OpenVINO model's precision hint: an int8 IR then runs its float layers in bf16). Under torch,
-    a model that supports it returns eval logits at the decode head's resolution
+    OpenVINO model's precision hint: an int8 IR then runs its float layers in bf16). The runtimes run
+    on the CPU whatever ``device`` is (tensors on another device are copied). ``model`` is changed in
+    place; under torch, a model that supports it returns eval logits at the decode head's resolution
     (``set_eval_logit_upsampling(False)``): the engine upsamples them in float32, fused with the argmax
     when only labels are wanted.
 
     Raises:
-        ValueError: unknown backend; bf16 with onnxruntime; a runtime backend on a non-CPU device;
-            ``compile`` with a runtime backend; the runtime not installed.
+        ValueError: unknown backend; bf16 with onnxruntime; ``compile`` with a runtime backend or an IR;
+            another runtime asked for an IR; the runtime not installed.
     """
     if isinstance(model, RuntimeModel):  # an IR file's model: its backend is fixed, its precision is not
+        if compile:
+            raise ValueError(f"--compile applies to the torch backend; this model runs on {model.backend}")
+        if backend not in ("torch", model.backend):
+            raise ValueError(f"this model is an {model.backend} graph; --backend {backend} cannot run it")
         if bf16 and isinstance(model, OpenVINOModel):
             model.set_precision("bf16")
         return model
@@ -265,8 +272,6 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
             model.set_eval_logit_upsampling(False)
         return optimize_for_inference(model, fold_bn=fold_bn or bf16, dtype=torch.bfloat16 if bf16 else torch.float32,
                                       compile=compile, example=torch.randn(1, 3, 64, 64, device=dev))
-    if torch.device(device).type != "cpu":
-        raise ValueError(f"--backend {backend} runs on the CPU; got device {device}")
     if compile:
         raise ValueError(f"--compile applies to the torch backend, not {backend}")
     stride = getattr(model, "output_stride", None)
@@ -306,14 +311,16 @@ def load_ir_checkpoint(path: str | Path) -> dict:
     ``openvino_ir`` (the path) and the extra entries (e.g. ``quantization``). No weights are read yet.
 
     Raises:
+        FileNotFoundError: the ``.xml`` or the ``.bin`` beside it is missing (the message names it).
         CheckpointError: not readable, or an IR without sceneparse metadata.
     """
     from .checkpoint import CheckpointError
 
     ov = _need("openvino", "openvino")
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, "No such file or directory", str(path))
+    for f in (path, path.with_suffix(".bin")):  # the weights live beside the graph
+        if not f.is_file():
+            raise FileNotFoundError(2, "No such file or directory", str(f))
     try:
         ov_model = ov.Core().read_model(str(path))
         info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))

@@ -367,8 +367,6 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
         if output_stride and output_stride != ckpt["config"]["model"]["output_stride"]:
             raise ValueError(f"{ckpt['openvino_ir']} is a compiled graph at output_stride "
                              f"{ckpt['config']['model']['output_stride']}; it cannot run at {output_stride}")
-        if torch.device(device).type != "cpu":
-            raise ValueError(f"{ckpt['openvino_ir']} runs on the CPU (OpenVINO); got device {device}")
         return OpenVINOModel(ckpt["openvino_ir"], output_stride=ckpt["config"]["model"]["output_stride"]), ckpt
     require_finite(ckpt["model"], f"{source} (a diverged training)")
     meta = ckpt.get("meta", {})

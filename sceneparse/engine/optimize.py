@@ -199,7 +199,7 @@ class _FrozenCompiled(nn.Module):
             try:
                 with inductor_config.patch(freezing=True, cpp_wrapper=True):
                     return self.compiled(*args, **kwargs)
-            except Exception as e:  # noqa: BLE001 - any build failure: the Python wrapper still works
+            except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.CppCompileError) as e:
                 log.warning("torch.compile with cpp_wrapper failed (%s: %s); using the Python wrapper",
                             type(e).__name__, str(e).splitlines()[0] if str(e) else "")
                 self.cpp_wrapper = False

@@ -196,9 +196,10 @@ RUNTIMES = ("openvino", "onnxruntime")
 
 def _runtime_runner(runtime: str, onnx_path, precision: str, shape, threads: int):
     """(callable feeding a float32 NCHW array -> logits array, settings used) for ``runtime`` on ``onnx_path``."""
-    if runtime == "openvino":
-        import openvino as ov
+    from ..engine.backends import _need
 
+    if runtime == "openvino":
+        ov = _need("openvino", "openvino")
         core = ov.Core()
         model = core.read_model(str(onnx_path))
         model.reshape(list(shape))  # static shape: OpenVINO's fast path, as its benchmark_app uses
@@ -211,8 +212,7 @@ def _runtime_runner(runtime: str, onnx_path, precision: str, shape, threads: int
             return req.get_output_tensor(0).data
 
         return run, {**settings, "version": ov.__version__}
-    import onnxruntime as ort
-
+    ort = _need("onnxruntime", "export")
     if precision != "fp32":
         raise ValueError("onnxruntime's CPU provider has no bf16 kernels: --compare onnxruntime needs fp32 (no --bf16)")
     opts = ort.SessionOptions()

@@ -48,6 +48,8 @@ class DeployGraph(nn.Module):
         if self.input_format == "rgb8":
             x = x.permute(0, 3, 1, 2).float() * self.scale + self.shift
         logits = self.model(x)["out"]
+        if logits.shape[-2:] != x.shape[-2:]:  # a model prepared for the engine (low-resolution eval logits)
+            logits = nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.outputs == "logits":
             return logits
         labels = logits.argmax(1).to(self.label_dtype)

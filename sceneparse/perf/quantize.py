@@ -59,16 +59,15 @@ def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path 
     Raises:
         ValueError: ``out`` is not ``.xml`` or is an input; a bad split / data root (``DataError``).
     """
-    import nncf
-    import openvino as ov
-
     from ..config import load_config, to_dict
     from ..data import build_dataset, build_eval_transform
-    from ..engine.backends import save_ir
+    from ..engine.backends import _need, save_ir
     from ..engine.checkpoint import check_classes, load_checkpoint, model_from_checkpoint
     from ..engine.outputs import check_output_file
 
-    check_output_file(out, [checkpoint, config, Path(out).with_suffix(".bin")], suffixes=(".xml",))
+    nncf, ov = _need("nncf", "openvino"), _need("openvino", "openvino")
+    check_output_file(out, [checkpoint, config], suffixes=(".xml",))
+    check_output_file(Path(out).with_suffix(".bin"), [checkpoint, config], flag="--out (its .bin)", suffixes=(".bin",))
     ckpt = load_checkpoint(checkpoint)
     if "openvino_ir" in ckpt:
         raise ValueError(f"{checkpoint} is already an OpenVINO IR; quantize the PyTorch checkpoint")
