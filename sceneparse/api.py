@@ -69,7 +69,10 @@ class Segmenter:
         classes: class names ``[K]``; palette: ``[K][3]`` RGB; meta: the checkpoint's metadata (dataset,
         mean/std, classes, palette, ``train_splits``, ``crop_size``, ``metrics``, ``recipe`` where present,
         ``source`` file); inference: the :class:`~sceneparse.engine.inference.InferenceConfig` used;
-        model: the ``torch.nn.Module``; device: its ``torch.device``.
+        model: the ``torch.nn.Module`` prepared for inference (its eval ``"out"`` is at the decode head's
+        resolution where the architecture supports it: the engine upsamples; a
+        :class:`~sceneparse.engine.backends.RuntimeModel` under ``backend="openvino"/"onnxruntime"``);
+        device: its ``torch.device``.
     """
 
     def __init__(self, model: torch.nn.Module, ckpt: dict, device: torch.device, inference, source: Path,
