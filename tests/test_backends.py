@@ -106,7 +106,15 @@ def test_bf16_openvino_backend_agrees_with_fp32():
 
     x = torch.randn(1, 3, 64, 80, generator=torch.Generator().manual_seed(2))
     ref = infer_probs(_small(True), x)
-    got = infer_probs(prepare_model(_small(True), "openvino", bf16=True), x)
+    runtime = prepare_model(_small(True), "openvino", bf16=True)
+    assert runtime.precision == "bf16" and runtime.config["INFERENCE_PRECISION_HINT"] == "bf16"
+    got = infer_probs(runtime, x)
+    compiled = next(iter(runtime._compiled.values())).get_compiled_model()
+    from sceneparse.perf.compare import cpu_flags
+
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    if {"avx512_bf16", "amx_bf16"} & set(cpu_flags()):  # the hint really took (a CPU without bf16 runs f32)
+        assert "bfloat16" in hint or "bf16" in hint, hint
     assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.97
     assert (got - ref).abs().max() < 0.2
 
