@@ -33,7 +33,8 @@ def cpu_tables(folder: Path) -> str:
             best = r["ours_best"]
             rows.append(f"| {MODEL_NAMES.get(_model_key(path), path.stem)} | {'x'.join(map(str, r['input'][2:]))} | "
                         f"{r['precision']} | {r.get('output', 'logits')} | {r['runtime']} | {ips[r['runtime']]:.2f} | {ips.get('ours_eager', 0):.2f} | "
-                        f"{ips.get('ours_compile', float('nan')):.2f} | **{r['ratio_ours_over_runtime']:.2f}x** | "
+                        f"{ips.get('ours_compile', float('nan')):.2f} | {ips.get('ours_aot', float('nan')):.2f} | "
+                        f"**{r['ratio_ours_over_runtime']:.2f}x** | "
                         f"{100 * r['argmax_agreement_ours_vs_runtime']:.2f}% |")
             if "ratio_int8_over_ours_best" in r:
                 int8_rows.append(f"| {MODEL_NAMES.get(_model_key(path), path.stem)} | {r['precision']} | "
@@ -54,11 +55,13 @@ def cpu_tables(folder: Path) -> str:
     out = [f"### {meta['cpu']} ({', '.join(meta.get('cpu_flags', [])) or 'no AMX / AVX-512 bf16'}), "
            f"{meta['threads']} threads, batch 1", "",
            "Same weights; the runtime runs the ONNX file of our `export` with its recommended CPU settings; "
+           "nan: not measured in that run (AOTInductor was added after the ResNet-50 rows); "
            "alternating timed runs in one process (median). Ratio = our best path's throughput / the runtime's. "
            "Output `logits`: full-resolution logits from every path; `labels`: the label map (runtime: "
            "upsampling + argmax in its graph; ours: low-resolution logits + fused upsample_argmax).", "",
-           "| model | input | precision | output | runtime | runtime img/s | ours eager | ours compiled | "
-           "ours / runtime | argmax agreement |", "|---|---|---|---|---|---|---|---|---|---|", *rows]
+           "| model | input | precision | output | runtime | runtime img/s | ours eager | ours torch.compile | "
+           "ours AOTInductor | ours / runtime | argmax agreement |", "|---|---|---|---|---|---|---|---|---|---|---|",
+           *rows]
     if int8_rows:
         out += ["", "int8 (`sceneparse quantize`: NNCF, 128 CamVid train images, run by OpenVINO) in the same rounds:", "",
                 "| model | rounds' precision | output | int8 img/s | ours img/s | int8 / ours | OpenVINO img/s |",

@@ -150,7 +150,7 @@ def prepad_dilated_convs(model: nn.Module, min_dilation: int = 4, min_in_channel
 
 
 def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
-                           dtype: torch.dtype = torch.float32, compile: bool = False,
+                           dtype: torch.dtype = torch.float32, compile: bool | str = False,
                            example: torch.Tensor | None = None) -> nn.Module:
     """Eval mode, BN folding, ``channels_last``, weights cast to ``dtype`` and optionally ``torch.compile``.
 
@@ -158,8 +158,9 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
     does), and dilated convolutions are padded explicitly first (``prepad_dilated_convs``; oneDNN's
     bf16 dilated kernels are slow when they pad). ``compile`` uses Inductor with ``freezing`` (weights
     become constants, so oneDNN prepacks them and fuses conv + ReLU / add): 8-14% faster than eager
-    on a 2-core Xeon for ResNet-50 models at 512x512, after a first call of 5-9 s. Returns the model to use (the
-    compiled wrapper when ``compile``); the module is modified in place.
+    on a 2-core Xeon for ResNet-50 models at 512x512, after a first call of 5-9 s. ``compile="aot"``:
+    AOTInductor instead (:class:`_AOTCompiled`: a few percent faster still, 15-25 s per new input shape).
+    Returns the model to use (the compiled wrapper when ``compile``); the module is modified in place.
     """
     model = model.eval()
     if fold_bn:
@@ -171,9 +172,55 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
         model = model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         model = model.to(dtype)
-    if compile:
+    if compile == "aot":
+        model = _AOTCompiled(model)
+    elif compile:
         model = _FrozenCompiled(model)
     return model
+
+
+class _AOTCompiled(nn.Module):
+    """AOTInductor (``torch.export`` + ``aoti_compile_and_package`` with freezing), one compiled package per
+    input shape, dtype and memory format: no Dynamo guards and no Python between the kernels. Faster than
+    ``torch.compile`` on CPU: the shipped CamVid model at 360x480, 35.5 vs 33.3 img/s in fp32 and 76.7 vs
+    72.4 in bf16 (2-core Xeon with AMX, alternating runs), identical outputs; but each new shape compiles
+    for 15-25 s (``torch.compile``: ~10 s), so it suits a fixed input size (a camera, a benchmark).
+    ``forward(x)`` -> ``{"out": tensor}``; the packages live in a temporary folder removed with the module."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        import tempfile
+
+        self.model = model
+        self._dir = tempfile.TemporaryDirectory(prefix="sceneparse_aoti_")
+        self._runners: dict[tuple, object] = {}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        import torch._inductor.config as inductor_config
+
+        cl = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        key = (tuple(x.shape), x.dtype, cl, x.device.type)
+        runner = self._runners.get(key)
+        if runner is None:
+            graph = _OutOnly(self.model).eval()
+            with torch.no_grad():
+                program = torch.export.export(graph, (x,))
+                with inductor_config.patch(freezing=True):
+                    path = torch._inductor.aoti_compile_and_package(
+                        program, package_path=f"{self._dir.name}/model_{len(self._runners)}.pt2")
+            runner = self._runners[key] = torch._inductor.aoti_load_package(path)
+        return {"out": runner(x)}
+
+
+class _OutOnly(nn.Module):
+    """A model's ``"out"`` as a plain tensor (what ``torch.export`` packages)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
 
 
 class _FrozenCompiled(nn.Module):

@@ -254,8 +254,8 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
     ``model`` exported by our ``export`` (float NCHW in) and run by the runtime with its recommended CPU
     settings (OpenVINO: static shape, ``PERFORMANCE_HINT=LATENCY``, precision hint; ONNX Runtime: all graph
     optimisations), in the same precision, same threads, same input, timed alternately in one process.
-    Ours: :func:`optimize_for_inference` eager, and with ``compile`` (Inductor freezing, C++ wrapper) too;
-    the faster is "ours". Each timed call follows an untimed one of the same path (``settle``: the thread
+    Ours: :func:`optimize_for_inference` eager, and with ``compile`` also ``torch.compile`` (Inductor
+    freezing, C++ wrapper) and AOTInductor (``compile="aot"``); the fastest is "ours". Each timed call follows an untimed one of the same path (``settle``: the thread
     pools differ). With ``int8_ir`` (an IR from ``sceneparse quantize``) that model is timed in the same
     rounds (OpenVINO; the layers between int8 ones in this precision).
 
@@ -302,13 +302,13 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         run, settings[runtime] = _runtime_runner(runtime, onnx_path, precision, x.shape, threads)
     fns[runtime] = lambda: run(xn)
     outputs[runtime] = torch.from_numpy(run(xn).copy())
-    for comp in ((False, True) if compile else (False,)):
+    for comp in ((False, True, "aot") if compile else (False,)):
         mine = copy.deepcopy(model)
         if labels and hasattr(mine, "set_eval_logit_upsampling"):
             mine.set_eval_logit_upsampling(False)
         fast = optimize_for_inference(mine, dtype=dtype, compile=comp, example=x[:1, :, :64, :64])
         xi = x.contiguous(memory_format=torch.channels_last).to(dtype)
-        name = "ours_compile" if comp else "ours_eager"
+        name = {False: "ours_eager", True: "ours_compile", "aot": "ours_aot"}[comp]
 
         def ours(fast=fast, xi=xi):
             with torch.inference_mode():
@@ -337,7 +337,7 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         settings["ours_int8"] = {"ir": str(int8_ir), **q.config}
     times = alternate_timings(fns, repeats, warmup, settle=1)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ours_best = min((k for k in med if k in ("ours_eager", "ours_compile")), key=med.get)
+    ours_best = min((k for k in med if k in ("ours_eager", "ours_compile", "ours_aot")), key=med.get)
     ref_labels = ref.argmax(1)
 
     def as_labels(v):
