@@ -69,9 +69,9 @@ def predict_latency(model, meta: dict, image_path: str | Path, repeats: int = 10
                 labels = _timed(lambda: upsample_argmax(logits, size)[0].numpy(), t["upsample_argmax"])
 
             def before():
-                full = logits if logits.shape[-2:] == size else F.interpolate(
-                    logits, size=size, mode="bilinear", align_corners=False)
-                return full.float().softmax(1).argmax(1)[0].numpy()
+                full = logits.float() if logits.shape[-2:] == size else F.interpolate(
+                    logits.float(), size=size, mode="bilinear", align_corners=False)
+                return full.softmax(1).argmax(1)[0].numpy()
 
             old = _timed(before, t["upsample_argmax_before"])
             equal &= bool(np.array_equal(old, labels))
