@@ -159,7 +159,8 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
     bf16 dilated kernels are slow when they pad). ``compile`` uses Inductor with ``freezing`` (weights
     become constants, so oneDNN prepacks them and fuses conv + ReLU / add): 8-14% faster than eager
     on a 2-core Xeon for ResNet-50 models at 512x512, after a first call of 5-9 s. ``compile="aot"``:
-    AOTInductor instead (:class:`_AOTCompiled`: a few percent faster still, 15-25 s per new input shape).
+    AOTInductor instead (:class:`_AOTCompiled`; 15-25 s per new input shape; +6% or -23% against
+    ``torch.compile`` depending on the model and run, see the README).
     Returns the model to use (the compiled wrapper when ``compile``); the module is modified in place.
     """
     model = model.eval()
@@ -181,10 +182,11 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
 
 class _AOTCompiled(nn.Module):
     """AOTInductor (``torch.export`` + ``aoti_compile_and_package`` with freezing), one compiled package per
-    input shape, dtype and memory format: no Dynamo guards and no Python between the kernels. Faster than
-    ``torch.compile`` on CPU: the shipped CamVid model at 360x480, 35.5 vs 33.3 img/s in fp32 and 76.7 vs
-    72.4 in bf16 (2-core Xeon with AMX, alternating runs), identical outputs; but each new shape compiles
-    for 15-25 s (``torch.compile``: ~10 s), so it suits a fixed input size (a camera, a benchmark).
+    input shape, dtype and memory format: no Dynamo guards and no Python between the kernels. Measured
+    against ``torch.compile`` (2-core Xeon with AMX, alternating runs, identical outputs): the shipped
+    CamVid model at 360x480 35.5 vs 33.3 img/s (fp32) and 76.7 vs 72.4 (bf16) in one run, a tie in
+    others; DeepLabv3-R50 bf16 3.53 vs 4.60 (slower). Each new shape compiles for 15-25 s
+    (``torch.compile``: ~10 s), so it suits a fixed input size (a camera, a benchmark).
     ``forward(x)`` -> ``{"out": tensor}``; the packages live in a temporary folder removed with the module."""
 
     def __init__(self, model: nn.Module):
