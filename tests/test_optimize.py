@@ -80,16 +80,21 @@ def test_prepadded_dilated_convs_compute_the_same_function():
 
 
 @pytest.mark.skipif(not __import__("shutil").which("g++"), reason="torch.compile on CPU needs a C++ compiler")
-def test_compiled_inference_with_freezing_matches_eager():
+@pytest.mark.parametrize("mode", [True, "aot"])  # torch.compile with freezing, AOTInductor
+def test_compiled_inference_matches_eager(mode):
     torch.manual_seed(0)
     model = _randomise_bn(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8, aux_head=False))
     x = torch.randn(1, 3, 32, 48)
     with torch.no_grad():
         ref = model(x)["out"]
-    fast = optimize_for_inference(model, compile=True)
+    fast = optimize_for_inference(model, compile=mode)
     with torch.inference_mode():
         out = fast(x.contiguous(memory_format=torch.channels_last))["out"]
+        again = fast(x.contiguous(memory_format=torch.channels_last))["out"]  # the cached graph / package
+    assert out.shape == ref.shape and torch.equal(out, again)
     assert torch.allclose(out, ref, atol=1e-4 * max(1.0, ref.abs().max().item()), rtol=0)
+    if mode == "aot":
+        assert len(fast._runners) == 1
 
 
 def test_compare_with_torchvision_same_weights_equal_outputs():
@@ -208,18 +213,3 @@ def test_only_wide_highly_dilated_convs_are_padded_first():
                           nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8))  # depthwise: native padding
     assert prepad_dilated_convs(model) == 1
     assert [isinstance(m, PrePaddedConv2d) for m in model] == [True, False, False]
-
-
-@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="AOTInductor on CPU needs a C++ compiler")
-def test_aot_compiled_inference_matches_eager():
-    torch.manual_seed(0)
-    model = _randomise_bn(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8, aux_head=False))
-    x = torch.randn(1, 3, 32, 48)
-    with torch.no_grad():
-        ref = model(x)["out"]
-    fast = optimize_for_inference(model, compile="aot")
-    with torch.inference_mode():
-        out = fast(x.contiguous(memory_format=torch.channels_last))["out"]
-        again = fast(x.contiguous(memory_format=torch.channels_last))["out"]  # the cached package
-    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-4, rtol=0) and torch.equal(out, again)
-    assert len(fast._runners) == 1
