@@ -87,6 +87,28 @@ def _threads(threads: int | None) -> int:
     return int(threads or torch.get_num_threads())
 
 
+def openvino_config(precision: str = "fp32", threads: int | None = None) -> dict:
+    """OpenVINO's recommended CPU settings for one stream of batch-1 latency: ``PERFORMANCE_HINT=LATENCY``,
+    ``INFERENCE_NUM_THREADS`` (default the torch thread count) and the precision hint (f32 / bf16)."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(threads),
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+
+
+def ort_session(source: str | Path | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session with all graph optimisations and ``threads`` intra-op threads
+    (default the torch thread count), for a file path or the model's bytes.
+
+    Raises:
+        ValueError: onnxruntime is not installed.
+    """
+    ort = _need("onnxruntime", "export")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = _threads(threads), 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(source if isinstance(source, bytes) else str(source), opts,
+                                providers=["CPUExecutionProvider"])
+
+
 class OpenVINOModel(RuntimeModel):
     """OpenVINO on the CPU.
 
@@ -126,8 +148,7 @@ class OpenVINOModel(RuntimeModel):
         else:
             self.ov_model = source
         self.ov_model.reshape([-1, 3, -1, -1])  # dynamic N, H, W; each call compiles its static shape once
-        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(threads),
-                       "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.config = openvino_config(precision, threads)
         self.max_shapes = max_shapes
         self._compiled: OrderedDict[tuple, object] = OrderedDict()
 
@@ -215,24 +236,19 @@ class ONNXRuntimeModel(RuntimeModel):
 
     def __init__(self, source, threads: int | None = None, output_stride: int | None = None):
         super().__init__(output_stride, "fp32")
-        ort = _need("onnxruntime", "export")
         from ..perf.export import export_onnx, read_metadata
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = _threads(threads)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if isinstance(source, nn.Module):
             _low_res_logits(source)
             with tempfile.TemporaryDirectory() as tmp:
                 path = export_onnx(source, Path(tmp) / "model.onnx", (64, 64), input_format="float", outputs="logits")
-                self.session = ort.InferenceSession(path.read_bytes(), opts, providers=["CPUExecutionProvider"])
+                self.session = ort_session(path.read_bytes(), threads)
         else:
             info = read_metadata(source)
             if info.get("input_format", "float") != "float" or info.get("outputs", "logits") != "logits":
                 raise ValueError(f"{source}: the onnxruntime backend needs a file exported with "
                                  "--input float --outputs logits")
-            self.session = ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
+            self.session = ort_session(source, threads)
         self._input = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:

@@ -195,16 +195,17 @@ RUNTIMES = ("openvino", "onnxruntime")
 
 
 def _runtime_runner(runtime: str, onnx_path, precision: str, shape, threads: int):
-    """(callable feeding a float32 NCHW array -> logits array, settings used) for ``runtime`` on ``onnx_path``."""
-    from ..engine.backends import _need
+    """(callable feeding a float32 NCHW array -> the graph's first output, settings used) for ``runtime``
+    on ``onnx_path``, with the settings of our backends (:func:`~sceneparse.engine.backends.openvino_config`,
+    :func:`~sceneparse.engine.backends.ort_session`)."""
+    from ..engine.backends import _need, openvino_config, ort_session
 
     if runtime == "openvino":
         ov = _need("openvino", "openvino")
         core = ov.Core()
         model = core.read_model(str(onnx_path))
         model.reshape(list(shape))  # static shape: OpenVINO's fast path, as its benchmark_app uses
-        settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-                    "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        settings = openvino_config(precision, threads)
         req = core.compile_model(model, "CPU", settings).create_infer_request()
 
         def run(a):
@@ -212,17 +213,11 @@ def _runtime_runner(runtime: str, onnx_path, precision: str, shape, threads: int
             return req.get_output_tensor(0).data
 
         return run, {**settings, "version": ov.__version__}
-    ort = _need("onnxruntime", "export")
-    if precision != "fp32":
-        raise ValueError("onnxruntime's CPU provider has no bf16 kernels: --compare onnxruntime needs fp32 (no --bf16)")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(onnx_path, threads)
     name = sess.get_inputs()[0].name
     return (lambda a: sess.run(None, {name: a})[0]), {
         "intra_op_num_threads": threads, "graph_optimization_level": "ORT_ENABLE_ALL",
-        "provider": "CPUExecutionProvider", "version": ort.__version__}
+        "provider": "CPUExecutionProvider", "version": _need("onnxruntime", "export").__version__}
 
 
 def cpu_model() -> str:
