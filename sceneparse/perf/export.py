@@ -29,16 +29,20 @@ OUTPUTS = ("logits", "labels", "both")
 
 
 class DeployGraph(nn.Module):
-    """The exported function: optional uint8 RGB NHWC input handling, the model, and the selected outputs."""
+    """The exported function: optional uint8 RGB NHWC input handling, the model, and the selected outputs.
+
+    ``upsample=False`` (the runtime backends of our engine only): a model with low-resolution eval logits
+    keeps them, and the engine upsamples them (fused with the argmax for labels); exported files always
+    carry logits at the input's size."""
 
     def __init__(self, model: nn.Module, input_format: str = "float", outputs: str = "logits",
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
-                 num_classes: int = 256):
+                 num_classes: int = 256, upsample: bool = True):
         super().__init__()
         if input_format not in INPUTS or outputs not in OUTPUTS:
             raise ValueError(f"input format must be one of {INPUTS} and outputs one of {OUTPUTS}, "
                              f"got {input_format!r}, {outputs!r}")
-        self.model, self.input_format, self.outputs = model, input_format, outputs
+        self.model, self.input_format, self.outputs, self.upsample = model, input_format, outputs, upsample
         self.label_dtype = torch.uint8 if num_classes <= 256 else torch.int64
         # folded into one multiply-add: (x / 255 - mean) / std
         self.register_buffer("scale", (1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))).view(1, 3, 1, 1))
@@ -48,7 +52,7 @@ class DeployGraph(nn.Module):
         if self.input_format == "rgb8":
             x = x.permute(0, 3, 1, 2).float() * self.scale + self.shift
         logits = self.model(x)["out"]
-        if logits.shape[-2:] != x.shape[-2:]:  # a model prepared for the engine (low-resolution eval logits)
+        if self.upsample and logits.shape[-2:] != x.shape[-2:]:  # a model prepared for the engine (low-res logits)
             logits = nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if self.outputs == "logits":
             return logits
@@ -79,7 +83,7 @@ def _quiet():
 
 def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] = (512, 512),
                 min_size: int = 64, max_size: int = 8192, input_format: str = "float", outputs: str = "logits",
-                meta: dict | None = None) -> Path:
+                meta: dict | None = None, upsample: bool = True) -> Path:
     """Write ``model`` (put in eval mode) to ``path`` as ONNX with dynamic N, H, W.
 
     Args:
@@ -89,6 +93,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
             in the graph with ``meta["mean"]``/``["std"]``).
         outputs: ``"logits"`` (output ``out``), ``"labels"`` (output ``labels``) or ``"both"``.
         meta: the checkpoint's metadata; classes, palette, mean, std and dataset are stored in the file.
+        upsample: see :class:`DeployGraph` (``False`` only for the engine's ONNX Runtime backend).
 
     Raises:
         ValueError: unknown input format / outputs.
@@ -98,7 +103,8 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = DeployGraph(model.eval(), input_format, outputs, meta.get("mean", (0.485, 0.456, 0.406)),
-                        meta.get("std", (0.229, 0.224, 0.225)), len(meta.get("classes", [])) or 2**31).eval()
+                        meta.get("std", (0.229, 0.224, 0.225)), len(meta.get("classes", [])) or 2**31,
+                        upsample).eval()
     h, w = example_size
     if input_format == "rgb8":
         x = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8)  # batch 1 would be specialised (0/1 rule)

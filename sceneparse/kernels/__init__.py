@@ -1,0 +1,1 @@
+"""Native CPU kernels of the inference engine (see :mod:`sceneparse.kernels.native`)."""
