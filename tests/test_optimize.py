@@ -213,3 +213,31 @@ def test_only_wide_highly_dilated_convs_are_padded_first():
                           nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8))  # depthwise: native padding
     assert prepad_dilated_convs(model) == 1
     assert [isinstance(m, PrePaddedConv2d) for m in model] == [True, False, False]
+
+
+def test_dilated_depthwise_convs_run_in_float32_with_the_bf16_values():
+    from sceneparse.engine.optimize import Float32Conv2d, float32_dilated_depthwise, optimize_for_inference
+
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(32, 32, 5, padding=4, dilation=2, groups=32),  # dilated depthwise: float32
+             nn.Conv2d(32, 32, 3, padding=1, groups=32),  # not dilated: bf16
+             nn.Conv2d(32, 32, 3, padding=2, dilation=2)]  # dense: bf16
+    model = nn.Sequential(*convs).eval()
+    x = torch.randn(1, 32, 23, 30)
+    with torch.no_grad():
+        ref = model.bfloat16()(x.bfloat16())  # all in bf16: the values the float32 layer must keep
+    assert float32_dilated_depthwise(model) == 1
+    assert [type(m) for m in model] == [Float32Conv2d, nn.Conv2d, nn.Conv2d]
+    assert model[0].conv.weight.dtype == torch.float32 and model[1].weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        got = model(x.bfloat16())
+    assert got.dtype == torch.bfloat16
+    # bf16 inputs and weights are exact in float32 and both accumulate in float32: at most a last-bit
+    # difference from the summation order
+    torch.testing.assert_close(got.float(), ref.float(), rtol=2 ** -7, atol=1e-3)
+    # the bf16 fast path applies it (EfficientNet-style dilated stages); a later .to(bf16) still runs
+    fast = optimize_for_inference(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)),
+                                  dtype=torch.bfloat16, fold_bn=False)
+    assert isinstance(fast[1], Float32Conv2d)
+    with torch.no_grad():
+        assert fast.bfloat16()(torch.randn(1, 3, 9, 9).bfloat16()).dtype == torch.bfloat16
