@@ -338,7 +338,7 @@ def _benchmark(args) -> int:
                                  tuple(args.size), args.batch, _inference_overrides(args), args.repeats,
                                  args.warmup, device=args.device, fold_bn=args.fold_bn,
                                  channels_last=args.channels_last, bf16=args.bf16, compile=_compile_arg(args),
-                                 backend=args.backend)
+                                 backend=args.backend, labels=args.labels)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text)
@@ -440,9 +440,10 @@ def _add_benchmark_parser(sub) -> None:
                    help="time predict on this image file, stage by stage (decode, normalise, network, upsampling + "
                         "argmax, palette encode, write); --checkpoint defaults to the packaged model")
     b.add_argument("--labels", action="store_true",
-                   help="--compare openvino|onnxruntime: compare the labels function (runtime graph with upsampling + "
-                        "argmax inside; ours: low-resolution logits + the engine's fused upsample_argmax) "
-                        "instead of full-resolution logits")
+                   help="time class ids (what predict computes) instead of full-resolution probabilities (what "
+                        "evaluate computes) / logits (--compare); with --compare openvino|onnxruntime the runtime's "
+                        "graph upsamples and takes the argmax inside, ours keeps low-resolution logits and uses the "
+                        "engine's fused upsample_argmax")
     b.add_argument("--no-compile", action="store_true",
                    help="--compare openvino|onnxruntime: time our eager path only (default: eager and compiled)")
     b.add_argument("--int8", metavar="IR.xml",

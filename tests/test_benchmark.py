@@ -63,3 +63,24 @@ def test_padding_flops_are_hand_computed():
     # dilation 4 on 4x4: only the centre tap reads the input (4 of 12 per axis)
     assert padding_flops(Dilated(4), x) == 2 * (144 - 16)
     assert padding_flops(OneByOne(), torch.randn(1, 3, 5, 5)) == 0
+
+
+def test_benchmark_labels_times_what_predict_computes(tmp_path, monkeypatch):
+    import sceneparse.perf.benchmark as bench
+
+    seen, real = [], bench.predict_labels
+
+    def spy(model, x, cfg=None):  # the function predict calls, on the model as benchmark prepared it
+        seen.append((model.upsample_eval_logits, tuple(x.shape)))
+        return real(model, x, cfg)
+
+    monkeypatch.setattr(bench, "predict_labels", spy)
+    out = tmp_path / "b.json"
+    assert main(["benchmark", "--arch", "pspnet", "--backbone", "resnet18", "--size", "64", "80", "--repeats", "2",
+                 "--warmup", "1", "--labels", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["output"] == "labels" and len(r["latency_s_all"]) == 2
+    assert seen == [(False, (1, 3, 64, 80))] * 3  # decode-head logits, fused upsample + argmax; warmup + 2 timed
+    assert main(["benchmark", "--arch", "pspnet", "--backbone", "resnet18", "--size", "64", "80", "--repeats", "1",
+                 "--warmup", "0", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["output"] == "probs" and len(seen) == 3

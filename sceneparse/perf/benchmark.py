@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from ..engine.inference import InferenceConfig, infer_probs
+from ..engine.inference import InferenceConfig, infer_probs, predict_labels
 
 
 def _rss_mib() -> float:
@@ -88,10 +88,14 @@ def padding_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: int = 1,
                         infer: InferenceConfig | None = None, repeats: int = 10, warmup: int = 2,
-                        device: str | torch.device = "cpu") -> dict:
-    """Median latency (s per batch) and throughput (images/s) of ``infer_probs`` on random input.
+                        device: str | torch.device = "cpu", labels: bool = False) -> dict:
+    """Median latency (s per batch) and throughput (images/s) of ``infer_probs`` (class probabilities at
+    the input's size, what ``evaluate`` computes) or, with ``labels``, of ``predict_labels`` (class ids,
+    what ``predict`` computes: a single pass skips the softmax and fuses upsampling with the argmax) on
+    random input.
 
-    Returns a JSON-ready dict; timings are medians of ``repeats`` timed runs after ``warmup``.
+    Returns a JSON-ready dict (``"output"``: ``"probs"`` or ``"labels"``); timings are medians of
+    ``repeats`` timed runs after ``warmup``.
     """
     device = torch.device(device)
     infer = infer or InferenceConfig()
@@ -101,8 +105,9 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
     single_pass = infer.mode == "whole" and infer.scales == (1.0,) and not infer.flip
     flops = count_flops(model, x[:1]) if single_pass else None
     pad_flops = padding_flops(model, x[:1]) if single_pass else None
+    run = predict_labels if labels else infer_probs
     for _ in range(warmup):
-        infer_probs(model, x, infer)
+        run(model, x, infer)
     sync()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -110,12 +115,13 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        infer_probs(model, x, infer)
+        run(model, x, infer)
         sync()
         times.append(time.perf_counter() - t0)
     median = statistics.median(times)
     result = {
-        "input": [batch, 3, *size], "device": str(device), "threads": torch.get_num_threads(),
+        "input": [batch, 3, *size], "output": "labels" if labels else "probs", "device": str(device),
+        "threads": torch.get_num_threads(),
         "inference": {"mode": infer.mode, "crop_size": infer.crop_size, "stride": infer.stride,
                       "scales": list(infer.scales), "flip": infer.flip, "window_batch": infer.window_batch},
         "repeats": repeats, "latency_s_median": median, "latency_s_all": times,
@@ -139,10 +145,12 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
 def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classes: int, output_stride: int | None,
                     size: tuple[int, int], batch: int, infer_overrides: dict, repeats: int, warmup: int, *,
                     device: str = "auto", fold_bn: bool = True, channels_last: bool = True, bf16: bool = False,
-                    compile: bool = False, backend: str = "torch") -> dict:
+                    compile: bool = False, backend: str = "torch", labels: bool = False) -> dict:
     """``sceneparse benchmark`` without ``--compare``: a trained checkpoint (an OpenVINO IR from
     ``sceneparse quantize`` included), or an untrained ``arch``/``backbone``, prepared for inference as
-    asked (:func:`~sceneparse.engine.backends.prepare_model`), timed by :func:`benchmark_inference`.
+    asked (:func:`~sceneparse.engine.backends.prepare_model`), timed by :func:`benchmark_inference`
+    (``labels``: ``predict_labels``; the torch model then returns decode-head logits where it can, as
+    ``predict`` runs it).
 
     Raises:
         ValueError: an output stride the architecture cannot run at; a backend that cannot run as asked.
@@ -158,6 +166,8 @@ def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classe
     model = build_untrained(arch, backbone, num_classes, output_stride) if not checkpoint else \
         model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)[0]
     if backend == "torch" and not isinstance(model, RuntimeModel):
+        if labels and hasattr(model, "set_eval_logit_upsampling"):
+            model.set_eval_logit_upsampling(False)
         model = optimize_for_inference(model.to(dev), fold_bn=fold_bn, channels_last=channels_last,
                                        dtype=torch.bfloat16 if bf16 else torch.float32, compile=compile,
                                        example=torch.randn(1, 3, 64, 64, device=dev))
@@ -166,7 +176,7 @@ def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classe
     infer = InferenceConfig.for_config(None, **infer_overrides)
     if isinstance(model, RuntimeModel):
         infer.channels_last = False
-    result = benchmark_inference(model, size, batch, infer, repeats, warmup, dev)
+    result = benchmark_inference(model, size, batch, infer, repeats, warmup, dev, labels=labels)
     result.update(arch=arch if not checkpoint else f"checkpoint:{checkpoint}", backbone=backbone,
                   output_stride=getattr(model, "output_stride", None), fold_bn=fold_bn, bf16=bf16, compile=compile,
                   backend=getattr(model, "backend", "torch"), cpu=cpu_model(), cpu_flags=cpu_flags())
