@@ -323,7 +323,8 @@ def _benchmark(args) -> int:
             desc = f"{args.arch} {args.backbone} OS{model.output_stride} ({args.num_classes} classes, random weights)"
         result = compare_with_runtime(args.compare, model, desc, tuple(args.size), args.batch, bf16=args.bf16,
                                       repeats=args.repeats, warmup=args.warmup, compile=not args.no_compile,
-                                      int8_ir=args.int8, output="labels" if args.labels else "logits")
+                                      int8_ir=args.int8, output="labels" if args.labels else "logits",
+                                      settle=args.settle)
         print(runtime_summary_line(result))
     elif args.compare:
         from .perf.compare import compare_with_peer, summary_line
@@ -444,6 +445,9 @@ def _add_benchmark_parser(sub) -> None:
                         "evaluate computes) / logits (--compare); with --compare openvino|onnxruntime the runtime's "
                         "graph upsamples and takes the argmax inside, ours keeps low-resolution logits and uses the "
                         "engine's fused upsample_argmax")
+    b.add_argument("--settle", type=int, default=1, metavar="N",
+                   help="--compare openvino|onnxruntime: untimed calls of a path right before each of its timed "
+                        "calls (default 1; the thread pools of the paths differ)")
     b.add_argument("--no-compile", action="store_true",
                    help="--compare openvino|onnxruntime: time our eager path only (default: eager and compiled)")
     b.add_argument("--int8", metavar="IR.xml",

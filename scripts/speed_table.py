@@ -55,8 +55,9 @@ def cpu_tables(folder: Path) -> str:
     out = [f"### {meta['cpu']} ({', '.join(meta.get('cpu_flags', [])) or 'no AMX / AVX-512 bf16'}), "
            f"{meta['threads']} threads, batch 1", "",
            "Same weights; the runtime runs the ONNX file of our `export` with its recommended CPU settings; "
-           "nan: not measured in that run (AOTInductor was added after the ResNet-50 rows); "
-           "alternating timed runs in one process (median). Ratio = our best path's throughput / the runtime's. "
+           + ("nan: not measured in that run; " if any("| nan |" in r for r in rows) else "")
+           + "alternating timed runs in one process, each timed call after an untimed one of the same path "
+           "(median). Ratio = our best path's throughput / the runtime's. "
            "Output `logits`: full-resolution logits from every path; `labels`: the label map (runtime: "
            "upsampling + argmax in its graph; ours: low-resolution logits + fused upsample_argmax).", "",
            "| model | input | precision | output | runtime | runtime img/s | ours eager | ours torch.compile | "

@@ -82,14 +82,15 @@ def test_upsample_argmax_sweep_of_shapes_ties_and_flat_regions(impl):
         _assert_same_labels(f(logits, size), logits, size, exact=impl == "planes")
 
 
-def test_native_upsample_argmax_is_exact_at_the_shipped_models_shape():
-    """45x60 -> 360x480 (CamVid at output stride 8): PyTorch's arithmetic exactly, so no label differs even
-    on integer-valued logits full of exact ties."""
+@pytest.mark.parametrize("h,w", [(23, 30), (45, 60)])  # CamVid 360x480 at output stride 16 and 8
+def test_native_upsample_argmax_is_exact_at_the_shipped_models_shapes(h, w):
+    """PyTorch's arithmetic exactly: no label differs, even on integer-valued logits full of exact ties."""
     native = _native_or_skip()
     g = torch.Generator().manual_seed(3)
-    for logits in (torch.randn(2, 11, 45, 60, generator=g) * 5, torch.randint(0, 3, (1, 11, 45, 60), generator=g).float()):
+    for logits in (torch.randn(2, 11, h, w, generator=g) * 5, torch.randint(0, 3, (1, 11, h, w), generator=g).float()):
         up = F.interpolate(logits, size=(360, 480), mode="bilinear", align_corners=False)
         assert torch.equal(native.upsample_argmax(logits, (360, 480)), up.argmax(1))
+    assert native.upsample_argmax(torch.randn(1, 11, h, w), (0, 480)).shape == (1, 0, 480)  # empty, no crash
 
 
 def test_upsample_argmax_falls_back_without_the_native_kernel(monkeypatch):

@@ -140,6 +140,10 @@ def upsample_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor |
     x = logits.detach().float().contiguous()
     n, k, h, w = x.shape
     H, W = (int(s) for s in size)
+    if min(n, k, h, w, H, W) <= 0:
+        if k <= 0 or h <= 0 or w <= 0 or H < 0 or W < 0:
+            return None  # nothing to take the argmax of, or a bad size: the PyTorch path raises its own error
+        return torch.empty((n, H, W), dtype=torch.int64)
     y0, y1, wy0, wy1 = _axis(lib, h, H)
     x0, x1, wx0, wx1 = _axis(lib, w, W)
     rows = torch.empty((n, k, h, W))
