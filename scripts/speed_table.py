@@ -24,7 +24,7 @@ def _model_key(path: Path) -> str:
 
 
 def cpu_tables(folder: Path) -> str:
-    rows, int8_rows, e2e, meta = [], [], [], None
+    rows, int8_rows, engine_rows, e2e, meta = [], [], [], [], None
     for path in sorted(folder.glob("*.json")):
         r = json.loads(path.read_text())
         if "runtime" in r:
@@ -41,6 +41,11 @@ def cpu_tables(folder: Path) -> str:
                                  f"{r.get('output', 'logits')} | "
                                  f"{ips['ours_int8']:.2f} | {ips[best]:.2f} ({best}) | "
                                  f"**{r['ratio_int8_over_ours_best']:.2f}x** | {ips[r['runtime']]:.2f} |")
+            if "ratio_engine_openvino_backend_over_runtime" in r:
+                engine_rows.append(f"| {MODEL_NAMES.get(_model_key(path), path.stem)} | {r['precision']} | "
+                                   f"{ips['engine_openvino_backend']:.2f} | {ips[r['runtime']]:.2f} | "
+                                   f"**{r['ratio_engine_openvino_backend_over_runtime']:.2f}x** | "
+                                   f"{100 * r['argmax_agreement_vs_fp32_torch']['engine_openvino_backend']:.2f}% |")
         elif "stages_s_median" in r:
             meta = meta or r
             st = r["stages_s_median"]
@@ -67,6 +72,12 @@ def cpu_tables(folder: Path) -> str:
         out += ["", "int8 (`sceneparse quantize`: NNCF, 128 CamVid train images, run by OpenVINO) in the same rounds:", "",
                 "| model | rounds' precision | output | int8 img/s | ours img/s | int8 / ours | OpenVINO img/s |",
                 "|---|---|---|---|---|---|---|", *int8_rows]
+    if engine_rows:
+        out += ["", "Our engine with `--backend openvino` (what `predict --backend openvino` runs: OpenVINO's network "
+                "to decode-head logits, then our native upsample + argmax) against OpenVINO's own labels graph, "
+                "same rounds:", "",
+                "| model | precision | our engine + OpenVINO img/s | OpenVINO labels graph img/s | ratio | "
+                "labels = fp32 torch |", "|---|---|---|---|---|---|", *engine_rows]
     if e2e:
         out += ["", "`predict` end to end, one CamVid val image (`sceneparse benchmark --end-to-end`), ms:", "",
                 "| path | image | decode | normalise | network | upsample + argmax | palette encode | write | total | "

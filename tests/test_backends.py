@@ -258,7 +258,15 @@ def test_compare_with_runtime_reports_ratio_and_agreement():
     assert r["ratio_ours_over_runtime"] == pytest.approx(r["latency_s_median"]["openvino"] /
                                                          r["latency_s_median"]["ours_eager"])
     assert r["max_abs_diff_vs_fp32_torch"]["openvino"] < 1e-3 and r["argmax_agreement_ours_vs_runtime"] > 0.999
-    assert r["cpu"] and r["threads"] == torch.get_num_threads()
+    assert r["cpu"] and r["threads"] == torch.get_num_threads() and r["settle"] == 1
+    # labels: also our engine with the OpenVINO backend (what predict --backend openvino runs), apart from "ours"
+    r = compare_with_runtime("openvino", _small(True), "tiny pspnet", (64, 64), repeats=2, warmup=1, compile=False,
+                             output="labels", settle=0)
+    assert set(r["images_per_s"]) == {"openvino", "ours_eager", "engine_openvino_backend"}
+    assert r["ours_best"] == "ours_eager" and r["settle"] == 0
+    assert r["ratio_engine_openvino_backend_over_runtime"] == pytest.approx(
+        r["latency_s_median"]["openvino"] / r["latency_s_median"]["engine_openvino_backend"])
+    assert r["argmax_agreement_vs_fp32_torch"]["engine_openvino_backend"] > 0.999
     with pytest.raises(ValueError, match="no bf16"):
         compare_with_runtime("onnxruntime", _small(True), "x", (64, 64), bf16=True, repeats=1)
 

@@ -260,6 +260,8 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
     path. ``"labels"``: ``(N, H, W)`` class ids, what ``predict`` needs: the runtime's graph upsamples and
     takes the argmax inside (``export --outputs labels``); ours (and the int8 IR) compute logits at the
     decode head's resolution and the engine's fused :func:`~sceneparse.engine.inference.upsample_argmax`.
+    Against OpenVINO, ``"labels"`` also times our engine with the OpenVINO backend
+    (``engine_openvino_backend``: what ``predict --backend openvino`` runs), reported apart from "ours".
 
     Returns:
         a JSON-ready dict: medians (s) and images/s per path, ``ratio_ours_over_runtime`` (throughput),
@@ -323,7 +325,7 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
 
         def int8():  # the IR's logits are at the decode head's resolution: upsampled here for "logits"
             with torch.inference_mode():
-                if labels:  # as the engine runs it: OpenVINO's own labels head
+                if labels:  # as the engine runs it: OpenVINO's network, then labels_from_logits
                     return q.labels(x)
                 low = _logits(q, x, False)
                 return low if low.shape[-2:] == tuple(size) else F.interpolate(low, size=size, mode="bilinear",
@@ -332,6 +334,19 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         fns["ours_int8"] = int8
         outputs["ours_int8"] = int8()
         settings["ours_int8"] = {"ir": str(int8_ir), **q.config}
+    if runtime == "openvino" and labels:  # what `predict --backend openvino` runs: OpenVINO inside our engine
+        from ..engine.backends import OpenVINOModel
+
+        inside = OpenVINOModel(copy.deepcopy(model), precision, threads,
+                               output_stride=getattr(model, "output_stride", None))
+
+        def engine_openvino():  # OpenVINO's network to decode-head logits, then our native upsample + argmax
+            with torch.inference_mode():
+                return inside.labels(x)
+
+        fns["engine_openvino_backend"] = engine_openvino
+        outputs["engine_openvino_backend"] = engine_openvino()
+        settings["engine_openvino_backend"] = {**inside.config, "logits": "decode-head resolution, fused upsample_argmax"}
     times = alternate_timings(fns, repeats, warmup, settle=settle)
     med = {k: statistics.median(v) for k, v in times.items()}
     ours_best = min((k for k in med if k in ("ours_eager", "ours_compile", "ours_aot")), key=med.get)
@@ -357,6 +372,8 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         result["ref_max_abs_logit"] = ref.abs().max().item()
     if int8_ir:
         result["ratio_int8_over_ours_best"] = med[ours_best] / med["ours_int8"]
+    if "engine_openvino_backend" in med:
+        result["ratio_engine_openvino_backend_over_runtime"] = med[runtime] / med["engine_openvino_backend"]
     return result
 
 
@@ -368,4 +385,7 @@ def runtime_summary_line(result: dict) -> str:
             f"argmax agreement {100 * result['argmax_agreement_ours_vs_runtime']:.2f}%")
     if "ratio_int8_over_ours_best" in result:
         line += f"; int8 / ours {result['precision']} = {result['ratio_int8_over_ours_best']:.2f}x"
+    if "ratio_engine_openvino_backend_over_runtime" in result:
+        line += (f"; our engine with --backend openvino / {result['runtime']} = "
+                 f"{result['ratio_engine_openvino_backend_over_runtime']:.2f}x")
     return line
