@@ -23,9 +23,11 @@ def _small(upsample=True):
 
 
 def _native_or_skip():
+    import os
+
     from sceneparse.kernels import native
-    if native._compiler() is None:
-        pytest.skip("no C compiler: the engine uses the planes path")
+    if native._compiler() is None or os.environ.get("SCENEPARSE_NATIVE") == "0":
+        pytest.skip("no C compiler (or SCENEPARSE_NATIVE=0): the engine uses the planes path")
     assert native.load() is not None, native.error()  # a compiler is there: the kernel must build
     return native
 
@@ -93,6 +95,34 @@ def test_native_upsample_argmax_is_exact_at_the_shipped_models_shapes(h, w):
     assert native.upsample_argmax(torch.randn(1, 11, h, w), (0, 480)).shape == (1, 0, 480)  # empty, no crash
 
 
+def test_native_upsample_argmax_threaded_path_and_a_half_precision_default_dtype():
+    """Above ~8 M scores the rows are split over threads; torch's default dtype never sizes the C buffers."""
+    native = _native_or_skip()
+    threads, default = torch.get_num_threads(), torch.get_default_dtype()
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 19, 64, 64, generator=g) * 3  # 2 x 19 x 512 x 512 = 10 M scores: threaded
+    try:
+        torch.set_num_threads(2)
+        torch.set_default_dtype(torch.bfloat16)
+        got = native.upsample_argmax(logits, (512, 512))
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(default)
+    _assert_same_labels(got, logits, (512, 512), exact=False)
+
+
+def test_upsample_argmax_falls_back_when_the_kernel_cannot_be_built(monkeypatch, tmp_path):
+    from sceneparse.kernels import native
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_error", None)
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setenv("SCENEPARSE_CACHE", str(tmp_path))
+    logits = torch.randn(1, 4, 6, 8)
+    assert native.upsample_argmax(logits, (24, 32)) is None and "no C compiler" in native.error()
+    _assert_same_labels(upsample_argmax(logits, (24, 32)), logits, (24, 32), exact=True)
+
+
 def test_upsample_argmax_falls_back_without_the_native_kernel(monkeypatch):
     from sceneparse.kernels import native
     monkeypatch.setenv("SCENEPARSE_NATIVE", "0")
@@ -125,14 +155,18 @@ def test_openvino_labels_native_kernel_or_its_head_in_the_models_precision(monke
 
     q = OpenVINOModel(_small(False), "fp32")
     logits = torch.randn(1, 5, 9, 12, generator=torch.Generator().manual_seed(3)) * 3
+    ref = F.interpolate(logits, size=(67, 91), mode="bilinear", align_corners=False).argmax(1)
+    with monkeypatch.context() as m:  # without the native kernel: the head, in the model's precision
+        m.setenv("SCENEPARSE_NATIVE", "0")
+        assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.999
+        assert q._compiled  # the head was compiled
+    q._compiled.clear()
     _native_or_skip()
     _assert_same_labels(q.labels_from_logits(logits.numpy(), (67, 91)), logits, (67, 91), exact=False)
     assert not q._compiled  # the native kernel: OpenVINO's labels head was not compiled
-    monkeypatch.setenv("SCENEPARSE_NATIVE", "0")  # without it: the head, in the model's precision
-    ref = F.interpolate(logits, size=(67, 91), mode="bilinear", align_corners=False).argmax(1)
-    assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.999
     q.set_precision("bf16")
     assert q.config["INFERENCE_PRECISION_HINT"] == "bf16" and not q._compiled
+    monkeypatch.setenv("SCENEPARSE_NATIVE", "0")
     assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.98
 
 
@@ -214,6 +248,7 @@ def test_quantize_to_int8_ir_then_evaluate_and_predict(tiny_run, tmp_path, camvi
     info = load_ir_checkpoint(ir)
     assert info["quantization"]["calibration"] == {"split": "train", "num_images": 3, "seed": 0, "dataset": "camvid"}
     assert info["meta"]["classes"][0] == "Sky" and info["config"]["model"]["arch"] == "pspnet"
+    assert info["logits"].startswith("decode-head resolution")  # what a direct OpenVINO user gets, recorded
     ir_text = ir.read_text()
     assert "FakeQuantize" in ir_text or "FakeConvert" in ir_text or "i8" in ir_text  # int8 layers present
     # the int8 model as --checkpoint: scores and labels close to the float model's on the same images

@@ -241,3 +241,13 @@ def test_dilated_depthwise_convs_run_in_float32_with_the_bf16_values():
     assert isinstance(fast[1], Float32Conv2d)
     with torch.no_grad():
         assert fast.bfloat16()(torch.randn(1, 3, 9, 9).bfloat16()).dtype == torch.bfloat16
+
+
+def test_float32_dilated_depthwise_twice_changes_nothing():
+    from sceneparse.engine.optimize import Float32Conv2d, float32_dilated_depthwise
+
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)).bfloat16()
+    assert float32_dilated_depthwise(model) == 1 and float32_dilated_depthwise(model) == 0
+    assert isinstance(model[0], Float32Conv2d) and type(model[0].conv) is nn.Conv2d
+    with torch.no_grad():
+        assert model(torch.randn(1, 8, 7, 7).bfloat16()).shape == (1, 8, 7, 7)

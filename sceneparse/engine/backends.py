@@ -2,7 +2,8 @@
 
 Every backend gives a module that the inference engine (``infer_probs``: whole image, sliding window,
 multi-scale + flip) calls like a sceneparse model in eval mode: ``(N, 3, H, W)`` normalised float32 in,
-``{"out": (N, K, H, W) float32 logits}`` out, on the CPU. So every engine mode works with every backend,
+``{"out": (N, K, h, w) float32 logits}`` out, on the CPU (``h, w``: the decode head's resolution for a
+model converted here, the input's for an exported file; the engine upsamples). So every engine mode works with every backend,
 and the labels agree up to the precision's tolerance (tested).
 
 - ``torch``: :func:`optimize_for_inference` (BN folded, channels_last, bf16 weights, optionally
@@ -208,8 +209,8 @@ class OpenVINOModel(RuntimeModel):
 
     def labels_from_logits(self, logits, size: Sequence[int]) -> torch.Tensor:
         """Labels ``(N, H, W)`` int64 at ``size`` from ``logits`` ``(N, K, h, w)`` (array or tensor): the
-        engine's native fused upsample + argmax (:func:`~sceneparse.engine.inference.upsample_argmax`, exact
-        float32; after an int8 network at 360x480 it took 7.1 ms in all against 8.1 with the head, 2-core
+        engine's native fused upsample + argmax (:func:`~sceneparse.engine.inference.upsample_argmax`, float32,
+        PyTorch's labels up to ulp-level ties; after an int8 network at 360x480 it took 7.1 ms in all against 8.1 with the head, 2-core
         Xeon), or, without it, :meth:`labels_head` run by OpenVINO in the model's precision."""
         from ..kernels import native
 

@@ -172,9 +172,13 @@ class Float32Conv2d(nn.Module):
 
 def float32_dilated_depthwise(model: nn.Module) -> int:
     """Wrap (in place) every dilated depthwise ``nn.Conv2d`` (``groups == in_channels``, dilation > 1) in
-    :class:`Float32Conv2d`; returns how many. For the bf16 path only (call after casting the model)."""
+    :class:`Float32Conv2d`; returns how many (0 on a second call). For the bf16 path only, after casting
+    the model: a later ``.to(torch.bfloat16)`` casts the wrapped layer back (still correct, no longer
+    faster)."""
     n = 0
     for parent in list(model.modules()):
+        if isinstance(parent, Float32Conv2d):  # already wrapped: calling this twice changes nothing
+            continue
         for name, child in list(parent.named_children()):
             if (type(child) is nn.Conv2d and child.groups > 1 and child.groups == child.in_channels
                     and max(child.dilation) > 1):

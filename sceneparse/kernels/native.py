@@ -14,6 +14,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,7 +28,9 @@ from typing import Sequence
 import torch
 
 _SOURCE = Path(__file__).with_name("upsample_argmax.c")
-_FLAGS = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c99"]
+if platform.machine().lower() in ("x86_64", "amd64", "i686", "i386"):
+    _FLAGS.insert(2, "-mprefer-vector-width=512")  # x86 only; halves the blend loop's time on AVX-512 CPUs
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
@@ -45,15 +49,19 @@ def _cpu_flags() -> str:
     return sys.platform
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+def _compiler() -> list[str] | None:
+    """The C compiler command (``$CC`` split like a shell would, e.g. ``ccache gcc``), or ``None``."""
+    if os.environ.get("CC"):
+        return shlex.split(os.environ["CC"])
+    found = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    return [found] if found else None
 
 
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler (set CC)")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\n".join([_SOURCE.read_text(), version, " ".join(_FLAGS), _cpu_flags()]).encode())
     cache = Path(os.environ.get("SCENEPARSE_CACHE", Path.home() / ".cache" / "sceneparse")) / "kernels"
     so = cache / f"upsample_argmax-{key.hexdigest()[:16]}.so"
@@ -62,10 +70,11 @@ def _build() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
-            proc = subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
+            proc = subprocess.run([*cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
                                   timeout=120)
             if proc.returncode:
-                raise RuntimeError(f"{cc} failed: {proc.stderr.strip()[-300:]}")
+                raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-300:]}")
+            os.chmod(tmp, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
             os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole library
         finally:
             if os.path.exists(tmp):
@@ -74,7 +83,7 @@ def _build() -> ctypes.CDLL:
     i64, p = ctypes.c_int64, ctypes.c_void_p
     lib.sp_axis.argtypes = [i64, i64, p, p, p, p]
     lib.sp_hrows.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p]
-    lib.sp_vargmax.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, p, p]
+    lib.sp_vargmax.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, p, p, p, p]
     for f in (lib.sp_axis, lib.sp_hrows, lib.sp_vargmax):
         f.restype = None
     return lib
@@ -105,14 +114,16 @@ def error() -> str | None:
 
 def _axis(lib: ctypes.CDLL, n_in: int, n_out: int) -> tuple[torch.Tensor, ...]:
     key = (n_in, n_out)
-    if key not in _axes:
+    axis = _axes.get(key)
+    if axis is None:  # float32 explicitly: the C code writes 4-byte floats whatever torch's default dtype is
         i0, i1 = torch.empty(n_out, dtype=torch.int32), torch.empty(n_out, dtype=torch.int32)
-        l0, l1 = torch.empty(n_out), torch.empty(n_out)
+        l0, l1 = torch.empty(n_out, dtype=torch.float32), torch.empty(n_out, dtype=torch.float32)
         lib.sp_axis(n_in, n_out, i0.data_ptr(), i1.data_ptr(), l0.data_ptr(), l1.data_ptr())
+        axis = (i0, i1, l0, l1)
         if len(_axes) > 64:
             _axes.clear()
-        _axes[key] = (i0, i1, l0, l1)
-    return _axes[key]
+        _axes[key] = axis
+    return axis
 
 
 def _chunks(n: int, parts: int) -> list[tuple[int, int]]:
@@ -146,7 +157,7 @@ def upsample_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor |
         return torch.empty((n, H, W), dtype=torch.int64)
     y0, y1, wy0, wy1 = _axis(lib, h, H)
     x0, x1, wx0, wx1 = _axis(lib, w, W)
-    rows = torch.empty((n, k, h, W))
+    rows = torch.empty((n, k, h, W), dtype=torch.float32)
     out = torch.empty((n, H, W), dtype=torch.int64)
     threads = max(1, min(torch.get_num_threads(), 8))
     if threads > 1 and n * H * W * k >= 1 << 23:  # below ~8 M scores, handing chunks to threads costs more than it saves
@@ -159,7 +170,11 @@ def upsample_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor |
     # ctypes releases the GIL during each call, so the chunks run in parallel
     run([lambda a=a, b=b: lib.sp_hrows(xp, w, W, a, b, x0.data_ptr(), x1.data_ptr(), wx0.data_ptr(),
                                        wx1.data_ptr(), rp) for a, b in _chunks(n * k * h, threads)])
-    run([lambda i=i, a=a, b=b: lib.sp_vargmax(rp + i * k * h * W * 4, k, h, W, a, b, y0.data_ptr(), y1.data_ptr(),
-                                              wy0.data_ptr(), wy1.data_ptr(), op + i * H * W * 8)
-         for i in range(n) for a, b in _chunks(H, threads)])
+    chunks = [(i, a, b) for i in range(n) for a, b in _chunks(H, threads)]
+    best = torch.empty((len(chunks), W), dtype=torch.float32)  # per-chunk scratch: the running maximum and class
+    idx = torch.empty((len(chunks), W), dtype=torch.int32)
+    run([lambda c=c, i=i, a=a, b=b: lib.sp_vargmax(rp + i * k * h * W * 4, k, h, W, a, b, y0.data_ptr(), y1.data_ptr(),
+                                                   wy0.data_ptr(), wy1.data_ptr(), op + i * H * W * 8,
+                                                   best[c].data_ptr(), idx[c].data_ptr())
+         for c, (i, a, b) in enumerate(chunks)])
     return out

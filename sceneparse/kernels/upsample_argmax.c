@@ -12,7 +12,6 @@
  */
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 void sp_axis(int64_t in, int64_t out, int32_t *i0, int32_t *i1, float *l0, float *l1) {
   const float scale = (float)in / (float)out;
@@ -41,11 +40,10 @@ void sp_hrows(const float *src, int64_t w, int64_t W, int64_t r0, int64_t r1, co
   }
 }
 
-/* output rows [y0b, y1b) of one image: rows is (K, h, W), out is (H, W) */
+/* output rows [yb, ye) of one image: rows is (K, h, W), out is (H, W); best and idx are W-long scratch */
 void sp_vargmax(const float *rows, int64_t K, int64_t h, int64_t W, int64_t yb, int64_t ye,
-                const int32_t *y0, const int32_t *y1, const float *wy0, const float *wy1, int64_t *out) {
-  float *best = (float *)malloc(sizeof(float) * W);
-  int32_t *idx = (int32_t *)malloc(sizeof(int32_t) * W);
+                const int32_t *y0, const int32_t *y1, const float *wy0, const float *wy1, int64_t *out,
+                float *best, int32_t *idx) {
   for (int64_t y = yb; y < ye; ++y) {
     const float a0 = wy0[y], a1 = wy1[y];
     for (int64_t k = 0; k < K; ++k) {
@@ -65,6 +63,4 @@ void sp_vargmax(const float *rows, int64_t K, int64_t h, int64_t W, int64_t yb, 
     int64_t *o = out + y * W;
     for (int64_t j = 0; j < W; ++j) o[j] = idx[j];
   }
-  free(best);
-  free(idx);
 }

@@ -82,6 +82,11 @@ def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path 
     q = quantize_openvino(model, calib)
     info = {"calibration": {"split": split, "num_images": len(calib), "seed": seed, "dataset": cfg.data.dataset},
             "nncf": nncf.__version__, "openvino": ov.__version__, "preset": "performance", "source": str(checkpoint)}
-    save_ir(q, out, {"config": to_dict(cfg), "meta": ckpt.get("meta", {})}, {"quantization": info})
+    # the IR stops at the decode head (like the engine's OpenVINO backend): sceneparse upsamples, fused with the
+    # argmax for labels; anyone running the IR directly gets logits at this resolution, recorded here
+    stride = getattr(model, "output_stride", None)
+    save_ir(q, out, {"config": to_dict(cfg), "meta": ckpt.get("meta", {})},
+            {"quantization": info, "logits": f"decode-head resolution (1/{stride} of the input)" if stride
+             else "decode-head resolution"})
     info.update(out=str(out), seconds=time.perf_counter() - t0)
     return info
