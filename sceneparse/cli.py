@@ -441,8 +441,8 @@ def _add_benchmark_parser(sub) -> None:
                    help="time predict on this image file, stage by stage (decode, normalise, network, upsampling + "
                         "argmax, palette encode, write); --checkpoint defaults to the packaged model")
     b.add_argument("--labels", action="store_true",
-                   help="time class ids (what predict computes) instead of full-resolution probabilities (what "
-                        "evaluate computes) / logits (--compare); with --compare openvino|onnxruntime the runtime's "
+                   help="time class ids (what predict computes) instead of full-resolution probabilities "
+                        "(infer_probs) / logits (--compare); with --compare openvino|onnxruntime the runtime's "
                         "graph upsamples and takes the argmax inside, ours keeps low-resolution logits and uses the "
                         "engine's fused upsample_argmax")
     b.add_argument("--settle", type=int, default=1, metavar="N",

@@ -142,6 +142,17 @@ def test_native_kernel_builds_into_the_cache_folder_only(monkeypatch, tmp_path):
     assert sorted(p.name for p in (tmp_path / "kernels").iterdir()) == built
 
 
+def test_native_kernel_never_loads_from_a_folder_others_can_write(monkeypatch, tmp_path):
+    native = _native_or_skip()
+    shared = tmp_path / "shared"
+    (shared / "kernels").mkdir(parents=True)
+    (shared / "kernels").chmod(0o777)  # e.g. a cache folder in /tmp: anyone could plant a library there
+    monkeypatch.setenv("SCENEPARSE_CACHE", str(shared))
+    lib = native._build()
+    assert list((shared / "kernels").iterdir()) == []  # built elsewhere, privately
+    assert lib.sp_vargmax is not None and not str(lib._name).startswith(str(shared))
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_upsample_argmax_upsamples_bf16_logits_in_float32(impl):
     g = torch.Generator().manual_seed(5)
@@ -149,25 +160,21 @@ def test_upsample_argmax_upsamples_bf16_logits_in_float32(impl):
     _assert_same_labels(_impl(impl)(logits, (360, 480)), logits, (360, 480), exact=impl == "planes")
 
 
-def test_openvino_labels_native_kernel_or_its_head_in_the_models_precision(monkeypatch):
+def test_openvino_backend_labels_go_through_the_engines_upsample_argmax():
     pytest.importorskip("openvino")
     from sceneparse.engine.backends import OpenVINOModel
 
     q = OpenVINOModel(_small(False), "fp32")
-    logits = torch.randn(1, 5, 9, 12, generator=torch.Generator().manual_seed(3)) * 3
-    ref = F.interpolate(logits, size=(67, 91), mode="bilinear", align_corners=False).argmax(1)
-    with monkeypatch.context() as m:  # without the native kernel: the head, in the model's precision
-        m.setenv("SCENEPARSE_NATIVE", "0")
-        assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.999
-        assert q._compiled  # the head was compiled
-    q._compiled.clear()
-    _native_or_skip()
-    _assert_same_labels(q.labels_from_logits(logits.numpy(), (67, 91)), logits, (67, 91), exact=False)
-    assert not q._compiled  # the native kernel: OpenVINO's labels head was not compiled
+    x = torch.randn(1, 3, 67, 91, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        logits = q(x)["out"]
+    assert logits.shape[-2:] == (9, 12)  # the runtime's graph stops at the decode head
+    labels = predict_labels(q, x, InferenceConfig(channels_last=False))
+    assert torch.equal(labels, upsample_argmax(logits, (67, 91)))
+    _assert_same_labels(labels, logits, (67, 91), exact=False)
     q.set_precision("bf16")
     assert q.config["INFERENCE_PRECISION_HINT"] == "bf16" and not q._compiled
-    monkeypatch.setenv("SCENEPARSE_NATIVE", "0")
-    assert (q.labels_from_logits(logits.numpy(), (67, 91)) == ref).float().mean() > 0.98
+    assert (predict_labels(q, x, InferenceConfig(channels_last=False)) == labels).float().mean() > 0.98
 
 
 def test_low_resolution_logits_give_the_same_labels_and_probabilities():

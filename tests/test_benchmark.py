@@ -84,3 +84,13 @@ def test_benchmark_labels_times_what_predict_computes(tmp_path, monkeypatch):
     assert main(["benchmark", "--arch", "pspnet", "--backbone", "resnet18", "--size", "64", "80", "--repeats", "1",
                  "--warmup", "0", "--out", str(out)]) == 0
     assert json.loads(out.read_text())["output"] == "probs" and len(seen) == 3
+
+
+def test_benchmark_runs_a_runtime_backend(tmp_path):
+    pytest.importorskip("openvino")
+    out = tmp_path / "b.json"  # a runtime model has no parameters: no FLOP count, no crash
+    assert main(["benchmark", "--arch", "pspnet", "--backbone", "resnet18", "--size", "64", "80", "--repeats", "2",
+                 "--warmup", "1", "--backend", "openvino", "--labels", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["backend"] == "openvino" and r["output"] == "labels" and r["images_per_s"] > 0
+    assert r["gflops_per_image"] is None

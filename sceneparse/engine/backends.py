@@ -2,14 +2,13 @@
 
 Every backend gives a module that the inference engine (``infer_probs``: whole image, sliding window,
 multi-scale + flip) calls like a sceneparse model in eval mode: ``(N, 3, H, W)`` normalised float32 in,
-``{"out": (N, K, h, w) float32 logits}`` out, on the CPU (``h, w``: the decode head's resolution for a
-model converted here, the input's for an exported file; the engine upsamples). So every engine mode works with every backend,
-and the labels agree up to the precision's tolerance (tested).
+``{"out": (N, K, h, w) float32 logits}`` out on the input's device (computed on the CPU). ``h, w``: the
+decode head's resolution for a model converted here or an IR of ``sceneparse quantize``, the input's for
+a file of ``sceneparse export``; the engine upsamples (for labels with its fused upsample + argmax). So
+every engine mode works with every backend, and the labels agree up to the precision's tolerance (tested).
 
 - ``torch``: :func:`optimize_for_inference` (BN folded, channels_last, bf16 weights, optionally
   ``torch.compile`` with Inductor freezing).
-Models converted here return logits at the decode head's resolution (where the model supports it) and
-the engine upsamples them, as under torch.
 
 - ``openvino``: the model converted in memory by ``openvino.convert_model`` (or an IR ``.xml`` file, e.g.
   the int8 model of ``sceneparse quantize``), compiled for the CPU with ``PERFORMANCE_HINT=LATENCY``,
@@ -52,7 +51,7 @@ class RuntimeModel(nn.Module):
     """A model run by another runtime, called like a sceneparse model in eval mode.
 
     ``forward(x)``: ``x`` ``(N, 3, H, W)`` normalised float (any dtype and memory format; CPU copy taken)
-    -> ``{"out": (N, K, H, W) float32}`` on ``x``'s device. Has no parameters: ``.to()``, ``.eval()``
+    -> ``{"out": (N, K, h, w) float32}`` on ``x``'s device (``h, w``: see the module docstring). Has no parameters: ``.to()``, ``.eval()``
     are no-ops; ``input_dtype`` tells the engine to feed float32.
     """
 
@@ -161,68 +160,20 @@ class OpenVINOModel(RuntimeModel):
         self.config["INFERENCE_PRECISION_HINT"] = "bf16" if precision == "bf16" else "f32"
         self._compiled.clear()
 
-    def request(self, shape: Sequence[int], labels: bool = False):
-        """The infer request compiled for the static input ``shape`` (compiled on first use, ~0.2-2 s);
-        ``labels``: the :meth:`labels_head` for logits of that shape instead (in the model's precision)."""
-        key = (tuple(int(s) for s in shape), False) if not labels else ((), True)  # the head: dynamic, once
+    def request(self, shape: Sequence[int]):
+        """The infer request compiled for the static input ``shape`` (compiled on first use, ~0.2-2 s; the
+        ``max_shapes`` most recently used are kept)."""
+        key = tuple(int(s) for s in shape)
         if key in self._compiled:
             self._compiled.move_to_end(key)
             return self._compiled[key]
-        model = self.labels_head() if labels else self.ov_model.clone()
-        if not labels:
-            model.reshape(list(key[0]))
+        model = self.ov_model.clone()
+        model.reshape(list(key))
         req = self._core.compile_model(model, "CPU", self.config).create_infer_request()
         self._compiled[key] = req
-        while len(self._compiled) > self.max_shapes + 1:
-            oldest = next(k for k in self._compiled if not k[1])
-            del self._compiled[oldest]
+        while len(self._compiled) > self.max_shapes:
+            self._compiled.popitem(last=False)
         return req
-
-    @staticmethod
-    def labels_head():
-        """A small OpenVINO graph from logits ``(N, K, h, w)`` f32 and the target ``(H, W)`` (i64) to labels
-        ``(N, H, W)`` i32: bilinear upsampling (``pytorch_half_pixel``, PyTorch's ``align_corners=False``)
-        and the top class (``TopK`` k=1), run in the model's precision (bf16: ~4x faster than f32 here,
-        labels within bf16 rounding of the f32 ones). Asking the runtime for the labels keeps the upsampling in its
-        fast kernels and in its own thread pool (a second pool spinning beside it slowed our upsampling
-        after OpenVINO down 3x)."""
-        import openvino as ov
-        import openvino.opset13 as ops
-
-        logits = ops.parameter([-1, -1, -1, -1], np.float32, name="logits")
-        hw = ops.parameter([2], np.int64, name="size")
-        up = ops.interpolate(logits, hw, mode="linear_onnx", shape_calculation_mode="sizes",
-                             coordinate_transformation_mode="pytorch_half_pixel",
-                             axes=ops.constant(np.array([2, 3], dtype=np.int64)))
-        top = ops.topk(up, ops.constant(np.array(1, dtype=np.int64)), axis=1, mode="max", sort="none",
-                       index_element_type="i32")
-        labels = ops.squeeze(top.output(1), ops.constant(np.array([1], dtype=np.int64)))
-        return ov.Model([labels], [logits, hw], "sceneparse_labels")
-
-    def labels(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W)`` int64 class ids for ``x`` ``(N, 3, H, W)``: the network run by OpenVINO, then
-        :meth:`labels_from_logits`."""
-        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        req = self.request(arr.shape)
-        req.infer({0: arr})
-        return self.labels_from_logits(req.get_output_tensor(0).data, arr.shape[-2:]).to(x.device)
-
-    def labels_from_logits(self, logits, size: Sequence[int]) -> torch.Tensor:
-        """Labels ``(N, H, W)`` int64 at ``size`` from ``logits`` ``(N, K, h, w)`` (array or tensor): the
-        engine's native fused upsample + argmax (:func:`~sceneparse.engine.inference.upsample_argmax`, float32,
-        PyTorch's labels up to ulp-level ties; after an int8 network at 360x480 it took 7.1 ms in all against 8.1 with the head, 2-core
-        Xeon), or, without it, :meth:`labels_head` run by OpenVINO in the model's precision."""
-        from ..kernels import native
-
-        logits = np.ascontiguousarray(np.asarray(logits, dtype=np.float32))
-        labels = native.upsample_argmax(torch.from_numpy(logits), size)
-        if labels is not None:
-            return labels
-        if tuple(logits.shape[-2:]) == tuple(size):
-            return torch.from_numpy(logits.argmax(1))
-        head = self.request(logits.shape, labels=True)
-        head.infer({0: logits, 1: np.array(size, dtype=np.int64)})
-        return torch.from_numpy(head.get_output_tensor(0).data.astype(np.int64))
 
     def run(self, x: np.ndarray) -> np.ndarray:
         req = self.request(x.shape)

@@ -249,14 +249,11 @@ def predict_labels(model, image: torch.Tensor, cfg: InferenceConfig | None = Non
     """Argmax class map ``(N, H, W)`` int64 of :func:`infer_probs`.
 
     A single whole-image pass skips the softmax (it keeps the order of the scores) and, for a model
-    with low-resolution eval logits, fuses their upsampling with the argmax (:func:`upsample_argmax`):
-    the same labels, measured in ``sceneparse benchmark --end-to-end``. A model with a ``labels(x)``
-    method (the OpenVINO backend) computes them itself.
+    with low-resolution eval logits (every runtime backend too), fuses their upsampling with the argmax
+    (:func:`upsample_argmax`): the same labels, measured in ``sceneparse benchmark --end-to-end``.
     """
     cfg = cfg or InferenceConfig()
     if single_pass(cfg):
         x = image[None] if image.ndim == 3 else image
-        if hasattr(model, "labels"):  # a runtime backend that computes the labels in its own graph
-            return model.labels(x)
         return upsample_argmax(_logits(model, x, cfg.channels_last, float32=False), x.shape[-2:])
     return infer_probs(model, image, cfg).argmax(1)

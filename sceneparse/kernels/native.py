@@ -4,6 +4,8 @@ Only our own C source in this folder is compiled (never a user's file). The shar
 under ``$SCENEPARSE_CACHE`` (default ``~/.cache/sceneparse``)``/kernels/<key>.so``, where the key hashes
 the source, the compiler's version, the flags and this CPU's feature flags (the library is built with
 ``-march=native``, and the sandbox's CPU model changes between machines). A build takes about one second.
+Only a folder and file of the current user that nobody else can write are trusted: otherwise the library
+is rebuilt in a private temporary folder (a library planted by someone else is never loaded).
 
 Without a C compiler, on a non-x86/ARM machine, or with ``SCENEPARSE_NATIVE=0`` nothing is built and
 :func:`upsample_argmax` returns ``None``: callers then use the pure PyTorch path, which gives the same
@@ -57,6 +59,14 @@ def _compiler() -> list[str] | None:
     return [found] if found else None
 
 
+def _private(path: Path) -> bool:
+    """Whether ``path`` is ours and nobody else can write it (always true where there are no POSIX owners)."""
+    if not hasattr(os, "getuid"):
+        return True
+    st = path.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
 def _build() -> ctypes.CDLL:
     cc = _compiler()
     if cc is None:
@@ -64,9 +74,11 @@ def _build() -> ctypes.CDLL:
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\n".join([_SOURCE.read_text(), version, " ".join(_FLAGS), _cpu_flags()]).encode())
     cache = Path(os.environ.get("SCENEPARSE_CACHE", Path.home() / ".cache" / "sceneparse")) / "kernels"
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _private(cache):  # someone else could plant a library there: build in a private folder instead
+        cache = Path(tempfile.mkdtemp(prefix="sceneparse_kernels_"))
     so = cache / f"upsample_argmax-{key.hexdigest()[:16]}.so"
-    if not so.exists():
-        cache.mkdir(parents=True, exist_ok=True)
+    if not so.exists() or not _private(so):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
@@ -74,7 +86,7 @@ def _build() -> ctypes.CDLL:
                                   timeout=120)
             if proc.returncode:
                 raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-300:]}")
-            os.chmod(tmp, 0o755)  # mkstemp's 0600 would keep other users of a shared cache out
+            os.chmod(tmp, 0o700)
             os.replace(tmp, so)  # atomic: a concurrent process sees the old state or the whole library
         finally:
             if os.path.exists(tmp):

@@ -90,9 +90,9 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
                         infer: InferenceConfig | None = None, repeats: int = 10, warmup: int = 2,
                         device: str | torch.device = "cpu", labels: bool = False) -> dict:
     """Median latency (s per batch) and throughput (images/s) of ``infer_probs`` (class probabilities at
-    the input's size, what ``evaluate`` computes) or, with ``labels``, of ``predict_labels`` (class ids,
-    what ``predict`` computes: a single pass skips the softmax and fuses upsampling with the argmax) on
-    random input.
+    the input's size, upsampled as the model given does it) or, with ``labels``, of ``predict_labels``
+    (class ids, what ``predict`` computes: a single pass skips the softmax and fuses upsampling with the
+    argmax) on random input.
 
     Returns a JSON-ready dict (``"output"``: ``"probs"`` or ``"labels"``); timings are medians of
     ``repeats`` timed runs after ``warmup``.
@@ -102,9 +102,11 @@ def benchmark_inference(model: torch.nn.Module, size: tuple[int, int], batch: in
     model = model.to(device).eval()
     x = torch.randn(batch, 3, *size, device=device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    single_pass = infer.mode == "whole" and infer.scales == (1.0,) and not infer.flip
-    flops = count_flops(model, x[:1]) if single_pass else None
-    pad_flops = padding_flops(model, x[:1]) if single_pass else None
+    # FLOPs are counted by running the torch graph: not for a runtime backend (no parameters, not torch ops)
+    countable = infer.mode == "whole" and infer.scales == (1.0,) and not infer.flip and \
+        next(model.parameters(), None) is not None
+    flops = count_flops(model, x[:1]) if countable else None
+    pad_flops = padding_flops(model, x[:1]) if countable else None
     run = predict_labels if labels else infer_probs
     for _ in range(warmup):
         run(model, x, infer)

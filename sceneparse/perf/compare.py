@@ -251,10 +251,12 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
     settings (OpenVINO: static shape, ``PERFORMANCE_HINT=LATENCY``, precision hint; ONNX Runtime: all graph
     optimisations), in the same precision, same threads, same input, timed alternately in one process.
     Ours: :func:`optimize_for_inference` eager, and with ``compile`` also ``torch.compile`` (Inductor
-    freezing, C++ wrapper) and AOTInductor (``compile="aot"``); the fastest is "ours". Each timed call follows ``settle`` untimed ones of the same path (the thread
-    pools differ; a deployment runs one of them, so more settling calls come closer to it: on the light
-    model's bf16 labels settle 0 / 1 / 3 gave 1.07x / 0.96x / 0.97x, blocks of 30 calls 0.97x). With ``int8_ir`` (an IR from ``sceneparse quantize``) that model is timed in the same
-    rounds (OpenVINO; the layers between int8 ones in this precision).
+    freezing, C++ wrapper) and AOTInductor (``compile="aot"``); the fastest is "ours". Each timed call
+    follows ``settle`` untimed ones of the same path (the thread pools differ; a deployment runs one of
+    them, so more settling calls come closer to it: on the light model's bf16 labels settle 0 / 1 / 3
+    gave 1.07x / 0.96x / 0.97x, blocks of 30 calls 0.97x). With ``int8_ir`` (an IR from ``sceneparse
+    quantize``) that model is timed in the same rounds (OpenVINO; the layers between int8 ones in this
+    precision).
 
     ``output``: the function compared. ``"logits"``: ``(N, K, H, W)`` logits at the input size from every
     path. ``"labels"``: ``(N, H, W)`` class ids, what ``predict`` needs: the runtime's graph upsamples and
@@ -275,7 +277,7 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
     import tempfile
     from pathlib import Path
 
-    from ..engine.inference import _logits, upsample_argmax
+    from ..engine.inference import InferenceConfig, _logits, predict_labels, upsample_argmax
     from ..engine.optimize import optimize_for_inference
     from .export import export_onnx
 
@@ -318,6 +320,7 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         settings[name] = {"fold_bn": True, "channels_last": True, "dtype": str(dtype).replace("torch.", ""),
                           "compile": comp, "inference_mode": True,
                           **({"logits": "decode-head resolution, fused upsample_argmax"} if labels else {})}
+    engine = InferenceConfig(channels_last=False)  # whole image, as predict runs a runtime backend
     if int8_ir:
         from ..engine.backends import OpenVINOModel
 
@@ -325,8 +328,8 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
 
         def int8():  # the IR's logits are at the decode head's resolution: upsampled here for "logits"
             with torch.inference_mode():
-                if labels:  # as the engine runs it: OpenVINO's network, then labels_from_logits
-                    return q.labels(x)
+                if labels:  # as predict runs it
+                    return predict_labels(q, x, engine)
                 low = _logits(q, x, False)
                 return low if low.shape[-2:] == tuple(size) else F.interpolate(low, size=size, mode="bilinear",
                                                                                 align_corners=False)
@@ -335,14 +338,12 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         outputs["ours_int8"] = int8()
         settings["ours_int8"] = {"ir": str(int8_ir), **q.config}
     if runtime == "openvino" and labels:  # what `predict --backend openvino` runs: OpenVINO inside our engine
-        from ..engine.backends import OpenVINOModel
+        from ..engine.backends import prepare_model
 
-        inside = OpenVINOModel(copy.deepcopy(model), precision, threads,
-                               output_stride=getattr(model, "output_stride", None))
+        inside = prepare_model(copy.deepcopy(model), "openvino", bf16=bf16, threads=threads)
 
         def engine_openvino():  # OpenVINO's network to decode-head logits, then our native upsample + argmax
-            with torch.inference_mode():
-                return inside.labels(x)
+            return predict_labels(inside, x, engine)
 
         fns["engine_openvino_backend"] = engine_openvino
         outputs["engine_openvino_backend"] = engine_openvino()
