@@ -285,6 +285,20 @@ def _benchmark(args) -> int:
         from .engine.outputs import check_output_file
 
         check_output_file(args.out, [args.checkpoint], suffixes=(".json",))
+    if args.train:
+        from .config import load_config
+        from .perf.train_bench import benchmark_training, summary_text
+
+        cfg = load_config(args.train, args.overrides)
+        result = benchmark_training(cfg, variants=tuple(args.variants), steps=args.repeats, warmup=args.warmup,
+                                    profile=not args.no_profile,
+                                    own_process_reference=not args.no_own_process_reference)
+        print(summary_text(result))
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=2))
+        return 0
+    if args.overrides:
+        raise ValueError(f"key=value overrides ({' '.join(args.overrides)}) apply to benchmark --train CONFIG only")
     if args.end_to_end:
         from .engine.backends import prepare_model
         from .engine.checkpoint import model_from_checkpoint
@@ -452,6 +466,17 @@ def _add_benchmark_parser(sub) -> None:
                    help="--compare openvino|onnxruntime: time our eager path only (default: eager and compiled)")
     b.add_argument("--int8", metavar="IR.xml",
                    help="--compare openvino|onnxruntime: also time this int8 IR (sceneparse quantize) in the same rounds")
+    b.add_argument("--train", metavar="CONFIG",
+                   help="time the training step of this config (a file or a shipped name, then key=value overrides): "
+                        "PyTorch's kernels against train.fast, fp32 and bf16, alternating; --repeats steps each after "
+                        "--warmup rounds")
+    b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for --train")
+    b.add_argument("--variants", nargs="+", default=["reference fp32", "fast fp32", "reference bf16", "fast bf16"],
+                   help="--train: which of 'reference fp32', 'fast fp32', 'reference bf16', 'fast bf16' to time")
+    b.add_argument("--no-profile", action="store_true", help="--train: skip the torch.profiler step per variant")
+    b.add_argument("--no-own-process-reference", action="store_true",
+                   help="--train: skip timing the reference fp32 step again in a fresh child process (glibc's "
+                        "default malloc, as a run without train.fast has it)")
     b.add_argument("--out", help="JSON path")
     _add_run_flags(b, _benchmark)
 

@@ -82,6 +82,7 @@ class TrainConfig:
     upsample_logits: bool = True  # False: downsample labels to the logits instead (DeepLabv3 Table 8 "UL")
     freeze_bn: bool = False  # BN statistics and affine parameters fixed (DeepLabv3 Sec. 4.1, Table 8 "BN")
     channels_last: bool = True
+    fast: Any = "auto"  # CPU: native BN+act / depthwise / upsampling+CE kernels, bf16 where faster ("auto"); false: PyTorch's
     eval_interval: int = 0  # iterations between validations; 0 -> once per epoch
     ckpt_interval: int = 200
     keep_checkpoints: int = 3
@@ -185,6 +186,7 @@ def validate(cfg: DictConfig) -> None:
     _check(all(v > 0 for v in d.std), "data.std", list(d.std), "positive values")
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
     _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
+    _check(t.fast in (True, False, "auto"), "train.fast", t.fast, "true, false or 'auto'")
     _check(t.optimizer in ("sgd", "adamw"), "train.optimizer", t.optimizer, "'sgd' or 'adamw'")
     _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1) (0: off)")
     _check(t.warmup_iters >= 0, "train.warmup_iters", t.warmup_iters, "an integer >= 0")

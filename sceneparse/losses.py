@@ -35,12 +35,26 @@ class SegLoss(nn.Module):
         self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
         self.ohem_thresh, self.ohem_min_kept, self.dice_weight = ohem_thresh, ohem_min_kept, dice_weight
         self.lovasz_weight = lovasz_weight
+        # the training fast path (engine.fast_train): low-resolution logits are upsampled inside the fused
+        # native upsampling + CE kernel (same value and gradient, no full-resolution tensors)
+        self.fused_upsample = False
+
+    def supports_fused_upsample(self) -> bool:
+        """Whether the CE terms can run fused with the upsampling (a plain CE: no OHEM, no class weights,
+        logits upsampled rather than labels downsampled)."""
+        return self.class_weight is None and self.ohem_thresh is None and not self.downsample_labels
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.shape[-2:] != target.shape[-2:]:
             if self.downsample_labels:
                 target = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
             else:
+                if self.fused_upsample and self.supports_fused_upsample():
+                    from .kernels.train_ops import upsample_cross_entropy
+
+                    loss = upsample_cross_entropy(logits, target, self.ignore_index)
+                    if loss is not None:
+                        return loss
                 logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         if not (target != self.ignore_index).any():
             return logits.sum() * 0.0

@@ -37,6 +37,7 @@ from .checkpoint import (NonFiniteModelError, atomic_save, build_model_from_conf
                          list_checkpoints, require_finite,
                          load_checkpoint, load_model_weights, nonfinite_tensors, remove_stale_temporaries)
 from .distributed import EpochSampler, init_distributed, resolve_device  # noqa: F401  (EpochSampler re-exported)
+from . import fast_train
 from .runlock import RunLock
 from .evaluate import evaluate_model
 from .inference import InferenceConfig
@@ -221,7 +222,7 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
 
 
 # keys that may differ between a run and its resumed continuation without changing what is computed
-RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers",
+RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers", "train.fast",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
                               "train.divergence_factor", "train.keep_best", "train.tensorboard",
@@ -508,7 +509,9 @@ class Trainer:
             self.raw, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
             if t.ema_decay else None)
         # float16 autocast (with loss scaling) on CUDA; bfloat16 (no scaling needed) on CPU or CUDA on request
-        self.amp_dtype = (torch.bfloat16 if t.amp == "bf16" else
+        # on CPU with train.amp's default, train.fast picks bf16 where it is the faster step (fast_train.choose_precision)
+        cpu_bf16 = self.device.type == "cpu" and fast_train.choose_precision(self.device, t.amp, t.fast) == "bf16"
+        self.amp_dtype = (torch.bfloat16 if t.amp == "bf16" or cpu_bf16 else
                           torch.float16 if t.amp in (True, "fp16") and self.device.type == "cuda" else None)
         self.use_amp = self.amp_dtype is not None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
@@ -516,6 +519,15 @@ class Trainer:
                                  class_weight=self._class_weights(), ohem_thresh=t.ohem_thresh,
                                  ohem_min_kept=t.ohem_min_kept, dice_weight=t.dice_weight,
                                  lovasz_weight=t.lovasz_weight)
+        self.fast = fast_train.enable(self.raw, self.criterion, self.device, t.fast, bool(t.upsample_logits),
+                                      bf16=self.amp_dtype is torch.bfloat16)
+        if self.fast.bf16_convs:  # bf16 through the patched dense convolutions instead of autocast
+            self.use_amp = False
+        if self.main:
+            log.info("%s; precision %s", self.fast.describe(),
+                     "bf16 (dense convolutions)" if self.fast.bf16_convs else
+                     "bf16 autocast" if self.amp_dtype is torch.bfloat16 else
+                     "fp16 autocast" if self.amp_dtype is torch.float16 else "fp32")
         self.meta = dataset_meta(self.train_ds, cfg)
         if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
             self.meta["front"] = self.front

@@ -67,22 +67,28 @@ def _private(path: Path) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-def _build() -> ctypes.CDLL:
+def build_library(source: Path, flags: Sequence[str]) -> ctypes.CDLL:
+    """Compile our C ``source`` with ``flags`` into the private cache (once per source, compiler, flags and
+    CPU) and load it.
+
+    Raises:
+        RuntimeError: no C compiler, or the compiler failed.
+    """
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler (set CC)")
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\n".join([_SOURCE.read_text(), version, " ".join(_FLAGS), _cpu_flags()]).encode())
+    key = hashlib.sha256("\n".join([source.read_text(), version, " ".join(flags), _cpu_flags()]).encode())
     cache = Path(os.environ.get("SCENEPARSE_CACHE", Path.home() / ".cache" / "sceneparse")) / "kernels"
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not _private(cache):  # someone else could plant a library there: build in a private folder instead
         cache = Path(tempfile.mkdtemp(prefix="sceneparse_kernels_"))
-    so = cache / f"upsample_argmax-{key.hexdigest()[:16]}.so"
+    so = cache / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if not so.exists() or not _private(so):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
         os.close(fd)
         try:
-            proc = subprocess.run([*cc, *_FLAGS, str(_SOURCE), "-o", tmp, "-lm"], capture_output=True, text=True,
+            proc = subprocess.run([*cc, *flags, str(source), "-o", tmp, "-lm"], capture_output=True, text=True,
                                   timeout=120)
             if proc.returncode:
                 raise RuntimeError(f"{' '.join(cc)} failed: {proc.stderr.strip()[-300:]}")
@@ -91,7 +97,23 @@ def _build() -> ctypes.CDLL:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    lib = ctypes.CDLL(str(so))
+    return ctypes.CDLL(str(so))
+
+
+def run_parallel(fns: Sequence, threads: int | None = None) -> list:
+    """Call each of ``fns`` (no arguments), spread over ``threads`` Python threads (default: torch's thread
+    count, at most 8): ctypes releases the GIL during a foreign call, so C kernels run in parallel."""
+    global _pool
+    threads = max(1, min(threads or torch.get_num_threads(), 8, len(fns)))
+    if threads == 1:
+        return [fn() for fn in fns]
+    if _pool is None or _pool._max_workers < threads:
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="sceneparse-native")
+    return [f.result() for f in [_pool.submit(fn) for fn in fns]]
+
+
+def _build() -> ctypes.CDLL:
+    lib = build_library(_SOURCE, _FLAGS)
     i64, p = ctypes.c_int64, ctypes.c_void_p
     lib.sp_axis.argtypes = [i64, i64, p, p, p, p]
     lib.sp_hrows.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p]
@@ -159,7 +181,6 @@ def upsample_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor |
     lib = load()
     if lib is None:
         return None
-    global _pool
     x = logits.detach().float().contiguous()
     n, k, h, w = x.shape
     H, W = (int(s) for s in size)
@@ -172,12 +193,9 @@ def upsample_argmax(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor |
     rows = torch.empty((n, k, h, W), dtype=torch.float32)
     out = torch.empty((n, H, W), dtype=torch.int64)
     threads = max(1, min(torch.get_num_threads(), 8))
-    if threads > 1 and n * H * W * k >= 1 << 23:  # below ~8 M scores, handing chunks to threads costs more than it saves
-        if _pool is None or _pool._max_workers < threads:
-            _pool = ThreadPoolExecutor(threads, thread_name_prefix="sceneparse-native")
-        run = lambda fns: [f.result() for f in [_pool.submit(fn) for fn in fns]]  # noqa: E731
-    else:
-        threads, run = 1, lambda fns: [fn() for fn in fns]
+    if n * H * W * k < 1 << 23:  # below ~8 M scores, handing chunks to threads costs more than it saves
+        threads = 1
+    run = lambda fns: run_parallel(fns, threads)  # noqa: E731
     xp, rp, op = x.data_ptr(), rows.data_ptr(), out.data_ptr()
     # ctypes releases the GIL during each call, so the chunks run in parallel
     run([lambda a=a, b=b: lib.sp_hrows(xp, w, W, a, b, x0.data_ptr(), x1.data_ptr(), wx0.data_ptr(),
