@@ -60,7 +60,10 @@ def test_batch_norm_act_does_not_apply_to_what_it_cannot_compute():
 
 
 @pytest.mark.parametrize("cfg", [(40, 9, 11, 3, 1, 1, 1), (40, 9, 11, 5, 1, 4, 2), (70, 12, 13, 3, 2, 1, 1),
-                                 (16, 10, 10, 5, 2, 2, 1), (33, 7, 9, 3, 1, 0, 1), (144, 6, 8, 5, 1, 2, 1)])
+                                 (16, 10, 10, 5, 2, 2, 1), (33, 7, 9, 3, 1, 0, 1), (144, 6, 8, 5, 1, 2, 1),
+                                 # channels a multiple of 16, square 3x3 / 5x5: the register-blocked kernels
+                                 (32, 12, 14, 3, 1, 1, 1), (48, 13, 15, 3, 1, 2, 2), (64, 11, 12, 3, 2, 1, 1),
+                                 (32, 16, 19, 5, 1, 4, 2)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_depthwise_conv_matches_pytorch_values_and_gradients(cfg, bias):
     c, h, w, k, s, p, d = cfg
@@ -248,3 +251,70 @@ def test_benchmark_train_writes_the_json(tmp_path, camvid_root, capsys):
     assert set(r["variants"]) == {"reference fp32", "fast fp32"} and r["trainer_path"] == f"fast {r['precision']}"
     assert r["peak_gflops"] > 0 and r["forward_gflops_per_image"] > 0 and r["variants"]["fast fp32"]["top_ops"]
     assert "fast fp32 / reference fp32" in r["speedups"] and "the trainer uses" in capsys.readouterr().out
+
+
+def _bf16_close(got, want, what):
+    """bf16 results against the float32 computation on the same (bf16-valued) inputs: within bf16 rounding."""
+    assert got.dtype == torch.bfloat16, what
+    scale = want.abs().max().item()
+    torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2 * scale, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("act", ["none", "relu6"])
+def test_batch_norm_act_on_bf16_activations(act):
+    g = torch.Generator().manual_seed(6)
+    x = (torch.randn(3, 48, 7, 9, generator=g) * 2 + 1).bfloat16().contiguous(memory_format=CL)
+    w, b = torch.randn(48, generator=g), torch.randn(48, generator=g)
+    dy = torch.randn(3, 48, 7, 9, generator=g).bfloat16().contiguous(memory_format=CL)
+    xa, xr = _leaf(x), _leaf(x.float())
+    wa, wr, ba, br = _leaf(w), _leaf(w), _leaf(b), _leaf(b)
+    y = train_ops.batch_norm_act(xa, wa, ba, None, None, 0.1, 1e-3, act)
+    r = F.batch_norm(xr, None, None, wr, br, True, 0.1, 1e-3)
+    r = F.relu6(r) if act == "relu6" else r
+    _bf16_close(y, r, "output")
+    y.backward(dy)
+    r.backward(dy.float())
+    _bf16_close(xa.grad, xr.grad, "input gradient")
+    torch.testing.assert_close(wa.grad, wr.grad, rtol=1e-3, atol=1e-3)  # float32 parameters, float32 sums
+    torch.testing.assert_close(ba.grad, br.grad, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("cfg", [(32, 12, 14, 3, 1, 1, 1), (48, 9, 11, 5, 1, 4, 2), (40, 9, 11, 3, 2, 1, 1)])
+def test_depthwise_conv_on_bf16_activations(cfg):
+    c, h, w, k, s, p, d = cfg
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, c, h, w, generator=g).bfloat16().contiguous(memory_format=CL)
+    wt = torch.randn(c, 1, k, k, generator=g)
+    xa, xr, wa, wr = _leaf(x), _leaf(x.float()), _leaf(wt), _leaf(wt)
+    y = train_ops.depthwise_conv2d(xa, wa, None, (s, s), (p, p), (d, d))
+    r = F.conv2d(xr, wr, None, s, p, d, c)
+    _bf16_close(y, r, "output")
+    dy = torch.randn(r.shape, generator=g).bfloat16()
+    y.backward(dy)
+    r.backward(dy.float())
+    _bf16_close(xa.grad, xr.grad, "input gradient")
+    torch.testing.assert_close(wa.grad, wr.grad, rtol=1e-4, atol=1e-4 * wr.grad.abs().max().item())
+
+
+def test_bf16_activations_train_like_autocast_and_evaluate_in_float32():
+    ref = _pspnet().train()
+    fast = copy.deepcopy(ref)
+    counts = fast_train.patch_model(fast, bf16_activations=True)
+    assert counts["bf16_conv"] > 0
+    x = torch.randn(2, 3, 64, 96).contiguous(memory_format=CL)
+    y = torch.randint(0, 11, (2, 64, 96))
+    torch.manual_seed(1)
+    out = fast(x)
+    assert out["out"].dtype == torch.bfloat16  # activations stay bf16 to the logits, as under autocast
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = ref(x)
+    la, lr = F.cross_entropy(out["out"].float(), y), F.cross_entropy(want["out"].float(), y)
+    assert abs(la.item() - lr.item()) < 2e-2 * lr.item()
+    (la + 0.4 * F.cross_entropy(out["aux"].float(), y)).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in fast.parameters() if p.requires_grad)
+    fast.eval(), ref.eval()
+    fast.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        assert torch.equal(fast(x)["out"], ref(x)["out"])  # evaluation: float32, the original modules

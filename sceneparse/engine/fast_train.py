@@ -58,7 +58,7 @@ class _FastBatchNorm:
                 if y is not None:
                     self.num_batches_tracked.add_(1)
                     return y
-        return super().forward(x)
+        return super().forward(x.to(self.weight.dtype) if self.weight is not None else x)
 
 
 class _FastDepthwise:
@@ -71,18 +71,22 @@ class _FastDepthwise:
             y = depthwise_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
             if y is not None:
                 return y
-        return super().forward(x)
+        return super().forward(x.to(self.weight.dtype))  # a bf16 activation meets float32 weights
 
 
 class _Bf16Conv:
     """Mixed in front of a dense ``nn.Conv2d``: while gradients flow, the convolution (forward and both
-    gradients) runs in bfloat16 with float32 in and out, as autocast would run this one layer."""
+    gradients) runs in bfloat16, as autocast would run this layer; its output stays bfloat16 when
+    ``_sp_bf16_out`` (bf16 activations: the next layer reads bf16), else it is cast back to float32."""
+
+    _sp_bf16_out = False
 
     def forward(self, x):
-        if torch.is_grad_enabled() and x.dtype == torch.float32 and x.device.type == "cpu":
+        if torch.is_grad_enabled() and x.dtype in (torch.float32, torch.bfloat16) and x.device.type == "cpu":
             b = self.bias.to(torch.bfloat16) if self.bias is not None else None
-            return self._conv_forward(x.to(torch.bfloat16), self.weight.to(torch.bfloat16), b).float()
-        return super().forward(x)
+            y = self._conv_forward(x.to(torch.bfloat16), self.weight.to(torch.bfloat16), b)
+            return y if self._sp_bf16_out else y.float()
+        return super().forward(x.to(self.weight.dtype))
 
 
 # a dense convolution runs in bf16 when its multiply-adds per pixel per activation value (in + out) reach
@@ -112,11 +116,14 @@ def _is_depthwise(m: nn.Module) -> bool:
             and m.padding_mode == "zeros" and not isinstance(m.padding, str))
 
 
-def patch_model(model: nn.Module, bf16_convs: bool = False) -> dict[str, int]:
+def patch_model(model: nn.Module, bf16_convs: bool = False, bf16_activations: bool = False) -> dict[str, int]:
     """Swap the ``forward`` of every BatchNorm (with its ReLU / ReLU6 when timm's ``BatchNormAct2d`` holds
     one) and every depthwise convolution of ``model`` for the native kernels' (in place; parameters,
     buffers and state-dict keys unchanged); with ``bf16_convs`` also run the dense convolutions of at
-    least :data:`BF16_MIN_INTENSITY` in bfloat16 while training. Idempotent; :func:`unpatch_model` undoes it.
+    least :data:`BF16_MIN_INTENSITY` in bfloat16 while training; with ``bf16_activations`` run every
+    non-depthwise convolution in bfloat16 and keep its output in bfloat16, so that activations between layers
+    are bfloat16 (half the memory traffic of the BN and depthwise kernels, which read and write bfloat16 and
+    compute in float32). Idempotent; :func:`unpatch_model` undoes it.
 
     Returns:
         how many modules of each kind were patched: ``{"batch_norm": .., "batch_norm_act": ..,
@@ -138,8 +145,10 @@ def patch_model(model: nn.Module, bf16_convs: bool = False) -> dict[str, int]:
         elif _is_depthwise(m):
             _swap(m, _FastDepthwise)
             counts["depthwise_conv"] += 1
-        elif bf16_convs and type(m) is nn.Conv2d and m.groups == 1 and conv_intensity(m) >= BF16_MIN_INTENSITY:
+        elif type(m) is nn.Conv2d and (bf16_activations or bf16_convs and m.groups == 1
+                                       and conv_intensity(m) >= BF16_MIN_INTENSITY):
             _swap(m, _Bf16Conv)
+            m._sp_bf16_out = bool(bf16_activations)
             counts["bf16_conv"] += 1
     return counts
 
@@ -175,6 +184,7 @@ class FastPlan:
     """What ``train.fast`` switched on for this run (logged at the start, stored in the benchmark JSON)."""
     kernels: bool = False  # native BatchNorm(+act) / depthwise kernels
     bf16_convs: bool = False  # dense convolutions in bf16 (the fast path's bf16 precision, replaces autocast)
+    bf16_activations: bool = False  # ... and bf16 activations between layers (encoder-decoder models)
     fused_loss: bool = False  # low-resolution training logits, upsampling fused with the CE
     allocator: bool = False  # keep_freed_memory()
     patched: dict = field(default_factory=dict)
@@ -184,7 +194,8 @@ class FastPlan:
         if not (self.kernels or self.fused_loss or self.allocator):
             return f"train.fast: off ({self.reason})"
         on = [n for n, v in (("native BN+act / depthwise kernels", self.kernels),
-                             ("bf16 dense convolutions", self.bf16_convs),
+                             ("bf16 convolutions and activations", self.bf16_activations),
+                             ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations),
                              ("upsampling fused with the CE", self.fused_loss),
                              ("freed memory kept", self.allocator)) if v]
         counts = ", ".join(f"{v} {k}" for k, v in self.patched.items() if v)
@@ -199,8 +210,10 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
     nothing. The fused loss needs a model that can return low-resolution training logits
     (``set_train_logit_upsampling``) and a plain CE (no OHEM / class weights), with
     ``train.upsample_logits=true`` (the paper protocol). ``bf16``: the run's precision is bf16, which the
-    fast path implements as float32 activations (our kernels) with bf16 dense convolutions instead of
-    autocast (``plan.bf16_convs``); without the kernels the caller keeps autocast.
+    fast path implements instead of autocast (``plan.bf16_convs``): convolutions in bf16 and, for backbone +
+    decode-head models, bf16 activations through our kernels (``plan.bf16_activations``); elsewhere
+    float32 activations with the dense convolutions of high arithmetic intensity in bf16. Without the
+    kernels the caller keeps autocast.
     """
     from ..kernels import native, train_ops
 
@@ -215,8 +228,14 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
         plan.reason = f"native kernels unavailable: {train_ops.error() or native.error() or 'SCENEPARSE_NATIVE=0'}"
         log.warning("%s; training runs PyTorch's kernels", plan.reason)
     else:
-        plan.patched = patch_model(model, bf16_convs=bf16)
-        plan.kernels, plan.bf16_convs = True, bf16
+        from ..models.segmentor import SegmentationModel
+
+        # bf16 activations only where every layer is a convolution / BN / pooling / interpolation the kernels
+        # or PyTorch take in bf16 (backbone + decode head models); elsewhere (refinement cascades, the pyramid
+        # head's attention) bf16 stays inside the dense convolutions
+        acts = bf16 and isinstance(model, SegmentationModel)
+        plan.patched = patch_model(model, bf16_convs=bf16, bf16_activations=acts)
+        plan.kernels, plan.bf16_convs, plan.bf16_activations = True, bf16, acts
         if upsample_logits and getattr(criterion, "supports_fused_upsample", lambda: False)():
             try:
                 model.set_train_logit_upsampling(False)

@@ -523,11 +523,10 @@ class Trainer:
                                       bf16=self.amp_dtype is torch.bfloat16)
         if self.fast.bf16_convs:  # bf16 through the patched dense convolutions instead of autocast
             self.use_amp = False
-        if self.main:
-            log.info("%s; precision %s", self.fast.describe(),
-                     "bf16 (dense convolutions)" if self.fast.bf16_convs else
-                     "bf16 autocast" if self.amp_dtype is torch.bfloat16 else
-                     "fp16 autocast" if self.amp_dtype is torch.float16 else "fp32")
+        self.precision = ("bf16 (convolutions and activations)" if self.fast.bf16_activations else
+                          "bf16 (dense convolutions)" if self.fast.bf16_convs else
+                          "bf16 autocast" if self.amp_dtype is torch.bfloat16 else
+                          "fp16 autocast" if self.amp_dtype is torch.float16 else "fp32")
         self.meta = dataset_meta(self.train_ds, cfg)
         if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
             self.meta["front"] = self.front
@@ -621,6 +620,8 @@ class Trainer:
             self._score_reference()
         last: dict = {}
         self.runlog = RunLog(self.work_dir, self.t.tensorboard, self.start) if self.main else None
+        if self.main:  # in train.log too: which kernels and precision this run (or resumed part) used
+            log.info("%s; precision %s", self.fast.describe(), self.precision)
         try:
             return self._run(last)
         finally:

@@ -67,9 +67,9 @@ def _private(path: Path) -> bool:
     return st.st_uid == os.getuid() and not st.st_mode & 0o022
 
 
-def build_library(source: Path, flags: Sequence[str]) -> ctypes.CDLL:
-    """Compile our C ``source`` with ``flags`` into the private cache (once per source, compiler, flags and
-    CPU) and load it.
+def build_library(source: Path, flags: Sequence[str], headers: Sequence[Path] = ()) -> ctypes.CDLL:
+    """Compile our C ``source`` (which may include our ``headers``) with ``flags`` into the private cache
+    (once per source and headers, compiler, flags and CPU) and load it.
 
     Raises:
         RuntimeError: no C compiler, or the compiler failed.
@@ -78,7 +78,8 @@ def build_library(source: Path, flags: Sequence[str]) -> ctypes.CDLL:
     if cc is None:
         raise RuntimeError("no C compiler (set CC)")
     version = subprocess.run([*cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\n".join([source.read_text(), version, " ".join(flags), _cpu_flags()]).encode())
+    key = hashlib.sha256("\n".join([source.read_text(), *(h.read_text() for h in headers), version, " ".join(flags),
+                                    _cpu_flags()]).encode())
     cache = Path(os.environ.get("SCENEPARSE_CACHE", Path.home() / ".cache" / "sceneparse")) / "kernels"
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not _private(cache):  # someone else could plant a library there: build in a private folder instead

@@ -1,4 +1,5 @@
-"""Autograd functions on our native training kernels (``train_ops.c``): channels_last float32 on the CPU.
+"""Autograd functions on our native training kernels (``train_ops.c``): channels_last float32 or bfloat16
+activations on the CPU (computed in float32; parameters and their gradients float32).
 
 - :func:`batch_norm_act`: BatchNorm with batch statistics (training mode) fused with identity / ReLU /
   ReLU6, forward and backward (Ioffe & Szegedy 2015, Alg. 1 and Sec. 3). The activation's mask is
@@ -41,9 +42,9 @@ class _DWShape(ctypes.Structure):
 
 
 def _build() -> ctypes.CDLL:
-    lib = native.build_library(_SOURCE, _FLAGS)
+    lib = native.build_library(_SOURCE, _FLAGS, headers=[_SOURCE.with_name("train_ops_act.h")])
     i64, i32, p = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
-    sigs = {
+    base = {
         "sp_bn_stats": [p, i64, i64, p, p, p],
         "sp_bn_act_fwd": [p, p, i64, i64, p, p, i32],
         "sp_bn_act_bwd_reduce": [p, p, i64, i64, p, p, p, i32, p, p],
@@ -51,12 +52,19 @@ def _build() -> ctypes.CDLL:
         "sp_dw_fwd": [p, p, p, p, ctypes.POINTER(_DWShape)],
         "sp_dw_bwd_input": [p, p, p, ctypes.POINTER(_DWShape)],
         "sp_dw_bwd_weight": [p, p, p, ctypes.POINTER(_DWShape), p, i64],
-        "sp_upce": [p, i64, i64, i64, i64, i64, i64, p, p, p, p, p, p, p, p, p, i64, p, p, p, p, p],
     }
+    # the activation kernels exist for float32 (_f32) and bfloat16 (_bf16) tensors (train_ops_act.h)
+    sigs = {f"{name}_{suffix}": args for name, args in base.items() for suffix in ("f32", "bf16")}
+    sigs["sp_upce"] = [p, i64, i64, i64, i64, i64, i64, p, p, p, p, p, p, p, p, p, i64, p, p, p, p, p]
     for name, args in sigs.items():
         f = getattr(lib, name)
-        f.argtypes, f.restype = args, ctypes.c_int if name in ("sp_bn_stats", "sp_bn_act_bwd_reduce") else None
+        f.argtypes, f.restype = args, ctypes.c_int if name.startswith(("sp_bn_stats", "sp_bn_act_bwd_reduce")) else None
     return lib
+
+
+def _kernel(name: str, t: torch.Tensor):
+    """The kernel ``name`` for the element type of activation tensor ``t`` (float32 or bfloat16)."""
+    return getattr(load(), f"{name}_{'bf16' if t.dtype == torch.bfloat16 else 'f32'}")
 
 
 def _ok(status: int) -> None:
@@ -91,7 +99,7 @@ def _threads() -> int:
 
 
 def _nhwc_ok(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16) and t.dim() == 4
                and t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
@@ -104,12 +112,11 @@ def _ptr(t: torch.Tensor | None):
 class _BatchNormAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, act):
-        lib = load()
         n, c, h, w = x.shape
         rows = n * h * w
-        ref = x[0, :, 0, 0].contiguous()  # a shift against cancellation in the sum of squares
+        ref = x[0, :, 0, 0].float().contiguous()  # a shift against cancellation in the sum of squares
         sums = torch.empty((2, c), dtype=torch.float64)
-        _ok(lib.sp_bn_stats(x.data_ptr(), c, rows, ref.data_ptr(), sums[0].data_ptr(), sums[1].data_ptr()))
+        _ok(_kernel("sp_bn_stats", x)(x.data_ptr(), c, rows, ref.data_ptr(), sums[0].data_ptr(), sums[1].data_ptr()))
         shifted = sums[0] / rows
         var = (sums[1] / rows - shifted * shifted).clamp_(min=0.0)
         mean = shifted + ref.double()
@@ -123,22 +130,21 @@ class _BatchNormAct(torch.autograd.Function):
         beta = bias.detach().double() if bias is not None else torch.zeros(c, dtype=torch.float64)
         scale, shift = (gamma * invstd).float(), (beta - mean * gamma * invstd).float()
         y = torch.empty_like(x, memory_format=torch.channels_last)
-        lib.sp_bn_act_fwd(x.data_ptr(), y.data_ptr(), c, rows, scale.data_ptr(), shift.data_ptr(), act)
+        _kernel("sp_bn_act_fwd", x)(x.data_ptr(), y.data_ptr(), c, rows, scale.data_ptr(), shift.data_ptr(), act)
         ctx.act, ctx.has_weight, ctx.has_bias = act, weight is not None, bias is not None
         ctx.save_for_backward(x, scale, shift, mean.float(), invstd, gamma)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        lib = load()
         x, scale, shift, mean, invstd, gamma = ctx.saved_tensors
-        dy = dy.float().contiguous(memory_format=torch.channels_last)
+        dy = dy.to(x.dtype).contiguous(memory_format=torch.channels_last)
         n, c, h, w = x.shape
         rows = n * h * w
         xp, gp, sp, tp = x.data_ptr(), dy.data_ptr(), scale.data_ptr(), shift.data_ptr()
         sums = torch.empty((2, c), dtype=torch.float64)
-        _ok(lib.sp_bn_act_bwd_reduce(xp, gp, c, rows, sp, tp, mean.data_ptr(), ctx.act, sums[0].data_ptr(),
-                                     sums[1].data_ptr()))
+        _ok(_kernel("sp_bn_act_bwd_reduce", x)(xp, gp, c, rows, sp, tp, mean.data_ptr(), ctx.act, sums[0].data_ptr(),
+                                               sums[1].data_ptr()))
         sg, sgx = sums
         sgxhat = sgx * invstd  # dL/dgamma
         dx = None
@@ -148,8 +154,8 @@ class _BatchNormAct(torch.autograd.Function):
             kd = -ka * sg / rows - kb * mean.double()
             ka, kb, kd = ka.float(), kb.float(), kd.float()
             dx = torch.empty_like(x, memory_format=torch.channels_last)
-            lib.sp_bn_act_bwd_dx(xp, gp, dx.data_ptr(), c, rows, sp, tp, ka.data_ptr(), kb.data_ptr(), kd.data_ptr(),
-                                 ctx.act)
+            _kernel("sp_bn_act_bwd_dx", x)(xp, gp, dx.data_ptr(), c, rows, sp, tp, ka.data_ptr(), kb.data_ptr(),
+                                           kd.data_ptr(), ctx.act)
         dweight = sgxhat.float() if ctx.has_weight and ctx.needs_input_grad[1] else None
         dbias = sg.float() if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dweight, dbias, None, None, None, None, None
@@ -161,13 +167,13 @@ def batch_norm_act(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Ten
     """``act(F.batch_norm(x, running_mean, running_var, weight, bias, training=True, momentum, eps))``.
 
     Args:
-        x: ``(N, C, H, W)`` float32, channels_last, on the CPU, ``N * H * W > 1``.
+        x: ``(N, C, H, W)`` float32 or bfloat16, channels_last, on the CPU, ``N * H * W > 1``.
         weight, bias: ``(C,)`` affine parameters or ``None``; running_mean / running_var: ``(C,)`` buffers
             updated in place as ``F.batch_norm`` does (the unbiased variance), or ``None``.
         act: ``"none"``, ``"relu"`` or ``"relu6"`` (``clamp(., 0, 6)``).
 
     Returns:
-        ``(N, C, H, W)`` float32 channels_last, differentiable w.r.t. ``x``, ``weight`` and ``bias``; or
+        ``(N, C, H, W)`` of ``x``'s dtype, channels_last, differentiable w.r.t. ``x``, ``weight`` and ``bias``; or
         ``None`` where the kernel does not apply (caller falls back to PyTorch).
     """
     if act not in ACTS or not _nhwc_ok(x) or x.shape[0] * x.shape[2] * x.shape[3] <= 1 or x.shape[1] > 65536:
@@ -188,39 +194,51 @@ def _dw_shape(x, kh, kw, stride, padding, dilation) -> _DWShape:
     return _DWShape(n, h, w, c, oh, ow, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
+def _flipped_shape(s: _DWShape) -> _DWShape | None:
+    """For stride 1, the input gradient is the forward convolution of dy (OH x OW) with the taps reversed
+    and padding (K - 1) * dilation - padding, giving H x W: its shape, or ``None`` where that does not hold."""
+    ph, pw = (s.KH - 1) * s.dh - s.ph, (s.KW - 1) * s.dw - s.pw
+    if (s.sh, s.sw) != (1, 1) or ph < 0 or pw < 0:
+        return None
+    return _DWShape(s.N, s.OH, s.OW, s.C, s.H, s.W, s.KH, s.KW, 1, 1, ph, pw, s.dh, s.dw)
+
+
 class _Depthwise(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation):
-        lib = load()
         c, _, kh, kw = weight.shape
         s = _dw_shape(x, kh, kw, stride, padding, dilation)
         wt = weight.detach().reshape(c, kh * kw).t().contiguous()  # (taps, C): unit stride over channels
         b = bias.detach().contiguous() if bias is not None else None
-        y = torch.empty((s.N, c, s.OH, s.OW), memory_format=torch.channels_last)
-        lib.sp_dw_fwd(x.data_ptr(), wt.data_ptr(), _ptr(b), y.data_ptr(), ctypes.byref(s))
+        y = torch.empty((s.N, c, s.OH, s.OW), dtype=x.dtype, memory_format=torch.channels_last)
+        _kernel("sp_dw_fwd", x)(x.data_ptr(), wt.data_ptr(), _ptr(b), y.data_ptr(), ctypes.byref(s))
         ctx.shape, ctx.has_bias = s, bias is not None
         ctx.save_for_backward(x, wt)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        lib = load()
         x, wt = ctx.saved_tensors
         s = ctx.shape
-        dy = dy.float().contiguous(memory_format=torch.channels_last)
+        dy = dy.to(x.dtype).contiguous(memory_format=torch.channels_last)
         gp, xp, wp = dy.data_ptr(), x.data_ptr(), wt.data_ptr()
         dx = dweight = dbias = None
         if ctx.needs_input_grad[0]:
             dx = torch.empty_like(x, memory_format=torch.channels_last)
-            lib.sp_dw_bwd_input(gp, wp, dx.data_ptr(), ctypes.byref(s))
+            flipped = _flipped_shape(s)
+            if flipped is not None:  # stride 1: a forward convolution of dy with the taps reversed
+                reversed_taps = wt.flip(0).contiguous()  # kept alive: the kernel reads it through a raw pointer
+                _kernel("sp_dw_fwd", x)(gp, reversed_taps.data_ptr(), None, dx.data_ptr(), ctypes.byref(flipped))
+            else:
+                _kernel("sp_dw_bwd_input", x)(gp, wp, dx.data_ptr(), ctypes.byref(s))
         if ctx.needs_input_grad[1]:
             threads = _threads()
             scratch = torch.empty((threads, s.KH * s.KW, s.C))
             dwt = torch.empty((s.KH * s.KW, s.C))
-            lib.sp_dw_bwd_weight(xp, gp, dwt.data_ptr(), ctypes.byref(s), scratch.data_ptr(), threads)
+            _kernel("sp_dw_bwd_weight", x)(xp, gp, dwt.data_ptr(), ctypes.byref(s), scratch.data_ptr(), threads)
             dweight = dwt.t().reshape(s.C, 1, s.KH, s.KW).contiguous()
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            dbias = dy.sum((0, 2, 3))
+            dbias = dy.float().sum((0, 2, 3))
         return dx, dweight, dbias, None, None, None
 
 
@@ -230,11 +248,11 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     ``(C, 1, KH, KW)``.
 
     Args:
-        x: ``(N, C, H, W)`` float32 channels_last on the CPU; stride / padding / dilation: pairs of ints
-            (zero padding).
+        x: ``(N, C, H, W)`` float32 or bfloat16, channels_last, on the CPU; ``weight`` / ``bias`` float32;
+            stride / padding / dilation: pairs of ints (zero padding).
 
     Returns:
-        ``(N, C, OH, OW)`` float32 channels_last, differentiable w.r.t. ``x``, ``weight``, ``bias``; ``None``
+        ``(N, C, OH, OW)`` of ``x``'s dtype, channels_last, differentiable w.r.t. ``x``, ``weight``, ``bias``; ``None``
         where the kernel does not apply.
     """
     if not _nhwc_ok(x) or weight.dim() != 4 or weight.shape[1] != 1 or weight.shape[0] != x.shape[1]:
@@ -262,7 +280,7 @@ class _UpsampleCE(torch.autograd.Function):
         rows = torch.empty((n, k, h, W))
         drows = torch.zeros((n, k, h, W))
         grad = torch.zeros((n, k, h, w))
-        scratch = torch.empty((n, (k + 3) * W))
+        scratch = torch.empty((n, (k + 4) * W))
         loss = torch.empty(n, dtype=torch.float64)
         count = torch.empty(n, dtype=torch.int64)
         axw = [t.data_ptr() for t in (x0, x1, wx0, wx1)]
@@ -304,7 +322,8 @@ def upsample_cross_entropy(logits: torch.Tensor, target: torch.Tensor, ignore_in
         return None
     if target.dtype != torch.int64 or target.shape[0] != logits.shape[0] or min(logits.shape) <= 0:
         return None
-    if load() is None or native.load() is None or not bool(torch.isfinite(logits).all()):
+    if not -2**31 <= ignore_index < 2**31 or load() is None or native.load() is None \
+            or not bool(torch.isfinite(logits).all()):
         return None
     k = logits.shape[1]
     bad = (target != ignore_index) & ((target < 0) | (target >= k))
