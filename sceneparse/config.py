@@ -53,6 +53,7 @@ class DataConfig:
     bootstrap_classes: List[str] = field(default_factory=list)  # DeepLabv3 Sec. 4.4: duplicate images with these
     bootstrap_copies: int = 1  # extra copies of each such image
     check: bool = True  # scan both splits for bad files before training (refuse with a report)
+    cache: Any = "auto"  # decode the training images once and keep them in memory (auto: if <= 2 GiB decoded)
 
 
 @dataclass
@@ -187,6 +188,7 @@ def validate(cfg: DictConfig) -> None:
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
     _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
     _check(t.fast in (True, False, "auto"), "train.fast", t.fast, "true, false or 'auto'")
+    _check(d.cache in (True, False, "auto"), "data.cache", d.cache, "true, false or 'auto'")
     _check(t.optimizer in ("sgd", "adamw"), "train.optimizer", t.optimizer, "'sgd' or 'adamw'")
     _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1) (0: off)")
     _check(t.warmup_iters >= 0, "train.warmup_iters", t.warmup_iters, "an integer >= 0")

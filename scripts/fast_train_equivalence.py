@@ -22,10 +22,10 @@ for d in sorted(runs.iterdir()):
     miou = {round(float(r["epoch"])): float(r["val_mIoU"]) for r in rows if r["val_mIoU"]}
     log = (d / "train.log").read_text()
     res[d.name] = {"loss_per_epoch": loss, "val_mIoU_per_epoch": miou, "time_s": float(rows[-1]["time_s"]),
-                   "fast_plan": next((ln.split("INFO ", 1)[-1] for ln in log.splitlines() if "train.fast" in ln), "")}
+                   "fast_plan": next((ln.split(": ", 1)[-1] for ln in log.splitlines() if "train.fast" in ln), "")}
 summary = {}
-for path in ("fast", "ref"):
-    got = [v for k, v in res.items() if k.startswith(path + "_")]
+for path in sorted({k.rsplit("_seed", 1)[0] for k in res}):
+    got = [v for k, v in res.items() if k.rsplit("_seed", 1)[0] == path]
     if got:
         summary[path] = {"seeds": len(got),
                          "val_mIoU_epoch3_mean": statistics.mean(g["val_mIoU_per_epoch"][3] for g in got),

@@ -11,6 +11,9 @@ for path in files:
     r = json.load(open(path))
     base = r["variants"].get("reference fp32, own process", r["variants"].get("reference fp32"))
     for name, v in r["variants"].items():
+        if "error" in v:
+            print(f"| {r['config']} | {r['cpu']} ({r['threads']}) | {name} | failed: {v['error'][:120]} | | | | |")
+            continue
         mark = " (trainer's choice)" if name == r["trainer_path"] else ""
         print(f"| {r['config']} b{r['batch']} OS{r['model']['output_stride']} | {r['cpu']} ({r['threads']}) | {name}{mark} | "
               f"{v['s_per_step']:.2f} | {v['images_per_s']:.2f} | {v['gflops_per_s']:.0f} | "

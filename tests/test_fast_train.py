@@ -318,3 +318,23 @@ def test_bf16_activations_train_like_autocast_and_evaluate_in_float32():
     fast.load_state_dict(ref.state_dict())
     with torch.no_grad():
         assert torch.equal(fast(x)["out"], ref(x)["out"])  # evaluation: float32, the original modules
+
+
+def test_decoded_pairs_are_cached_once_and_give_the_same_samples(camvid_root, monkeypatch):
+    from sceneparse.data import base, build_dataset, build_train_transform
+
+    tf = build_train_transform((96, 128), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    ds = build_dataset("camvid", camvid_root, "train", tf, seed=3)
+    ds.pairs = ds.pairs[:3]
+    plain = [ds[(1, i)] for i in range(3)]
+    assert not ds.cache_decoded(max_bytes=1000) and not getattr(ds, "_decoded", None)  # above the limit
+    assert ds.cache_decoded()
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("a cached pair was decoded again")
+
+    monkeypatch.setattr(base, "read_image", no_reads)
+    monkeypatch.setattr(base, "read_label", no_reads)
+    for i, want in enumerate(plain):  # the same augmented samples, without touching the files
+        got = ds[(1, i)]
+        assert torch.equal(got["image"], want["image"]) and torch.equal(got["label"], want["label"])

@@ -183,8 +183,36 @@ class SegmentationDataset(Dataset):
                             f"classes of {type(self).__name__}")
         return mapped
 
+    def cache_decoded(self, max_bytes: int = 2 << 30) -> bool:
+        """Decode every pair once and keep the uint8 arrays (image + mapped label) in memory, so that training
+        epochs stop decoding files; DataLoader workers forked afterwards share them. Only when their decoded
+        size (from the file headers) is at most ``max_bytes``. Returns whether the pairs are cached.
+
+        Raises:
+            DataError: a file that cannot be read (as :meth:`load_pair`).
+        """
+        total = 0
+        for img_path, _ in self.pairs:
+            try:
+                with Image.open(img_path) as im:
+                    total += im.size[0] * im.size[1] * 4  # RGB + label bytes per pixel
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"cannot read image {img_path}: {e}") from e
+            if total > max_bytes:
+                return False
+        cache = getattr(self, "_decoded", {})
+        for index, pair in enumerate(self.pairs):
+            if pair not in cache:
+                cache[pair] = self.load_pair(index)
+        self._decoded = cache
+        return True
+
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        img_path, lbl_path = self.pairs[index]
+        pair = self.pairs[index]
+        cached = getattr(self, "_decoded", {}).get(pair)
+        if cached is not None:
+            return cached
+        img_path, lbl_path = pair
         image, label = read_image(img_path), self.load_label(lbl_path)
         if image.shape[:2] != label.shape:
             raise DataError(f"size mismatch: image {img_path} is {image.shape[1]}x{image.shape[0]}, "

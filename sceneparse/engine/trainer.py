@@ -222,7 +222,7 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
 
 
 # keys that may differ between a run and its resumed continuation without changing what is computed
-RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers", "train.fast",
+RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers", "train.fast", "data.cache",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
                               "train.divergence_factor", "train.keep_best", "train.tensorboard",
@@ -489,6 +489,10 @@ class Trainer:
         self.train_ds, self.val_ds = _build_datasets(cfg)
         if cfg.data.check:
             _check_splits(cfg, self.train_ds, self.val_ds, self.progress)
+        if cfg.data.cache is not False:  # decoded once here; the loader's forked workers share the arrays
+            limit = (1 << 62) if cfg.data.cache is True else 2 << 30
+            if self.train_ds.cache_decoded(limit) and self.main:
+                log.info("data.cache: the %d training pairs are decoded once and kept in memory", len(self.train_ds))
         self.iters_per_epoch = len(self.train_ds) // t.batch_size
         if self.iters_per_epoch == 0:
             raise ValueError(f"{len(self.train_ds)} training samples are fewer than batch_size={t.batch_size}")
@@ -523,6 +527,10 @@ class Trainer:
                                       bf16=self.amp_dtype is torch.bfloat16)
         if self.fast.bf16_convs:  # bf16 through the patched dense convolutions instead of autocast
             self.use_amp = False
+        elif self.amp_dtype is torch.bfloat16 and self.device.type == "cpu" and self.main:
+            log.warning("bf16 autocast on the CPU without train.fast: PyTorch 2.14's CPU bf16 backward was seen "
+                        "returning gradients of 1e20 in the first steps (AMD EPYC; a stale-memory read); the "
+                        "divergence guard stops such a run. train.fast=auto trains bf16 without autocast")
         self.precision = ("bf16 (convolutions and activations)" if self.fast.bf16_activations else
                           "bf16 (dense convolutions)" if self.fast.bf16_convs else
                           "bf16 autocast" if self.amp_dtype is torch.bfloat16 else
@@ -530,6 +538,7 @@ class Trainer:
         self.meta = dataset_meta(self.train_ds, cfg)
         if self.front is not None:  # a refinement model: its checkpoints rebuild without the front's file
             self.meta["front"] = self.front
+        self.meta["train_precision"] = self.precision  # what train.fast / train.amp resolved to on this machine
 
     def _lr_factor(self):
         t = self.t
