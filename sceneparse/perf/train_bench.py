@@ -114,6 +114,7 @@ def benchmark_training(cfg: DictConfig, variants=VARIANTS, steps: int = 5, warmu
         ValueError: an unknown variant, or the config's model / data cannot be built.
     """
     from ..engine import fast_train
+    from ..models import FIXED_OUTPUT_STRIDE
     from .compare import cpu_flags, cpu_model
 
     bad = [v for v in variants if v not in VARIANTS]
@@ -186,7 +187,7 @@ def benchmark_training(cfg: DictConfig, variants=VARIANTS, steps: int = 5, warmu
     main = results.get(trainer_path) or results[variants[-1]]
     return {
         "config": cfg.name, "model": dict(arch=cfg.model.arch, backbone=cfg.model.backbone,
-                                          output_stride=cfg.model.output_stride),
+                                          output_stride=FIXED_OUTPUT_STRIDE.get(cfg.model.arch, cfg.model.output_stride)),
         "batch": batch, "crop_size": list(cfg.data.crop_size), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
         "trainer_path": trainer_path, "precision": chosen,
