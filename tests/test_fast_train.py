@@ -102,6 +102,36 @@ def test_upsample_cross_entropy_matches_interpolate_then_cross_entropy(sizes):
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5 * b.grad.abs().max().item())
 
 
+def test_upsample_cross_entropy_with_an_ignore_index_that_is_a_class_id():
+    g = torch.Generator().manual_seed(8)
+    logits = torch.randn(1, 3, 3, 3, generator=g)
+    target = torch.randint(0, 3, (1, 6, 6), generator=g)
+    a, b = _leaf(logits), _leaf(logits)
+    loss = train_ops.upsample_cross_entropy(a, target, ignore_index=1)
+    ref = F.cross_entropy(F.interpolate(b, (6, 6), mode="bilinear", align_corners=False), target, ignore_index=1)
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    ref.backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)  # ignored pixels add no one-hot term
+
+
+def test_bf16_kernels_keep_nan_a_nan():
+    x = torch.randn(2, 16, 5, 5).bfloat16().contiguous(memory_format=CL)
+    x[0, 3, 2, 2] = float("nan")
+    y = train_ops.depthwise_conv2d(x, torch.ones(16, 1, 3, 3), None, (1, 1), (1, 1), (1, 1))
+    assert torch.isnan(y[0, 3, 1:4, 1:4]).all() and torch.isfinite(y[:, :3]).all()
+
+
+def test_bf16_activations_only_for_models_whose_layers_take_them():
+    model = _pspnet()
+    assert fast_train._takes_bf16_activations(model)
+    model.decode_head.extra = nn.Linear(4, 4)  # would meet a bf16 input with float32 weights
+    assert not fast_train._takes_bf16_activations(model)
+    plan = fast_train.enable(model.train(), __import__("sceneparse.losses", fromlist=["SegLoss"]).SegLoss(),
+                             torch.device("cpu"), bf16=True)
+    assert plan.bf16_convs and not plan.bf16_activations
+
+
 def test_upsample_cross_entropy_edge_cases():
     logits = torch.randn(1, 4, 3, 3, requires_grad=True)
     loss = train_ops.upsample_cross_entropy(logits, torch.full((1, 12, 12), 255))

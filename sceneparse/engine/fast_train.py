@@ -100,6 +100,16 @@ def conv_intensity(m: nn.Conv2d) -> float:
     return m.in_channels * m.out_channels * k / m.groups / (m.in_channels + m.out_channels)
 
 
+def _takes_bf16_activations(model: nn.Module) -> bool:
+    """Whether every module with parameters is a plain ``nn.Conv2d`` or a BatchNorm (both patched to take
+    bf16 activations); parameter-free modules (activations, pooling, dropout) take bf16 anyway. A
+    ``nn.Linear``, ``ConvTranspose2d`` or a Conv2d subclass would meet a bf16 input with float32 weights."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    return all(type(m) is nn.Conv2d or isinstance(m, _BatchNorm) for m in model.modules()
+               if next(m.parameters(recurse=False), None) is not None)
+
+
 _CLASSES: dict[tuple[type, type], type] = {}
 
 
@@ -233,7 +243,7 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
         # bf16 activations only where every layer is a convolution / BN / pooling / interpolation the kernels
         # or PyTorch take in bf16 (backbone + decode head models); elsewhere (refinement cascades, the pyramid
         # head's attention) bf16 stays inside the dense convolutions
-        acts = bf16 and isinstance(model, SegmentationModel)
+        acts = bf16 and isinstance(model, SegmentationModel) and _takes_bf16_activations(model)
         plan.patched = patch_model(model, bf16_convs=bf16, bf16_activations=acts)
         plan.kernels, plan.bf16_convs, plan.bf16_activations = True, bf16, acts
         if upsample_logits and getattr(criterion, "supports_fused_upsample", lambda: False)():

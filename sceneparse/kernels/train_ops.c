@@ -97,7 +97,7 @@ static inline int blocked_row(const dwshape *s, int64_t oh)
 }
 
 /* bfloat16 <-> float32: a bfloat16 is the top half of a float32; rounding to nearest even on the way down
-   (NaN and infinity stay what they are). */
+   (infinity stays infinity, NaN stays NaN, values above the largest bfloat16 round to infinity). */
 typedef uint16_t h16 __attribute__((vector_size(32), aligned(2)));
 typedef uint32_t u16v __attribute__((vector_size(64)));
 static inline float b2f(uint16_t v)
@@ -108,13 +108,16 @@ static inline float b2f(uint16_t v)
 static inline uint16_t f2b(float f)
 {
     union { float f; uint32_t u; } t = {f};
+    if ((t.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((t.u >> 16) | 0x40u); /* NaN: stays a (quiet) NaN */
     return (uint16_t)((t.u + 0x7fffu + ((t.u >> 16) & 1u)) >> 16);
 }
 static inline v16 bld(const uint16_t *p) { return (v16)(__builtin_convertvector(*(const h16 *)p, u16v) << 16); }
 static inline void bst(uint16_t *p, v16 v)
 {
     u16v u = (u16v)v;
-    *(h16 *)p = __builtin_convertvector((u + 0x7fffu + ((u >> 16) & 1u)) >> 16, h16);
+    u16v r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, nan = (u16v)((u & 0x7fffffffu) > 0x7f800000u);
+    r = (r & ~nan) | (((u >> 16) | 0x40u) & nan); /* NaNs stay (quiet) NaNs, as in f2b */
+    *(h16 *)p = __builtin_convertvector(r, h16);
 }
 
 #define ACT_T float
@@ -246,7 +249,7 @@ void sp_upce_rows(const float *rows, int64_t K, int64_t h, int64_t W, int64_t oy
             const float *ek = z + k * W;
             float *da = drows + (k * h + a) * W, *db = drows + (k * h + b) * W;
             for (int64_t x = 0; x < W; x++) {
-                float g = ek[x] * inv[x] - ((t[x] == (int32_t)k) ? 1.0f : 0.0f);
+                float g = ek[x] * inv[x] - ((t[x] != ign && t[x] == (int32_t)k) ? 1.0f : 0.0f);
                 da[x] += w0 * g;
                 db[x] += w1 * g;
             }
