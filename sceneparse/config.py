@@ -71,6 +71,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
+    lr_policy: str = "poly"  # "poly" (PSPNet, DeepLab) or "step": lr x lr_step_gamma at each of lr_step_epochs
+    lr_step_epochs: List[float] = field(default_factory=list)  # "step": the epochs where the lr drops (GRN/LRN Sec. 4.1)
+    lr_step_gamma: float = 0.1
     aux_weight: float = 0.4
     amp: Any = True  # True / "fp16": float16 autocast on CUDA (CPU: off); "bf16": bfloat16 autocast on CPU or CUDA; false
     ohem_thresh: Optional[float] = None  # online hard example mining: CE over pixels with p(true) < thresh (null: off)
@@ -189,6 +192,13 @@ def validate(cfg: DictConfig) -> None:
     _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
     _check(t.fast in (True, False, "auto"), "train.fast", t.fast, "true, false or 'auto'")
     _check(d.cache in (True, False, "auto"), "data.cache", d.cache, "true, false or 'auto'")
+    _check(t.lr_policy in ("poly", "step"), "train.lr_policy", t.lr_policy, "'poly' or 'step'")
+    steps = list(t.lr_step_epochs)
+    _check(all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in steps)
+           and steps == sorted(steps), "train.lr_step_epochs", steps, "increasing positive epochs, e.g. [10]")
+    _check(t.lr_policy == "poly" or steps, "train.lr_step_epochs", steps, "at least one epoch for train.lr_policy=step")
+    _check(math.isfinite(t.lr_step_gamma) and 0 < t.lr_step_gamma <= 1, "train.lr_step_gamma", t.lr_step_gamma,
+           "in (0, 1]")
     _check(t.optimizer in ("sgd", "adamw"), "train.optimizer", t.optimizer, "'sgd' or 'adamw'")
     _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "in [0, 1) (0: off)")
     _check(t.warmup_iters >= 0, "train.warmup_iters", t.warmup_iters, "an integer >= 0")

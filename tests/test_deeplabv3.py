@@ -47,3 +47,27 @@ def test_cascade_blocks_double_rates_with_multi_grid():
     assert feats[-1].shape == (2, 2048, 4, 4)  # still output_stride 16 after three more blocks
     with pytest.raises(ValueError, match="Bottleneck"):
         build_model("deeplabv3_cascade", "resnet18", 4)
+
+
+def test_cascaded_model_has_no_aspp_and_its_new_blocks_learn_at_the_head_rate():
+    """Sec. 3.2 / Tables 1-3: block7 -> classifier, no ASPP (aspp=true adds it); block5-7 are random
+    layers inside the backbone, so they must not learn at the pretrained backbone's lr."""
+    from sceneparse.models.deeplabv3 import ASPPHead
+    from sceneparse.models.heads import FCNHead
+
+    m = build_model("deeplabv3_cascade", "resnet50", 4, output_stride=16, multi_grid=(1, 2, 1))
+    assert type(m.decode_head) is FCNHead and m.decode_head.classifier.in_channels == 2048
+    assert not any(isinstance(mod, ASPPHead) for mod in m.modules())
+    m.eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 64, 64))["out"].shape == (1, 4, 64, 64)
+    backbone_group, head_group = m.param_groups(0.01, 10.0)
+    assert backbone_group["lr"] == 0.01 and head_group["lr"] == pytest.approx(0.1)
+    cascade = {id(p) for p in m.backbone.cascade.parameters()}
+    body = {id(p) for p in m.backbone.body.parameters()}
+    assert cascade <= {id(p) for p in head_group["params"]}
+    assert body == {id(p) for p in backbone_group["params"]}
+    with_aspp = build_model("deeplabv3_cascade", "resnet50", 4, aspp=True, head_channels=32)
+    assert isinstance(with_aspp.decode_head, ASPPHead) and with_aspp.decode_head.classifier.in_channels == 32
+    with pytest.raises(ValueError, match="aspp_rates is an ASPP option"):
+        build_model("deeplabv3_cascade", "resnet50", 4, aspp_rates=[6, 12, 18])

@@ -20,8 +20,46 @@ def test_pyramid_ground_truth_hand_case():
     assert (semantic[2][0][LABEL[0] != I] == LABEL[0][LABEL[0] != I]).all()
     with pytest.raises(ValueError, match="divisible"):
         pyramid_ground_truth(torch.zeros(1, 6, 8, dtype=torch.long), (4, 2))
-    with pytest.raises(ValueError, match="half"):
-        pyramid_ground_truth(LABEL, (4, 1))
+    for bad in ((4, 3), (2, 4), (4, 4)):
+        with pytest.raises(ValueError, match="powers of 2"):
+            pyramid_ground_truth(LABEL, bad)
+
+
+def test_relabel_across_a_factor_8_gap():
+    """An L=2 pyramid of strides (32, 4) (Sec. 5.3): one coarse cell is the parent of 8 x 8 finest cells.
+    Scaled down to strides (8, 1) on a 16 x 8 label: the top 8 x 8 block is one class (a unity-cell),
+    the bottom one mixed."""
+    label = torch.zeros(1, 16, 8, dtype=torch.long)
+    label[0, 8:, 4:] = 1
+    unity, semantic = pyramid_ground_truth(label, (8, 1))
+    assert unity[0].tolist() == [[[1], [0]]] and semantic[0].tolist() == [[[0], [I]]]
+    u, y = relabel(unity, semantic, "simple_fix")
+    assert (y[1][0, :8] == I).all() and (u[1][0, :8] == I).all()  # all 64 children of the unity-cell done
+    assert torch.equal(y[1][0, 8:], label[0, 8:])  # the mixed cell's children still train
+    u, y = relabel(unity, semantic, "final", unity_prob=[torch.tensor([[[0.5], [0.99]]])], tau=0.9)
+    assert torch.equal(y[1], semantic[1])  # the unity-cell was not predicted unity; 0.99 is a false positive
+
+
+def test_two_level_pyramid_4_32_builds_trains_and_fuses():
+    """Sec. 5.3's L=2 pyramid {4, 32}: the semantic head pools the stride-4 features by 8 for the coarse level."""
+    from sceneparse import build_model
+
+    torch.manual_seed(0)
+    m = build_model("pyramid_output", "efficientnet_lite0", 3, pretrained=False, strides=(32, 4), decoder_channels=16,
+                    unity_channels=8, semantic_channels=16)
+    assert m.semantic_head.pool_factors == (8, 1) and m.unity_head.pool_factors == (8,)
+    m.train()
+    out = m(torch.randn(2, 3, 64, 96))
+    assert [tuple(s.shape[-2:]) for s in out["semantic"]] == [(2, 3), (16, 24)]
+    assert [tuple(u.shape[-2:]) for u in out["unity"]] == [(2, 3)]
+    loss, parts = m.compute_loss(out, torch.randint(0, 3, (2, 64, 96)))
+    loss.backward()
+    assert torch.isfinite(loss) and {"sup_s32", "sup_s4", "sup_none"} <= set(parts)
+    m.eval()
+    m.return_pyramid = True
+    with torch.no_grad():
+        o = m(torch.randn(1, 3, 64, 96))
+    assert o["out"].shape == (1, 3, 64, 96) and set(o["level"].unique().tolist()) <= {0, 1}
 
 
 def test_relabel_policies():

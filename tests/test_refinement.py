@@ -57,6 +57,24 @@ def test_untrained_lrn_returns_its_input():
     assert coeffs[:, 24].min() > 0.999
 
 
+def test_identity_init_coefficients_match_an_untrained_lrn():
+    from sceneparse.models.refinement import identity_init_coefficients
+
+    wc, wn = identity_init_coefficients(1.0, 7)
+    assert wc == pytest.approx(math.e / (math.e + 48)) and wn == pytest.approx(1 / (math.e + 48))
+    assert wc + 48 * wn == pytest.approx(1.0)
+    torch.manual_seed(0)
+    for bias in (1.0, 4.0, 6.0):
+        lrn = LRN(3, m=7, channels=(8,) * 6, init_eps=1e-6, center_bias=bias).eval()
+        with torch.no_grad():
+            c = lrn.coefficients(torch.rand(1, 3, 12, 12), torch.randn(1, 3, 12, 12))
+        wc, wn = identity_init_coefficients(bias, 7)
+        torch.testing.assert_close(c[0, 24], torch.full((12, 12), wc), atol=1e-4, rtol=0)
+        torch.testing.assert_close(c[0, 0], torch.full((12, 12), wn), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError):
+        identity_init_coefficients(4.0, 4)
+
+
 def test_literal_eq6_bias_gives_a_near_box_filter():
     lrn = LRN(num_classes=2, m=7, channels=(8,) * 6, center_bias=1.0).eval()
     with torch.no_grad():
@@ -236,6 +254,37 @@ def test_grn_zero_residual_returns_front_and_iterations_share_weights():
         torch.testing.assert_close(g3(img, logits)["out"], logits)
         g_rand = GRN(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8), 3, zero_init=False).eval()
         assert (g_rand(img, logits)["out"] - logits).abs().max() > 1e-3
+
+
+def test_grn_supervises_every_unfolded_iteration_when_asked():
+    """Fig. 2: the GRN of N iterations unfolds into N weight-shared models; supervise_steps='all' gives
+    each u_n and r_n the loss of Sec. 3.1, averaged, so the loss equals the hand-computed mean."""
+    from sceneparse.losses import SegLoss
+    from sceneparse.models.cascade import RefinementCascade
+
+    torch.manual_seed(0)
+    front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8)
+    grn = GRN(build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8, dropout=0.0), 3, iterations=3,
+              zero_init=False)  # no dropout: the hand computation below sees the same residuals
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 3, (2, 32, 32))
+    crit = SegLoss(aux_weight=0.4)
+    last = RefinementCascade(front, grn, None, train_stage="grn").train()
+    every = RefinementCascade(front, grn, None, train_stage="grn", supervise_steps="all").train()
+    out_all = every(x)
+    assert len(out_all["steps"]) == 2 and len(out_all["residuals"]) == 2
+    loss_all, parts_all = every.loss(out_all, y, crit)
+    with torch.no_grad():
+        g = grn(unnormalize(x), front(x)["out"])
+    ce = lambda u: F.cross_entropy(u, y, ignore_index=255)  # noqa: E731
+    expect = sum(ce(u) + 0.4 * ce(r) for u, r in zip(g["steps"], g["residuals"])) / 3
+    torch.testing.assert_close(loss_all, expect, rtol=1e-4, atol=1e-5)
+    loss_last, parts_last = last.loss(last(x), y, crit)
+    torch.testing.assert_close(loss_last, ce(g["out"]) + 0.4 * ce(g["residual"]), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(parts_all["loss"], parts_last["loss"])  # the logged term: the last output
+    loss_all.backward()
+    assert all(p.grad is None for p in front.parameters())
+    with pytest.raises(ValueError, match="supervise_steps"):
+        RefinementCascade(front, None, LRN(3, m=3, channels=(8,) * 6), train_stage="lrn", supervise_steps="all")
 
 
 def test_frozen_parts_get_no_gradient():

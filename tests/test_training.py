@@ -7,7 +7,7 @@ import torch
 
 from sceneparse.config import ConfigError, load_config
 from sceneparse.engine.distributed import EpochSampler
-from sceneparse.engine.trainer import poly_lr_lambda, train
+from sceneparse.engine.trainer import poly_lr_lambda, step_lr_lambda, train
 
 from .conftest import REPO, TINY
 
@@ -169,6 +169,32 @@ def test_poly_with_warmup_and_floor_is_hand_computed():
     assert f(10) == pytest.approx(0.8 * 0.9 + 0.2)  # ramp over
     assert f(100) == pytest.approx(0.2)  # the floor
     assert poly_lr_lambda(100, 0.9)(50) == pytest.approx(0.5 ** 0.9)  # the defaults are the papers' poly
+
+
+def test_step_policy_is_hand_computed():
+    f = step_lr_lambda([10, 15], gamma=0.1)
+    assert [f(0), f(9), f(10), f(14), f(15), f(99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    g = step_lr_lambda([10], gamma=0.5, warmup_iters=4, warmup_ratio=0.2)
+    assert g(2) == pytest.approx(0.2 + 0.8 * 0.5) and g(12) == pytest.approx(0.5)
+
+
+def test_step_policy_in_training_drops_the_logged_lr_at_the_epoch(tmp_path, camvid_root):
+    """The GRN/LRN paper's schedule (Sec. 4.1): lr x0.1 after lr_step_epochs; 4 images at batch 2 make
+    2 iterations per epoch, so epoch 1.5 is iteration 3 (the lr of iterations 1-3 is the base)."""
+    opts = ["train.iters=5", "train.lr=0.004", "train.lr_policy=step", "train.lr_step_epochs=[1.5]",
+            "train.eval_interval=100", "train.ckpt_interval=100"]
+    train(_cfg(camvid_root, tmp_path / "run", *opts), progress=False)
+    lrs = [float(r.split(",")[2]) for r in (tmp_path / "run/log.csv").read_text().splitlines()[1:]]
+    assert lrs == pytest.approx([0.004, 0.004, 0.004, 0.0004, 0.0004])
+
+
+@pytest.mark.parametrize("opts, key", [(["train.lr_policy=step"], "train.lr_step_epochs"),
+                                       (["train.lr_policy=cosine"], "train.lr_policy"),
+                                       (["train.lr_policy=step", "train.lr_step_epochs=[10,5]"], "train.lr_step_epochs"),
+                                       (["train.lr_step_gamma=0"], "train.lr_step_gamma")])
+def test_step_policy_options_are_checked(tmp_path, camvid_root, opts, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        _cfg(camvid_root, tmp_path / "run", *opts)
 
 
 def test_adamw_with_warmup_logs_the_hand_computed_lr_and_resumes_exactly(tmp_path, camvid_root):

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -58,6 +59,20 @@ def poly_lr_lambda(total_iters: int, power: float = 0.9, warmup_iters: int = 0, 
     mmsegmentation's warmup)."""
     def factor(it: int) -> float:
         f = (1.0 - min_ratio) * max(0.0, 1.0 - it / total_iters) ** power + min_ratio
+        if it < warmup_iters:
+            f *= warmup_ratio + (1.0 - warmup_ratio) * it / warmup_iters
+        return f
+    return factor
+
+
+def step_lr_lambda(milestones: Sequence[int], gamma: float = 0.1, warmup_iters: int = 0, warmup_ratio: float = 0.1):
+    """Step policy: the base lr times ``gamma`` once per milestone (iteration) passed, e.g. the GRN/LRN
+    paper's "10 epochs at 0.001, then 10 at 0.0001" (Sec. 4.1) is ``milestones=[10 * iters_per_epoch]``,
+    ``gamma=0.1``. The warmup ramp is that of ``poly_lr_lambda``."""
+    marks = sorted(int(m) for m in milestones)
+
+    def factor(it: int) -> float:
+        f = gamma ** sum(it >= m for m in marks)
         if it < warmup_iters:
             f *= warmup_ratio + (1.0 - warmup_ratio) * it / warmup_iters
         return f
@@ -542,6 +557,9 @@ class Trainer:
 
     def _lr_factor(self):
         t = self.t
+        if t.lr_policy == "step":
+            marks = [round(e * self.iters_per_epoch) for e in t.lr_step_epochs]
+            return step_lr_lambda(marks, t.lr_step_gamma, t.warmup_iters, t.warmup_ratio)
         return poly_lr_lambda(self.total, t.poly_power, t.warmup_iters, t.warmup_ratio, t.min_lr_ratio)
 
     def _class_weights(self) -> torch.Tensor | None:

@@ -45,9 +45,11 @@ class SceneParser(nn.Module):
     def param_groups(self, lr: float, head_lr_mult: float = 1.0) -> list[dict]:
         """SGD/AdamW parameter groups: the pretrained encoder (every submodule named ``backbone``)
         at ``lr``, everything else at ``lr * head_lr_mult``; frozen parameters left out. Always two
-        groups (possibly empty), in that order."""
+        groups (possibly empty), in that order. A randomly initialised module inside a backbone (one
+        with ``new_layers = True``, e.g. DeepLabv3's cascaded block5-7) learns at the head rate."""
         ids = {id(p) for name, mod in self.named_modules() if name.rsplit(".", 1)[-1] == "backbone"
                for p in mod.parameters()}
+        ids -= {id(p) for mod in self.modules() if getattr(mod, "new_layers", False) for p in mod.parameters()}
         params = [p for p in self.parameters() if p.requires_grad]
         return [{"params": [p for p in params if id(p) in ids], "lr": lr},
                 {"params": [p for p in params if id(p) not in ids], "lr": lr * head_lr_mult}]

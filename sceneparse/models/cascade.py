@@ -6,6 +6,8 @@ trained is given by ``train_stage``:
 
 - ``"grn"``: front frozen, GRN trained; the training output carries ``"aux"`` = the GRN residual,
   so the standard loss gives CE(front + residual) + w * CE(residual) (Sec. 3.1's auxiliary loss).
+  With ``supervise_steps="all"`` every unfolded iteration V_1..V_N of Fig. 2 gets that loss
+  (``CE(u_n) + w * CE(r_n)``, averaged over n); ``"last"`` supervises u_N and r_N only.
 - ``"lrn"``: front and GRN frozen, LRN trained.
 
 ``fusion="parallel"`` averages the GRN and LRN outputs (the alternative the paper compares with).
@@ -39,6 +41,9 @@ class RefinementCascade(SceneParser):
         grn, lrn: refinement networks (either may be None).
         fusion: ``"cascade"`` (front -> GRN -> LRN) or ``"parallel"`` (mean of GRN(front) and LRN(front)).
         train_stage: ``"grn"``, ``"lrn"`` or None (nothing trainable: evaluation of a finished cascade).
+        supervise_steps: ``"last"`` (the last GRN iteration's output and residual) or ``"all"`` (every
+            unfolded iteration, Fig. 2; the loss is the mean over iterations, so its scale, and so the
+            meaning of the learning rate, is that of ``"last"``). Cascade fusion only.
         mean, std: the normalisation of the images this model receives (undone for GRN/LRN input).
 
     ``forward(x)`` with ``x`` ``(N, 3, H, W)`` normalised returns ``{"out": (N, K, H, W) logits}``;
@@ -48,8 +53,13 @@ class RefinementCascade(SceneParser):
 
     def __init__(self, front: nn.Module, grn: GRN | None = None, lrn: LRN | None = None, fusion: str = "cascade",
                  train_stage: str | None = None, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD):
+                 std: Sequence[float] = IMAGENET_STD, supervise_steps: str = "last"):
         super().__init__()
+        if supervise_steps not in ("last", "all"):
+            raise ValueError(f"supervise_steps must be 'last' or 'all', got {supervise_steps!r}")
+        if supervise_steps == "all" and (grn is None or fusion != "cascade"):
+            raise ValueError("supervise_steps='all' supervises the GRN's iterations: it needs a GRN and cascade fusion")
+        self.supervise_steps = supervise_steps
         if grn is None and lrn is None:
             raise ValueError("a refinement cascade needs a GRN, an LRN or both")
         if fusion not in ("cascade", "parallel"):
@@ -94,6 +104,11 @@ class RefinementCascade(SceneParser):
         """The configured loss of the refined output (``"aux"``: the GRN residual, Sec. 3.1), plus the
         frozen front's loss on the same batch as the diagnostic ``loss_front``."""
         total, parts = criterion(outputs, target)
+        earlier = list(zip(outputs.get("steps", []), outputs.get("residuals", [])))
+        if earlier:  # supervise_steps="all": V_1..V_{N-1} too, the mean over the N unfolded iterations
+            for u, r in earlier:
+                total = total + criterion({"out": u, "aux": r}, target)[0]
+            total = total / (len(earlier) + 1)
         if "front" in outputs:
             with torch.no_grad():
                 parts["loss_front"] = criterion({"out": outputs["front"]}, target)[1]["loss"]
@@ -152,6 +167,8 @@ class RefinementCascade(SceneParser):
             u, low = g["out"], None
             if self.training and self.train_stage == "grn":
                 out["aux"] = g["residual"]
+                if self.supervise_steps == "all":  # the earlier unfolded iterations (loss() adds them)
+                    out["steps"], out["residuals"] = g["steps"][:-1], g["residuals"][:-1]
         if self.lrn is not None:
             u = self._run("lrn", lambda: self._local(img, u, low))
         out["out"] = u
@@ -161,7 +178,7 @@ class RefinementCascade(SceneParser):
 def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: bool = True, lrn: bool = True,
                   iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
                   lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
-                  local: str = "lrn") -> nn.Module:
+                  local: str = "lrn", supervise_steps: str = "last") -> nn.Module:
     """GRN/LRN refinement (Sec. 3.3, Fig. 4) after a front model described by ``front``.
 
     ``front`` is the front's architecture, a dict with ``arch``, ``backbone``, ``output_stride``,
@@ -174,7 +191,7 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
     (pass the front's backbone name for the paper's setting), with ImageNet weights when
     ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
     ``local="context"`` puts the dilated context module baseline (Yu & Koltun) in the local
-    (LRN) slot, for the "+context module" row of Table 2.
+    (LRN) slot, for the "+context module" row of Table 2. ``supervise_steps``: see ``RefinementCascade``.
 
     Raises:
         ValueError: ``front`` is not such a dict (e.g. a checkpoint path given to ``build_model``
@@ -205,4 +222,5 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
     if lrn:
         lrn_net = (LRN(num_classes, m, lrn_channels, center_bias=lrn_center_bias) if local == "lrn"
                    else ContextModule(num_classes))
-    return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage, **norm)
+    return RefinementCascade(front_model, grn_net, lrn_net, fusion=fusion, train_stage=train_stage,
+                             supervise_steps=supervise_steps, **norm)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from timm.models.resnet import Bottleneck
 
 from .backbones.common import _set_conv
-from .heads import DecodeHead, aux_head_for, conv_bn_relu
+from .heads import DecodeHead, FCNHead, aux_head_for, conv_bn_relu
 from .segmentor import SegmentationModel
 
 
@@ -104,8 +104,11 @@ class CascadedBlocks(nn.Module):
     unit would stride by 2; once the wanted ``output_stride`` is reached the
     stride becomes 1 and the rate doubles per block instead (block5 rate 4,
     block6 8, block7 16 at output_stride 16). Unit ``j`` of every block uses
-    ``rate * multi_grid[j]``.
+    ``rate * multi_grid[j]``. The blocks are new layers: they learn at the head's
+    learning rate although they sit inside the backbone (``new_layers``).
     """
+
+    new_layers = True  # SceneParser.param_groups: randomly initialised, trained at lr * head_lr_mult
 
     def __init__(self, in_channels: int = 2048, num_blocks: int = 3, units: int = 3,
                  multi_grid: Sequence[int] | None = None, output_stride: int = 16):
@@ -168,7 +171,34 @@ def build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int
     return SegmentationModel(backbone, head, aux_head_for(backbone, num_classes, aux_channels) if aux_head else None)
 
 
-def build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_blocks: int = 3,
+_ASPP_OPTIONS = ("head_channels", "aspp_rates", "image_pooling", "extra_conv")
+
+
+def build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_blocks: int = 3, aspp: bool = False,
                              **options) -> SegmentationModel:
-    """DeepLabv3 'going deeper' variant (Sec. 3.2, Fig. 3b): block5..block7 after block4, then ASPP."""
-    return build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)
+    """DeepLabv3 'going deeper' model (Sec. 3.2, Fig. 3b, Tables 1-4): block5..block(4 + cascade_blocks)
+    after block4, then the classifier. As in the paper's cascaded model there is no ASPP: the head is
+    dropout + a 1x1 classifier on the last block (``FCNHead`` with ``num_convs=0``). ``aspp=True`` puts
+    the ASPP head (Sec. 3.3) on top instead, a combination the paper does not evaluate.
+
+    Options: ``head_channels`` / ``aspp_rates`` / ``image_pooling`` / ``extra_conv`` (ASPP only: the
+    bare classifier reads block7's 2048 channels), ``aux_head``, ``aux_channels``, ``dropout``.
+
+    Raises:
+        ValueError: an ASPP option without ``aspp=True``, or ``cascade_blocks`` < 1.
+    """
+    if int(cascade_blocks) < 1:
+        raise ValueError(f"deeplabv3_cascade needs cascade_blocks >= 1, got {cascade_blocks}")
+    if aspp:
+        return build_deeplabv3(backbone, num_classes, cascade_blocks=cascade_blocks, **options)
+    given = [k for k in _ASPP_OPTIONS if k in options]
+    if given:
+        raise ValueError(f"model.head.{given[0]} is an ASPP option; the cascaded model has no ASPP "
+                         "(set model.head.aspp=true to add it)")
+    aux_head, aux_channels = options.pop("aux_head", False), options.pop("aux_channels", 256)
+    dropout = options.pop("dropout", 0.1)
+    if options:
+        raise ValueError(f"arch 'deeplabv3_cascade' has no option model.head.{next(iter(options))}")
+    body = CascadeBackbone(backbone, cascade_blocks, multi_grid=getattr(backbone, "multi_grid", None))
+    head = FCNHead(body.out_channels[-1], body.out_channels[-1], num_classes, num_convs=0, dropout=dropout)
+    return SegmentationModel(body, head, aux_head_for(body, num_classes, aux_channels) if aux_head else None)

@@ -22,12 +22,15 @@ POLICIES = ("naive", "simple_fix", "final")
 
 
 def check_strides(strides: Sequence[int]) -> tuple[int, ...]:
-    """Validate coarse-to-fine strides (each the previous / 2). Raises ``ValueError``."""
+    """Validate coarse-to-fine level strides: at least 2 levels, each a power of 2 and a power-of-2
+    multiple of the next, e.g. ``(32, 16, 8, 4)`` (Sec. 5) or ``(32, 4)`` (an L=2 pyramid whose coarse
+    cell holds 8 x 8 finest cells). Raises ``ValueError``."""
     strides = tuple(int(s) for s in strides)
     if len(strides) < 2:
         raise ValueError(f"a pyramid needs at least 2 levels, got strides {strides}")
-    if any(a != 2 * b for a, b in zip(strides, strides[1:])):
-        raise ValueError(f"strides must be coarse to fine, each half the previous, got {strides}")
+    power_of_2 = all(s >= 1 and s & (s - 1) == 0 for s in strides)
+    if not power_of_2 or any(a <= b for a, b in zip(strides, strides[1:])):
+        raise ValueError(f"strides must be powers of 2, coarse to fine (each larger than the next), got {strides}")
     return strides
 
 
@@ -70,8 +73,10 @@ def pyramid_ground_truth(label: torch.Tensor, strides: Sequence[int], ignore_ind
     return unity, semantic
 
 
-def _up2(mask: torch.Tensor) -> torch.Tensor:
-    return mask.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+def _up(mask: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Each cell of ``mask`` ``(N, h, w)`` copied onto its children in the ``size`` grid (a multiple)."""
+    fy, fx = size[0] // mask.shape[-2], size[1] // mask.shape[-1]
+    return mask.repeat_interleave(fy, dim=-2).repeat_interleave(fx, dim=-1)
 
 
 def relabel(unity: list[torch.Tensor], semantic: list[torch.Tensor], policy: str = "final",
@@ -105,7 +110,7 @@ def relabel(unity: list[torch.Tensor], semantic: list[torch.Tensor], policy: str
         parent = unity[lvl - 1] == 1
         if policy == "final":
             parent = parent & (unity_prob[lvl - 1].detach() >= tau)
-        done = _up2(done | parent)
+        done = _up(done | parent, unity[lvl].shape[-2:])
         out_u.append(torch.where(done, torch.full_like(unity[lvl], ignore_index), unity[lvl]))
         out_y.append(torch.where(done, torch.full_like(semantic[lvl], ignore_index), semantic[lvl]))
     return out_u, out_y

@@ -121,14 +121,20 @@ class ContextUpdate(nn.Module):
 
 
 class SemanticHead(nn.Module):
-    """Sec. 4.2. ``X_L = Conv1x1(X)`` (D -> D_s); ``X_l = AvgPool(X_L, 2^(L-l))`` (Eq. 3); with
+    """Sec. 4.2. ``X_L = Conv1x1(X)`` (D -> D_s); ``X_l = AvgPool(X_L, s_l / s_L)`` (Eq. 3: ``2^(L-l)`` for
+    halving strides; ``pool_factors`` gives ``s_l / s_L`` for others, e.g. (8, 1) for strides (32, 4)); with
     ``context``, ``X'_l = CA_l(X_l, theta_{l-1})``, ``theta_l = CU_l(X'_l, theta_{l-1})``,
     ``theta_0 = PyramidPool(X_L)`` (Eqs. 4-6); ``Y_hat_l = ConvBlock_l(X'_l)`` (Eq. 7)."""
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, num_levels: int, context: bool = True,
-                 bins: Sequence[int] = (1, 3, 6, 8), dropout: float = 0.0):
+                 bins: Sequence[int] = (1, 3, 6, 8), dropout: float = 0.0, pool_factors: Sequence[int] | None = None):
         super().__init__()
         self.num_levels, self.context = num_levels, context
+        # cell size of each level in finest-level pixels: 2^(L-l) for halving strides, e.g. (8, 4, 2, 1)
+        self.pool_factors = tuple(int(k) for k in pool_factors) if pool_factors is not None else \
+            tuple(2 ** (num_levels - 1 - i) for i in range(num_levels))
+        if len(self.pool_factors) != num_levels:
+            raise ValueError(f"{num_levels} levels need {num_levels} pool factors, got {self.pool_factors}")
         self.proj = conv_bn_relu(in_channels, channels, 1)
         if context:
             self.pool0 = PyramidPoolTokens(bins)
@@ -141,7 +147,7 @@ class SemanticHead(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         xl = self.proj(x)
         L = self.num_levels
-        levels = [F.avg_pool2d(xl, 2 ** (L - 1 - i)) if i < L - 1 else xl for i in range(L)]
+        levels = [F.avg_pool2d(xl, k) if k > 1 else xl for k in self.pool_factors]
         outs = []
         theta = self.pool0(xl) if self.context else None
         for i, feat in enumerate(levels):
@@ -195,7 +201,8 @@ class PyramidOutputModel(SceneParser):
         self.decoder = FusionDecoder(backbone.out_channels, decoder_channels)
         self.unity_head = UnityHead(decoder_channels, unity_channels, [s // 4 for s in strides[:-1]]) \
             if len(strides) > 1 else None
-        self.semantic_head = SemanticHead(decoder_channels, semantic_channels, num_classes, len(strides), context)
+        self.semantic_head = SemanticHead(decoder_channels, semantic_channels, num_classes, len(strides), context,
+                                          pool_factors=[s // strides[-1] for s in strides])
         self.in_channels, self.return_pyramid = 3, False
 
     @property

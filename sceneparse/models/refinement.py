@@ -58,6 +58,23 @@ def propagate(coeffs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def identity_init_coefficients(center_bias: float, m: int = 7) -> tuple[float, float]:
+    """The propagation coefficients (Eq. 4) of an untrained LRN (Eq. 6): ``(w_centre, w_neighbour)``.
+
+    With every kernel near zero the last layer's logits are its biases, so the softmax gives the
+    centre ``e^b / (e^b + m*m - 1)`` and each neighbour ``1 / (e^b + m*m - 1)``. The gradient of the
+    loss with respect to a neighbour's logit is ``w_p (dL/dw_p - sum_t w_t dL/dw_t)``: it scales with
+    ``w_neighbour``, while the untrained LRN moves a confidence by ``1 - w_centre`` times the local
+    mean difference. For m = 7: b = 1 (the literal Eq. 6) gives (0.054, 0.020), a near box filter;
+    b = 4: (0.53, 0.0097); b = 6: (0.89, 0.0022); b = 12: (0.9997, 6e-6), an identity whose
+    neighbours barely train.
+    """
+    if m < 1 or m % 2 == 0:
+        raise ValueError(f"m must be odd and >= 1, got {m}")
+    denom = math.exp(center_bias) + m * m - 1
+    return math.exp(center_bias) / denom, 1.0 / denom
+
+
 class LRN(nn.Module):
     """Local-boundary Refinement Network (Sec. 3.2, Table 1, Eqs. 4-6).
 
@@ -72,7 +89,8 @@ class LRN(nn.Module):
             Eq. 4, a bias of 1 gives the centre only e/(e + m*m - 1) (0.054 for m=7): an untrained
             LRN is then close to a uniform m x m box filter, not the identity. The default 12
             gives the centre weight 1 - 48 e^-12 = 0.9997, so an untrained LRN returns its input up
-            to ~3e-4 -- the intent of Eq. 6. Pass ``center_bias=1.0`` for the literal equation.
+            to ~3e-4 -- the intent of Eq. 6, but its neighbours' gradients are ~6e-6 of the centre's
+            scale (``identity_init_coefficients``). Pass ``center_bias=1.0`` for the literal equation.
 
     ``forward(image01, logits)`` takes the image as RGB / 255 ``(N, 3, H, W)`` and the front
     confidences ``(N, K, H, W)``; returns ``(refined, coeffs)`` where ``refined`` is Eq. 5 applied
@@ -139,7 +157,8 @@ class GRN(nn.Module):
             starts from the front's accuracy instead of a random perturbation of it (our choice:
             the paper does not say how the residual branch is initialised).
 
-    ``forward(image01, logits)`` returns ``{"out": u_N, "residual": r_N, "steps": [u_1..u_N]}``
+    ``forward(image01, logits)`` returns ``{"out": u_N, "residual": r_N, "steps": [u_1..u_N],
+    "residuals": [r_1..r_N]}``
     where ``u_n = u_{n-1} + net([image01, softmax(u_{n-1})])`` and ``u_0`` = front logits.
     The RGB channels are fed as RGB/255 as the paper says; the ImageNet normalisation the
     pretrained weights expect is applied inside (``(x - mean) / std`` on those 3 channels only).
@@ -166,12 +185,13 @@ class GRN(nn.Module):
         return self.net(torch.cat([rgb, logits.softmax(1)], dim=1))["out"]
 
     def forward(self, image01: torch.Tensor, logits: torch.Tensor) -> dict:
-        u, steps, r = logits, [], None
+        u, steps, residuals = logits, [], []
         for _ in range(self.iterations):
             r = self.step(image01, u)
             u = u + r
             steps.append(u)
-        return {"out": u, "residual": r, "steps": steps}
+            residuals.append(r)
+        return {"out": u, "residual": residuals[-1], "steps": steps, "residuals": residuals}
 
 
 def _widen_first_conv(net: nn.Module, extra: int) -> None:
