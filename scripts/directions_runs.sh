@@ -5,12 +5,22 @@
 # committed (eval JSON, log.csv, config) is copied to results/camvid/directions/<row>_s<seed>_*.
 #
 # Usage: bash scripts/directions_runs.sh GROUP [GROUP ...]
+#   (for a queue that outlives edits of the checkout: cp scripts/directions_runs.sh ~/q.sh;
+#    REPO=$PWD nohup bash ~/q.sh GROUP ... &)
 #   GROUP: dlv3_t5 (DeepLabv3 Table 5: image pooling on/off, eval OS16 / OS8 / MS+flip),
 #          psp_t1 (PSPNet Table 1: dilated FCN vs PSPNet, 60 epochs, eval OS16 / MS+flip),
 #          psp_t2 (PSPNet Table 2: auxiliary weight 0 vs 0.4, 30 epochs)
-#   SEEDS="0 1" (default) picks the seeds; EPOCHS_T5 / EPOCHS_T2 override the budgets.
+#          sf (Specialize and Fuse Tables 6-8 + context: single / final with context, final / simple_fix /
+#              naive without, 20 epochs; the finest level alone through `sceneparse analyze`)
+#          refine_t2 (GRN/LRN Table 2 on the psp_t1 FCN front of the same seed: GRN 10 + 10 epochs at
+#              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
+#              GRN + LRN, context module; needs psp_t1 first)
+#   SEEDS="0 1" (default) picks the seeds; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
+#   AUX_GRN (default 0.4) the GRN's auxiliary weight, LRN_BIAS (default 4) the LRN's centre bias,
+#   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
+#   about 2.5 TFLOPs per 360x480 image, days per run on a 2-core CPU: GPU work).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "${REPO:-$(dirname "$0")/..}"  # REPO: the checkout, when this runs from a copy (a running bash reads its file as it goes)
 RUNS=${RUNS:-$HOME/sceneparse-runs/directions}
 OUT=results/camvid/directions
 SEEDS=${SEEDS:-"0 1"}
@@ -66,7 +76,47 @@ for group in "$@"; do
           ev $n $seed os16
         done
       done ;;
-    *) echo "unknown group '$group' (dlv3_t5, psp_t1, psp_t2)" >&2; exit 2 ;;
+    sf)
+      E=${EPOCHS_SF:-20}
+      for seed in $SEEDS; do
+        for spec in "single:true:[4]:final" "final:true:[32,16,8,4]:final" "final_noctx:false:[32,16,8,4]:final" \
+                    "simple_fix:false:[32,16,8,4]:simple_fix" "naive:false:[32,16,8,4]:naive"; do
+          IFS=: read tag ctx strides policy <<< "$spec"
+          n=pyr_${tag}_e$E
+          row $n $seed configs/camvid/pyramid_effl0.yaml train.epochs=$E model.head.context=$ctx \
+              "model.head.strides=$strides" model.head.relabel_policy=$policy
+          cp "$RUNS/${n}_s$seed/diagnostics.jsonl" "$OUT/${n}_s${seed}_diagnostics.jsonl" 2>/dev/null || true
+          ev $n $seed os16
+          if [ $tag = final ]; then  # Table 8: the finest level alone, from the same weights
+            d=$RUNS/${n}_s$seed
+            [ -f $d/analyze.json ] || "$SP" analyze --checkpoint $d/final.pt --out $d/analyze.json --no-progress \
+                >> "$RUNS/${n}_s$seed.out" 2>&1
+            python3 -c "import json,sys; a=json.load(open(sys.argv[1])); json.dump({'mIoU': a['level_mIoU'][-1], \
+'source': 'sceneparse analyze: level_mIoU of stride 4'}, open(sys.argv[2], 'w'))" $d/analyze.json \
+                "$OUT/pyr_final_finest_e${E}_s${seed}_eval_os16.json"
+          fi
+        done
+      done ;;
+    refine_t2)
+      LRN_CHANNELS=${LRN_CHANNELS:-[32,32,32,64,64,64]}
+      for seed in $SEEDS; do
+        front=$RUNS/fcn_e60_s$seed/final.pt
+        [ -f "$front" ] || { echo "refine_t2 needs the FCN front $front (run psp_t1 first)" >&2; exit 2; }
+        row grn_on_fcn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
+            train.lr=0.001 train.lr_policy=step "train.lr_step_epochs=[10]" train.aux_weight=${AUX_GRN:-0.4} \
+            model.head.supervise_steps=all
+        ev grn_on_fcn $seed os16
+        row lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
+            train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
+        ev lrn_on_fcn $seed os16
+        row grn_lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front \
+            model.init_weights=$RUNS/grn_on_fcn_s$seed/final.pt train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} \
+            "model.head.lrn_channels=$LRN_CHANNELS"
+        ev grn_lrn_on_fcn $seed os16
+        row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front
+        ev context_on_fcn $seed os16
+      done ;;
+    *) echo "unknown group '$group' (dlv3_t5, psp_t1, psp_t2, sf, refine_t2)" >&2; exit 2 ;;
   esac
 done
 echo "done: $*"

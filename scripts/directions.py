@@ -1,0 +1,209 @@
+"""Collects the papers' ablation claims on CamVid into results/camvid/directions.json and docs/directions.md.
+
+Each claim compares two rows; a row is a training recipe (and an evaluation setting) run with several
+seeds by scripts/directions_runs.sh, whose per-seed results lie in results/camvid/directions/
+(<row>_s<seed>_eval_<tag>.json, <row>_s<seed>_config.yaml, <row>_s<seed>_log.csv). A claim holds when the
+mean of its better row exceeds the mean of its worse row by more than the larger seed spread (max - min)
+of the two; it is against when it falls short by more than that; otherwise a tie. With fewer than two
+seeds in either row the verdict is "1 seed" (an anecdote), with none "not run".
+
+Usage: python scripts/directions.py   (reads results/camvid/directions/, writes the JSON and the docs page)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "results/camvid/directions"
+OUT_JSON = REPO / "results/camvid/directions.json"
+OUT_MD = REPO / "docs/directions.md"
+MS = "--scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip"
+
+# row name -> (run name in directions_runs.sh, eval tag, one-line description, group of directions_runs.sh)
+ROWS = {
+    "fcn": ("fcn_e60", "os16", "dilated FCN (no PPM), Lite0 OS16, 60 epochs", "psp_t1"),
+    "pspnet": ("psp_e60", "os16", "PSPNet (PPM 1-2-3-6, aux 0.4), Lite0 OS16, 60 epochs", "psp_t1"),
+    "pspnet_msflip": ("psp_e60", "os16_msflip", "the PSPNet row, MS (0.5-1.75) + flip", "psp_t1"),
+    "pspnet_aux0.4": ("psp_aux0.4_e30", "os16", "PSPNet, aux weight 0.4, 30 epochs", "psp_t2"),
+    "pspnet_aux0": ("psp_aux0_e30", "os16", "PSPNet, aux weight 0, 30 epochs", "psp_t2"),
+    "dlv3_ip": ("dlv3_ip_true_e30", "os16", "DeepLabv3 ASPP 6-12-18 + image pooling, Lite0 OS16, 30 epochs", "dlv3_t5"),
+    "dlv3_no_ip": ("dlv3_ip_false_e30", "os16", "DeepLabv3 ASPP 6-12-18, no image pooling, 30 epochs", "dlv3_t5"),
+    "dlv3_ip_os8": ("dlv3_ip_true_e30", "os8", "the image-pooling row evaluated at OS8", "dlv3_t5"),
+    "dlv3_ip_msflip": ("dlv3_ip_true_e30", "os16_msflip", "the image-pooling row, MS (0.5-1.75) + flip", "dlv3_t5"),
+    "front_fcn": ("fcn_e60", "os16", "the FCN front (the GRN/LRN paper's setting)", "psp_t1"),
+    "grn": ("grn_on_fcn", "os16", "front + GRN (3 iterations)", "refine_t2"),
+    "lrn": ("lrn_on_fcn", "os16", "front + LRN (1/8 of Table 1's width)", "refine_t2"),
+    "grn_lrn": ("grn_lrn_on_fcn", "os16", "front + GRN + LRN (cascade; LRN at 1/8 width)", "refine_t2"),
+    "context": ("context_on_fcn", "os16", "front + context module (Yu & Koltun)", "refine_t2"),
+    "sf_single": ("pyr_single_e20", "os16", "single output (stride 4), context modules", "sf"),
+    "sf_final": ("pyr_final_e20", "os16", "pyramid, final relabelling, context modules", "sf"),
+    "sf_simple_fix": ("pyr_simple_fix_e20", "os16", "pyramid, simple_fix relabelling, no context", "sf"),
+    "sf_naive": ("pyr_naive_e20", "os16", "pyramid, naive (no relabelling), no context", "sf"),
+    "sf_final_noctx": ("pyr_final_noctx_e20", "os16", "pyramid, final relabelling, no context", "sf"),
+    "sf_finest": ("pyr_final_finest_e20", "os16", "the final row, finest level only (no fuse)", "sf"),
+}
+
+# id, paper, table, claim, metric, better, worse, the paper's own margin (points; its metric and data set)
+CLAIMS = [
+    ("pspnet_t1_ppm", "PSPNet", "Table 1", "The pyramid pooling module beats the dilated FCN baseline.",
+     "mIoU", "pspnet", "fcn", "+4.45 mIoU (ADE20K val, ResNet-50: 37.23 -> 41.68)"),
+    ("pspnet_t2_aux", "PSPNet", "Table 2", "An auxiliary loss of weight 0.4 beats none.",
+     "mIoU", "pspnet_aux0.4", "pspnet_aux0", "+1.41 mIoU (ADE20K val, ResNet-50 FCN: 35.82 -> 37.23)"),
+    ("pspnet_msflip", "PSPNet", "Table 3", "Multi-scale testing beats single scale.",
+     "mIoU", "pspnet_msflip", "pspnet", "+1.10 mIoU (ADE20K val, PSPNet-50: 41.68 -> 42.78, MS only)"),
+    ("dlv3_t5_image_pooling", "DeepLabv3", "Table 5", "Image-level pooling in ASPP beats ASPP without it.",
+     "mIoU", "dlv3_ip", "dlv3_no_ip", "+0.63 mIoU (VOC val, MG(1,2,4) + ASPP(6,12,18): 76.58 -> 77.21)"),
+    ("dlv3_eval_os8", "DeepLabv3", "Table 6", "Evaluating at output stride 8 beats 16 (same weights).",
+     "mIoU", "dlv3_ip_os8", "dlv3_ip", "+1.30 mIoU (VOC val: 77.21 -> 78.51)"),
+    ("dlv3_msflip", "DeepLabv3", "Table 6", "Multi-scale + flip inputs beat a single scale.",
+     "mIoU", "dlv3_ip_msflip", "dlv3_ip", "+1.26 mIoU (VOC val at OS8: 78.51 -> 79.77)"),
+    ("grn_vs_front", "GRN/LRN", "Table 2", "The GRN improves its front's mIoU.",
+     "mIoU", "grn", "front_fcn", "+1.57 mIoU (ADE20K val: 38.45 -> 40.02)"),
+    ("lrn_vs_front", "GRN/LRN", "Table 2", "The LRN improves its front's boundaries.",
+     "boundary_F", "lrn", "front_fcn", "+1.34 mIoU (ADE20K val: 38.45 -> 39.79; the paper gives no boundary F)"),
+    ("grn_lrn_vs_grn", "GRN/LRN", "Table 2", "GRN followed by LRN beats the GRN alone.",
+     "mIoU", "grn_lrn", "grn", "+1.10 mIoU (ADE20K val: 40.02 -> 41.12)"),
+    ("grn_lrn_vs_context", "GRN/LRN", "Table 2", "GRN + LRN beats the context module (MS-Dilation).",
+     "mIoU", "grn_lrn", "context", "+1.69 mIoU (ADE20K val: 39.43 -> 41.12)"),
+    ("sf_pyramid_vs_single", "Specialize and Fuse", "Table 6", "The pyramidal output beats a single output.",
+     "mIoU", "sf_final", "sf_single", "+2.31 mIoU (ADE20K val, with its context module: 42.00 -> 44.31)"),
+    ("sf_final_vs_simple_fix", "Specialize and Fuse", "Table 7", "Relabelling true-positive unity-cells beats "
+     "relabelling every ground-truth unity-cell.", "mIoU", "sf_final_noctx", "sf_simple_fix",
+     "+0.53 mIoU (ADE20K val, no context: 41.54 -> 42.07)"),
+    ("sf_simple_fix_vs_naive", "Specialize and Fuse", "Table 7", "Relabelling ground-truth unity-cells beats "
+     "no relabelling.", "mIoU", "sf_simple_fix", "sf_naive", "+1.13 mIoU (ADE20K val, no context: 40.41 -> 41.54)"),
+    ("sf_fuse_vs_finest", "Specialize and Fuse", "Table 8", "Fusing the levels beats reading the finest level only.",
+     "mIoU", "sf_final", "sf_finest", "+1.68 mIoU (ADE20K val: 42.63 -> 44.31)"),
+    ("sf_context_on_off", "Specialize and Fuse", "Table 6", "The coarse-to-fine context modules help the pyramid.",
+     "mIoU", "sf_final", "sf_final_noctx", "+2.24 mIoU (ADE20K val: 42.07 -> 44.31)"),
+]
+
+# what was checked for a claim that does not hold (filled in as the checks are done)
+CHECKS: dict[str, str] = {}
+
+
+def _metric(scores: dict, metric: str) -> float:
+    return float(scores["boundary"]["F"]) if metric == "boundary_F" else float(scores[metric])
+
+
+def row_values(row: str, metric: str) -> tuple[list[float], list[int], dict]:
+    """Per-seed values of ``metric`` for ``row`` (sorted by seed), the seeds, and the row's budget."""
+    run, tag = ROWS[row][:2]
+    values, seeds, budget = [], [], {}
+    for path in sorted(SRC.glob(f"{run}_s*_eval_{tag}.json")):
+        seed = int(re.fullmatch(rf"{re.escape(run)}_s(\d+)_eval_{re.escape(tag)}\.json", path.name).group(1))
+        values.append(round(_metric(json.loads(path.read_text()), metric), 2))
+        seeds.append(seed)
+        budget = budget or _budget(SRC / f"{run}_s{seed}_config.yaml", SRC / f"{run}_s{seed}_log.csv")
+    return values, seeds, budget
+
+
+def _budget(config: Path, log: Path) -> dict:
+    if not config.is_file():
+        return {}
+    cfg = yaml.safe_load(config.read_text())
+    t, d = cfg.get("train", {}), cfg.get("data", {})
+    iters = None
+    if log.is_file():
+        with log.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("iter")]
+        iters = int(rows[-1]["iter"]) if rows else None
+    return {"epochs": t.get("epochs") if not t.get("iters") else None, "iterations": iters,
+            "crop": d.get("crop_size"), "batch": t.get("batch_size"), "output_stride_train": cfg["model"].get("output_stride"),
+            "lr": t.get("lr"), "lr_policy": t.get("lr_policy", "poly"), "pretrained": bool(cfg["model"].get("pretrained"))}
+
+
+def verdict(better: list[float], worse: list[float]) -> tuple[str, float | None, float | None]:
+    """(verdict, margin of the means, the larger seed spread)."""
+    if not better or not worse:
+        return "not run", None, None
+    margin = statistics.mean(better) - statistics.mean(worse)
+    if len(better) < 2 or len(worse) < 2:
+        return "1 seed", round(margin, 2), None
+    spread = max(max(better) - min(better), max(worse) - min(worse))
+    v = "holds" if margin > spread else "against" if margin < -spread else "tie"
+    return v, round(margin, 2), round(spread, 2)
+
+
+def _commands(row: str) -> list[str]:
+    run, tag, _, group = ROWS[row]
+    return [f"bash scripts/directions_runs.sh {group}",
+            f"sceneparse evaluate --checkpoint ~/sceneparse-runs/directions/{run}_s<seed>/final.pt"
+            + {"os16": "", "os8": " --output-stride 8", "os16_msflip": " " + MS}[tag]]
+
+
+def collect() -> list[dict]:
+    out = []
+    for cid, paper, table, claim, metric, better, worse, paper_margin in CLAIMS:
+        bv, bs, bb = row_values(better, metric)
+        wv, ws, wb = row_values(worse, metric)
+        v, margin, spread = verdict(bv, wv)
+        out.append({"id": cid, "paper": paper, "table": table, "claim": claim, "metric": metric,
+                    "better": better, "worse": worse, "values": {better: bv, worse: wv},
+                    "seeds": {better: bs, worse: ws}, "margin": margin, "spread": spread, "verdict": v,
+                    "paper_margin": paper_margin,
+                    "rows": {better: ROWS[better][2], worse: ROWS[worse][2]},
+                    "budget": {better: bb, worse: wb},
+                    "commands": sorted(set(_commands(better) + _commands(worse))),
+                    "checks": CHECKS.get(cid, "")})
+    return out
+
+
+def _fmt(values: list[float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values) if values else "not run"
+
+
+def markdown(claims: list[dict]) -> str:
+    lines = ["# The papers' claims on CamVid",
+             "",
+             "Generated by `python scripts/directions.py` from `results/camvid/directions/` (runs:",
+             "`bash scripts/directions_runs.sh GROUP`). CamVid train -> val (101 images), 360x480, whole image;",
+             "EfficientNet-Lite0 with ImageNet weights, trained on the CPU. A claim **holds** when the better row's",
+             "mean exceeds the worse row's by more than the larger seed spread (max - min) of the two, is",
+             "**against** when it falls short by more than that, and is otherwise a **tie**; with one seed in",
+             "a row it is an anecdote (\"1 seed\"). The paper's margin is on its own data set and backbone.",
+             "",
+             "| claim | paper | better row (per seed) | worse row (per seed) | margin (spread) | paper's margin | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for c in claims:
+        b, w = c["better"], c["worse"]
+        m = "-" if c["margin"] is None else f"{c['margin']:+.2f}" + (f" ({c['spread']:.2f})" if c["spread"] is not None else "")
+        lines.append(f"| {c['claim']} ({c['metric']}) | {c['paper']} {c['table']} | {c['rows'][b]}: "
+                     f"{_fmt(c['values'][b])} | {c['rows'][w]}: {_fmt(c['values'][w])} | {m} | {c['paper_margin']} | "
+                     f"{c['verdict']} |")
+    budgets = {}
+    for c in claims:
+        for row in (c["better"], c["worse"]):
+            if c["budget"][row]:
+                budgets[row] = c["budget"][row]
+    if budgets:
+        lines += ["", "## Budgets", "", "| row | epochs | iterations | crop | batch | train OS | lr (policy) |",
+                  "|---|---|---|---|---|---|---|"]
+        for row, b in budgets.items():
+            lines.append(f"| {ROWS[row][2]} | {b.get('epochs')} | {b.get('iterations')} | {b.get('crop')} | "
+                         f"{b.get('batch')} | {b.get('output_stride_train')} | {b.get('lr')} ({b.get('lr_policy')}) |")
+    checks = [c for c in claims if c["checks"]]
+    if checks:
+        lines += ["", "## Checks of the claims that do not hold", ""]
+        lines += [f"- **{c['id']}**: {c['checks']}" for c in checks]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    claims = collect()
+    OUT_JSON.write_text(json.dumps(claims, indent=1) + "\n")
+    OUT_MD.write_text(markdown(claims))
+    done = sum(c["verdict"] != "not run" for c in claims)
+    print(f"{len(claims)} claims, {done} with results: wrote {OUT_JSON.relative_to(REPO)} and {OUT_MD.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The claims table (scripts/directions.py): the verdict rule and the collection of per-seed results."""
+import importlib.util
+import json
+
+import pytest
+
+from .conftest import REPO
+
+
+@pytest.fixture()
+def directions(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("directions", REPO / "scripts/directions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "SRC", tmp_path)
+    return mod
+
+
+def test_verdict_rule_uses_the_larger_seed_spread(directions):
+    v = directions.verdict
+    assert v([60.0, 61.0], [58.0, 58.5]) == ("holds", 2.25, 1.0)  # 60.5 - 58.25 > max(1.0, 0.5)
+    assert v([60.0, 61.0], [59.5, 60.0]) == ("tie", 0.75, 1.0)
+    assert v([57.0, 57.2], [60.0, 59.0]) == ("against", -2.4, 1.0)
+    assert v([60.0], [58.0, 59.0]) == ("1 seed", 1.5, None)
+    assert v([], [58.0]) == ("not run", None, None)
+
+
+def test_collect_reads_per_seed_results_and_budget(directions, tmp_path):
+    for seed, (ip, no_ip) in enumerate([(59.4, 57.0), (58.8, 57.3)]):
+        for run, miou in (("dlv3_ip_true_e30", ip), ("dlv3_ip_false_e30", no_ip)):
+            (tmp_path / f"{run}_s{seed}_eval_os16.json").write_text(json.dumps({"mIoU": miou, "boundary": {"F": 50}}))
+            (tmp_path / f"{run}_s{seed}_config.yaml").write_text(
+                "model: {output_stride: 16, pretrained: true}\n"
+                "train: {epochs: 30, batch_size: 8, lr: 0.01}\ndata: {crop_size: [360, 480]}\n")
+            (tmp_path / f"{run}_s{seed}_log.csv").write_text("iter,loss\n10,1.0\n1350,0.3\n")
+    claims = {c["id"]: c for c in directions.collect()}
+    assert len(claims) == 15
+    c = claims["dlv3_t5_image_pooling"]
+    assert c["values"] == {"dlv3_ip": [59.4, 58.8], "dlv3_no_ip": [57.0, 57.3]}
+    assert c["verdict"] == "holds" and c["margin"] == pytest.approx(1.95) and c["spread"] == pytest.approx(0.6)
+    assert c["budget"]["dlv3_ip"] == {"epochs": 30, "iterations": 1350, "crop": [360, 480], "batch": 8,
+                                      "output_stride_train": 16, "lr": 0.01, "lr_policy": "poly", "pretrained": True}
+    assert claims["dlv3_eval_os8"]["verdict"] == "not run"  # no os8 evaluation written
+    md = directions.markdown(list(claims.values()))
+    assert "| +1.95 (0.60) |" in md and md.count("not run") >= 14
