@@ -37,6 +37,8 @@ ROWS = {
     "dlv3_no_ip": ("dlv3_ip_false_e30", "os16", "DeepLabv3 ASPP 6-12-18, no image pooling, 30 epochs", "dlv3_t5"),
     "dlv3_ip_os8": ("dlv3_ip_true_e30", "os8", "the image-pooling row evaluated at OS8", "dlv3_t5"),
     "dlv3_ip_msflip": ("dlv3_ip_true_e30", "os16_msflip", "the image-pooling row, MS (0.5-1.75) + flip", "dlv3_t5"),
+    "dlv3_ip_rates_4_8_12": ("dlv3_ip_true_r4_8_12_e30", "os16", "extra: DeepLabv3 + image pooling, ASPP rates "
+                             "4-8-12 (6-12-18 scaled from 33x33 to 23x30 features), 30 epochs", "dlv3_rates"),
     "front_fcn": ("fcn_e60", "os16", "the FCN front (the GRN/LRN paper's setting)", "psp_t1"),
     "grn": ("grn_on_fcn", "os16", "front + GRN (3 iterations)", "refine_t2"),
     "lrn": ("lrn_on_fcn", "os16", "front + LRN (1/8 of Table 1's width)", "refine_t2"),
@@ -189,6 +191,12 @@ def markdown(claims: list[dict]) -> str:
         for row, b in budgets.items():
             lines.append(f"| {ROWS[row][2]} | {b.get('epochs')} | {b.get('iterations')} | {b.get('crop')} | "
                          f"{b.get('batch')} | {b.get('output_stride_train')} | {b.get('lr')} ({b.get('lr_policy')}) |")
+    used = {r for c in claims for r in (c["better"], c["worse"])}
+    extra = [(row, *row_values(row, "mIoU")[:2]) for row in ROWS if row not in used]
+    extra = [e for e in extra if e[1]]
+    if extra:
+        lines += ["", "## Extra rows (in no claim)", "", "| row | val mIoU per seed |", "|---|---|"]
+        lines += [f"| {ROWS[row][2]} | {_fmt(values)} (seeds {', '.join(map(str, seeds))}) |" for row, values, seeds in extra]
     checks = [c for c in claims if c["checks"]]
     if checks:
         lines += ["", "## Checks of the claims that do not hold", ""]

@@ -8,6 +8,8 @@
 #   (for a queue that outlives edits of the checkout: cp scripts/directions_runs.sh ~/q.sh;
 #    REPO=$PWD nohup bash ~/q.sh GROUP ... &)
 #   GROUP: dlv3_t5 (DeepLabv3 Table 5: image pooling on/off, eval OS16 / OS8 / MS+flip),
+#          dlv3_rates (extra row: ASPP rates 4-8-12, the paper's 6-12-18 scaled from its 33x33 features to
+#              CamVid's 23x30 at OS16, with image pooling, 30 epochs)
 #          psp_t1 (PSPNet Table 1: dilated FCN vs PSPNet, 60 epochs, eval OS16 / MS+flip),
 #          psp_t2 (PSPNet Table 2: auxiliary weight 0 vs 0.4, 30 epochs)
 #          sf (Specialize and Fuse Tables 6-8 + context: single / final with context, final / simple_fix /
@@ -60,6 +62,14 @@ for group in "$@"; do
           ev $n $seed os16
           if [ $ip = true ]; then ev $n $seed os8 --output-stride 8; ev $n $seed os16_msflip $MS; fi
         done
+      done ;;
+    dlv3_rates)
+      E=${EPOCHS_T5:-30}
+      for seed in $SEEDS; do
+        n=dlv3_ip_true_r4_8_12_e$E
+        row $n $seed configs/camvid/deeplabv3_effl0.yaml train.epochs=$E model.head.image_pooling=true \
+            "model.head.aspp_rates=[4,8,12]"
+        ev $n $seed os16
       done ;;
     psp_t1)
       for seed in $SEEDS; do
@@ -116,7 +126,7 @@ for group in "$@"; do
         row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front
         ev context_on_fcn $seed os16
       done ;;
-    *) echo "unknown group '$group' (dlv3_t5, psp_t1, psp_t2, sf, refine_t2)" >&2; exit 2 ;;
+    *) echo "unknown group '$group' (dlv3_t5, dlv3_rates, psp_t1, psp_t2, sf, refine_t2)" >&2; exit 2 ;;
   esac
 done
 echo "done: $*"

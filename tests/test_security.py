@@ -120,6 +120,27 @@ def test_checkpoint_with_the_old_numpy_rng_state_still_resumes(tiny_run, camvid_
     assert (work / "final.pt").is_file()
 
 
+@pytest.mark.parametrize("field, change", [
+    ("iter", lambda c: c.update(iter=10 ** 9)), ("iter", lambda c: c.update(iter="4")),
+    ("iter", lambda c: c.update(iter=-1)), ("iter", lambda c: c.update(iter=True)),
+    ("rng.numpy", lambda c: c["rng"].pop("numpy")), ("rng.torch", lambda c: c["rng"].update(torch=[1, 2])),
+    ("rng", lambda c: c["rng"]["python"].update(state=[0, 1])), ("optimizer", lambda c: c.update(optimizer=[])),
+    ("optimizer", lambda c: c["optimizer"].update(param_groups=[{"params": [0]}]))])
+def test_a_checkpoints_fields_are_checked_before_resuming(tiny_run, camvid_root, tmp_path, capsys, field, change):
+    """An attacker's (or a damaged) training checkpoint: a one-line refusal naming the file and the field,
+    exit 2, and nothing written (no final.pt from untrained weights, no log rows)."""
+    ckpt = torch.load(tiny_run / "checkpoints/iter_00000004.pt", weights_only=True)
+    change(ckpt)
+    bad = tmp_path / "bad.pt"
+    torch.save(ckpt, bad)
+    work = tmp_path / "run"
+    assert main(["train", *_tiny(camvid_root, work, "train.iters=4", "train.ckpt_interval=2"), "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.pt" in err[0] and f"'{field}" in err[0], err
+    assert not (work / "final.pt").exists() and not list(work.glob("checkpoints/*.pt"))
+    assert not (work / "log.csv").exists() or len((work / "log.csv").read_text().splitlines()) <= 1
+
+
 def test_truncated_checkpoints_are_corrupt_not_unsafe(tiny_run, tmp_path):
     legacy = tmp_path / "legacy.pt"
     torch.save(torch.load(tiny_run / "final.pt", weights_only=True), legacy, _use_new_zipfile_serialization=False)

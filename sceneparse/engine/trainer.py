@@ -236,6 +236,38 @@ def _load_resume(resume: str, ckpt_dir: Path) -> tuple[Path | None, dict | None]
     return None, None
 
 
+def check_resume_fields(ckpt: dict, path: Path, total: int) -> None:
+    """A training checkpoint's fields are input too: ``iter`` an integer in ``0..total`` (this run's
+    length), ``rng`` the states ``_rng_state`` writes, ``optimizer`` / ``scheduler`` / ``scaler`` dicts.
+
+    Raises:
+        ValueError: one line naming the file and the field.
+    """
+    it = ckpt.get("iter")
+    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= total:
+        raise ValueError(f"{path}: field 'iter' = {str(it)[:40]!r} is not an iteration of this run (an integer in "
+                         f"0..{total}, train.iters); the checkpoint is damaged or from a longer run (resume it with "
+                         "its own train.iters / train.epochs)")
+    for key in ("optimizer", "scheduler", "scaler"):
+        if not isinstance(ckpt.get(key), dict):
+            raise ValueError(f"{path}: field '{key}' is not a state dict (found {type(ckpt.get(key)).__name__})")
+    rng = ckpt.get("rng")
+    need = {"torch": (torch.Tensor,), "numpy": (dict, tuple, list), "python": (dict, tuple, list)}
+    for key, kinds in need.items():
+        if not isinstance(rng, dict) or not isinstance(rng.get(key), kinds):
+            raise ValueError(f"{path}: field 'rng.{key}' is missing or of the wrong type; the checkpoint is "
+                             "damaged (resume from an earlier one with --resume PATH, or start over with --restart)")
+    np_state, py_state = rng["numpy"], rng["python"]
+    ok = not isinstance(np_state, dict) or (
+        isinstance(np_state.get("keys"), torch.Tensor) and np_state["keys"].numel() == 624
+        and all(isinstance(np_state.get(k), (int, float)) for k in ("pos", "has_gauss", "cached_gaussian")))
+    ok = ok and (not isinstance(py_state, dict) or (isinstance(py_state.get("state"), (list, tuple))
+                                                     and len(py_state["state"]) == 625))
+    if not ok:
+        raise ValueError(f"{path}: field 'rng' does not hold the numpy / python generator states sceneparse writes; "
+                         "the checkpoint is damaged")
+
+
 # keys that may differ between a run and its resumed continuation without changing what is computed
 RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers", "train.fast", "data.cache",
                               "train.log_interval", "train.eval_interval", "train.ckpt_interval",
@@ -601,17 +633,24 @@ class Trainer:
         t, ckpt = self.t, self.ckpt
         self.start, self._resumed_best = 0, float("-inf")
         if ckpt is not None:
+            check_resume_fields(ckpt, self.ckpt_path, self.total)
             load_model_weights(self.raw, ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
+            for key, part in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
+                try:
+                    part.load_state_dict(ckpt[key])
+                except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+                    raise ValueError(f"{self.ckpt_path}: field '{key}' does not fit this run's model and optimizer "
+                                     f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
             if self.ema is not None:
                 if "ema" not in ckpt:
                     raise ValueError(f"{self.ckpt_path} was trained without train.ema_decay: no EMA state to resume")
                 self.ema.load_state_dict(ckpt["ema"])
             self.start = ckpt["iter"]
             self._resumed_best = ckpt.get("best_mIoU", float("-inf"))
-            _set_rng_state(ckpt["rng"])
+            try:
+                _set_rng_state(ckpt["rng"])
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:
+                raise ValueError(f"{self.ckpt_path}: field 'rng' cannot be restored ({type(e).__name__}: {e})") from None
             # what this run's config says is what is used (the optimizer state carries the old run's lr,
             # momentum and weight decay; the scheduler its base lr): identical unless a change was allowed
             lam = self._lr_factor()
