@@ -117,7 +117,8 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     from .engine.evaluate import prepare_split, run_evaluate
-    from .report import summary_text, write_evaluation
+    from .constants import IGNORE_INDEX
+    from .report import labelled_pixels, summary_text, write_evaluation
 
     from .api import resolve_model
 
@@ -133,6 +134,10 @@ def _evaluate(args) -> int:
     write_evaluation(scores, job.out, f"{d.dataset} {job.split}, {Path(args.checkpoint).name}, "
                                       f"output_stride {scores['output_stride']}", job.dataset.PALETTE)
     print(f"metrics written to {job.out} (+ .md, _confusion.png, _iou.png)")
+    if labelled_pixels(scores) == 0:
+        print(f"error: no labelled pixel in the {len(job.dataset)} images of {d.dataset} {job.split} (every label is "
+              f"ignore_index {IGNORE_INDEX}): mIoU, aAcc and mAcc are undefined (null in {job.out})", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +84,28 @@ def summary_text(scores: dict) -> str:
     return "\n".join(lines)
 
 
+def json_safe(obj):
+    """``obj`` with every NaN / inf float replaced by ``None``, so that ``json.dumps(..., allow_nan=False)``
+    writes valid JSON (``null``: a score that is undefined, e.g. the IoU of a class absent from the split)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def labelled_pixels(scores: dict) -> int:
+    """How many labelled (not ``ignore_index``) pixels the scores were computed on."""
+    return int(sum(sum(row) for row in scores.get("confusion_matrix", [])))
+
+
 def write_evaluation(scores: dict, out_json: str | Path, title: str, palette) -> None:
-    """``out_json`` (all scores), and beside it ``.md`` (per-class table), ``_confusion.png``, ``_iou.png``."""
+    """``out_json`` (all scores; undefined ones as ``null``), and beside it ``.md`` (per-class table),
+    ``_confusion.png``, ``_iou.png``."""
     out_json = Path(out_json)
-    out_json.write_text(json.dumps(scores, indent=2))
+    out_json.write_text(json.dumps(json_safe(scores), indent=2, allow_nan=False))
     stem = out_json.with_suffix("")
     stem.with_suffix(".md").write_text(markdown_table(scores, title))
     plot_confusion(scores["confusion_matrix"], list(scores["IoU"]), f"{stem}_confusion.png")

@@ -81,3 +81,32 @@ def test_checkpoint_of_another_arch_or_class_count_lists_the_keys(tmp_path, caps
     torch.save({"not": "a checkpoint"}, tmp_path / "x.pt")
     assert main(["evaluate", "--checkpoint", str(tmp_path / "x.pt")]) == 2
     assert "x.pt" in capsys.readouterr().err
+
+
+def test_evaluation_where_every_label_is_ignored_is_an_error_with_valid_json(tiny_run, camvid_root, tmp_path, capsys):
+    """Every val label 'Unlabelled' (11 -> ignore_index): the scores are undefined. Exit 2 with one line
+    saying so, and the JSON is still written, valid (null, not a bare NaN)."""
+    import json
+    import shutil
+
+    from sceneparse.cli import main
+
+    root = tmp_path / "camvid"
+    (root / "val").mkdir(parents=True)
+    (root / "valannot").mkdir()
+    lines = []
+    for line in (camvid_root / "val.txt").read_text().splitlines()[:2]:
+        img, lbl = line.split()
+        shutil.copy(camvid_root / img, root / img)
+        h, w = np.asarray(Image.open(camvid_root / lbl)).shape[:2]
+        Image.fromarray(np.full((h, w), 11, np.uint8)).save(root / lbl)
+        lines.append(line)
+    (root / "val.txt").write_text("\n".join(lines) + "\n")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--checkpoint", str(tiny_run / "final.pt"), f"data.root={root}", "--out", str(out),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no labelled pixel" in err and str(out) in err
+    scores = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
+    assert scores["mIoU"] is None and scores["aAcc"] is None and scores["num_images"] == 2

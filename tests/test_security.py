@@ -634,3 +634,70 @@ def test_pack_to_safetensors_predicts_the_same_labels(tiny_run, camvid_root, tmp
         assert main(["predict", img, "--out", str(tmp_path / name), "--checkpoint", str(ckpt), "--no-progress"]) == 0
     assert np.array_equal(np.asarray(Image.open(tmp_path / "pt/0016E5_07959.png")),
                           np.asarray(Image.open(tmp_path / "st/0016E5_07959.png")))
+
+
+# ---------------------------------------------------------------- predicting into a folder in use
+def _photos(camvid_root, folder, names):
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Image.open(camvid_root / "val/0016E5_07959.png").convert("RGB").resize((64, 48))
+    for name in names:
+        src.save(folder / name)
+    return folder
+
+
+def test_predict_refuses_a_folder_another_predict_or_a_live_training_writes(tiny_run, camvid_root, tmp_path,
+                                                                            capsys):
+    """Two predicts into one --out (or a predict into a live training's work_dir) would replace each
+    other's outputs and claim them in one predictions.json: the second refuses, naming the owner."""
+    from sceneparse.engine.runlock import RunLock
+
+    photos = _photos(camvid_root, tmp_path / "in", ["curves.png", "a.png"])
+    out = tmp_path / "out"
+    ckpt = ["--checkpoint", str(tiny_run / "final.pt"), "--no-progress"]
+    for command, message in (("predict", "another sceneparse predict"), ("train", "another training")):
+        with RunLock(out, command):  # held by this process through another open file: flock refuses
+            assert main(["predict", str(photos), "--out", str(out), *ckpt]) == 2
+        err = capsys.readouterr().err
+        assert message in err and f"pid {os.getpid()}" in err, err
+        assert not (out / "curves.png").exists() and not (out / "predictions.json").exists()
+    assert main(["predict", str(photos), "--out", str(out), *ckpt]) == 0  # free again: it runs
+    assert json.loads((out / "predictions.json").read_text())["outputs"]["curves.png"].endswith("curves.png")
+
+
+def test_a_full_disk_leaves_a_manifest_that_claims_every_file_and_a_rerun_replaces_them(
+        tiny_run, camvid_root, tmp_path, monkeypatch, capsys):
+    """ENOSPC after the first image: the files left behind are in predictions.json, so a re-run (space
+    freed) replaces them instead of writing `_2` copies beside them as if they were someone else's."""
+    from sceneparse.engine import predict as pred
+
+    photos = _photos(camvid_root, tmp_path / "in", ["a.png", "b.png", "c.png"])
+    out = tmp_path / "out"
+    real = pred.write_atomically
+    calls = {"n": 0}
+
+    def full_disk(path, write):
+        calls["n"] += 1
+        if calls["n"] > 3:  # a.png's label and overlay, then b.png's label: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, write)
+
+    def manifest_fails_at_the_end(path, data, _real=pred.write_bytes_atomically):
+        if calls["n"] > 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return _real(path, data)
+
+    monkeypatch.setattr(pred, "write_atomically", full_disk)
+    monkeypatch.setattr(pred, "write_bytes_atomically", manifest_fails_at_the_end)
+    ckpt = ["--checkpoint", str(tiny_run / "final.pt"), "--no-progress"]
+    assert main(["predict", str(photos), "--out", str(out), *ckpt]) == 1
+    left = sorted(p.name for p in out.iterdir() if p.name not in (".lock", "predictions.json"))
+    assert left == ["a.png", "a_overlay.jpg", "b.png"]
+    claimed = json.loads((out / "predictions.json").read_text())["outputs"]
+    assert set(left) <= set(claimed)
+    monkeypatch.setattr(pred, "write_atomically", real)
+    monkeypatch.setattr(pred, "write_bytes_atomically", manifest_fails_at_the_end.__defaults__[0])
+    capsys.readouterr()
+    assert main(["predict", str(photos), "--out", str(out), *ckpt]) == 0
+    names = sorted(p.name for p in out.iterdir() if p.name not in (".lock", "predictions.json"))
+    assert names == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg", "c.png", "c_overlay.jpg"]  # no _2 copies
+    assert set(json.loads((out / "predictions.json").read_text())["outputs"]) == set(names)

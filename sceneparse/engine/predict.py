@@ -15,6 +15,7 @@ from PIL import Image
 from ..data.base import DataError, read_image
 from .inference import InferenceConfig, infer_probs, predict_labels
 from .outputs import prepare_out_dir, write_atomically, write_bytes_atomically
+from .runlock import RunLock
 from ..constants import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
@@ -102,14 +103,16 @@ def plan_outputs(paths: Sequence[Path], out_dir: str | Path, confidence: bool = 
     return plan
 
 
-def _write_manifest(out_dir: Path, written: dict[str, str], inputs: set[str]) -> None:
+def _write_manifest(out_dir: Path, outputs: dict[str, str], inputs: set[str]) -> bool:
+    """Write ``out_dir/predictions.json`` = ``outputs`` (output name -> input); ``False`` where a foreign file
+    (or an input) has that name. Raises ``OSError`` when it cannot be written (e.g. a full disk)."""
     path = out_dir / MANIFEST
-    previous = _read_manifest(out_dir)
-    if previous is None or _key(path) in inputs:
+    if _read_manifest(out_dir) is None or _key(path) in inputs:
         log.warning("not writing %s: a file of that name that sceneparse did not write is there", path)
-        return
-    data = {"written_by": "sceneparse predict", "outputs": {**previous, **written}}
+        return False
+    data = {"written_by": "sceneparse predict", "outputs": outputs}
     write_bytes_atomically(path, json.dumps(data, indent=1).encode())
+    return True
 
 
 def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
@@ -232,6 +235,17 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     if renamed:
         log.warning("%d output(s) renamed so that nothing is overwritten and no two inputs share an output, "
                     "e.g. %s -> %s (all in %s)", len(renamed), renamed[0][0], renamed[0][1].name, out_dir / MANIFEST)
+    # the planned names are recorded before any image is written: whatever stops this run (a full disk,
+    # a kill), every file it leaves is one a re-run recognises as its own and replaces, not a foreign one
+    previous = _read_manifest(out_dir)
+    inputs = {_key(p) for p in paths}
+    planned = {q.name: str(Path(p).resolve()) for p, label, over in plan
+               for q in ((label, over, confidence_path(label)) if confidence else (label, over))}
+    if previous is not None:
+        try:
+            _write_manifest(out_dir, {**previous, **planned}, inputs)
+        except OSError as e:
+            raise ValueError(f"cannot write {out_dir / MANIFEST}: {e.strerror or e}; nothing was parsed") from None
     model.eval()
     try:
         for path, target, over in tqdm(plan, desc="predict", disable=not progress):
@@ -266,9 +280,12 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
                 msg = f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 log.error("%s", msg)
                 failed[path] = msg
-    finally:
-        if record:
-            _write_manifest(out_dir, record, {_key(p) for p in paths})
+    finally:  # what was written, and what earlier runs wrote; planned names that were not written are dropped
+        if previous is not None:
+            try:
+                _write_manifest(out_dir, {**previous, **record}, inputs)
+            except OSError as e:  # the planned manifest stays: it still claims every file this run left
+                log.error("cannot update %s: %s (it lists every planned output)", out_dir / MANIFEST, e.strerror or e)
     return written, failed
 
 
@@ -320,6 +337,7 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
 
     Raises:
         ValueError: ``out_dir`` is a file or not writable, or no input image was found.
+        RunLockedError: another ``predict`` or a live training is writing into ``out_dir``.
     """
     from .checkpoint import model_from_checkpoint
     from .distributed import resolve_device
@@ -349,6 +367,14 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
 
     model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, device=dev)
     infer = InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {}))
+    with RunLock(out_dir, "predict"):  # no second predict (nor a live training) writes into the same folder
+        return paths, *_predict_groups(model, ckpt, groups, videos, out_dir, dev, infer, progress=progress,
+                                       max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels,
+                                       legend=legend, confidence=confidence)
+
+
+def _predict_groups(model, ckpt, groups, videos, out_dir, dev, infer, *, progress, max_whole_pixels,
+                    max_image_pixels, legend, confidence) -> tuple[list[Path], dict[Path, str]]:
     written, failed = [], {}
     for rel, group in groups.items():
         w, f = predict_files(model, ckpt["meta"], group, out_dir / rel, dev, progress=progress, infer=infer,
@@ -368,4 +394,4 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
             msg = str(e) if isinstance(e, DataError) else f"{video}: {type(e).__name__}: {e}"
             log.error("%s", msg)
             failed[video] = msg
-    return paths, written, failed
+    return written, failed

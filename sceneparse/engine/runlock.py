@@ -1,4 +1,4 @@
-"""An exclusive lock on a run directory: one training writes to it at a time.
+"""An exclusive lock on a run directory or output folder: one training (or ``predict``) writes to it at a time.
 
 ``RunLock(work_dir)`` holds an ``fcntl.flock`` on ``work_dir/.lock`` and writes the owner's pid,
 host and start time into it. The kernel drops the lock when its process dies (``kill -9``
@@ -45,8 +45,8 @@ class RunLock:
         RunLockedError: another live process owns it (the message names its pid, host and start time).
     """
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: str | Path, command: str = "train"):
+        self.folder, self.command = Path(folder), command
         self.path = self.folder / ".lock"
         self._fd: int | None = None
 
@@ -58,9 +58,12 @@ class RunLock:
 
     def _refuse(self, owner: dict) -> RunLockedError:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(owner["started"])) if "started" in owner else "?"
-        return RunLockedError(f"run directory {self.folder} is in use by another training (pid {owner.get('pid', '?')} "
-                              f"on {owner.get('host', '?')}, since {since}); wait for it, stop it, or use another "
-                              "work_dir (--work-dir)")
+        other = owner.get("command", "train")
+        what = "training" if other == "train" else f"sceneparse {other}"
+        where = "work_dir (--work-dir)" if self.command == "train" else "output folder (--out)"
+        return RunLockedError(f"{'run directory' if other == 'train' else 'folder'} {self.folder} is in use by another "
+                              f"{what} (pid {owner.get('pid', '?')} on {owner.get('host', '?')}, since {since}); "
+                              f"wait for it, stop it, or use another {where}")
 
     def __enter__(self) -> "RunLock":
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +88,7 @@ class RunLock:
                          self.folder, owner["pid"])
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "started": time.time()}).encode(), 0)
+                                      "started": time.time(), "command": self.command}).encode(), 0)
         except BaseException:
             os.close(fd)
             raise

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ..config import save_config, to_dict
 from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..losses import SegLoss
+from ..report import json_safe
 from .tracking import RunLog, validation_overlays
 from .checkpoint import (NonFiniteModelError, atomic_save, build_model_from_config, is_training_checkpoint,
                          list_checkpoints, require_finite,
@@ -897,7 +898,7 @@ class Trainer:
         self._save_checked({"model": self._shipped().state_dict(), "config": self.cfg_dict, "meta": self.meta,
                             "iter": self.it}, self.work_dir / "final.pt")
         if last_scores:
-            (self.work_dir / "val_metrics.json").write_text(json.dumps(last_scores, indent=2))
+            (self.work_dir / "val_metrics.json").write_text(json.dumps(json_safe(last_scores), indent=2, allow_nan=False))
         try:
             plot_curves(self.log_path, self.work_dir / "curves.png")
         except Exception as e:  # a plot must never lose a finished run
