@@ -2,11 +2,28 @@
 
     >>> import sceneparse
     >>> seg = sceneparse.load()            # the packaged CamVid model (or a name from list_models(), or a file)
-    >>> labels = seg("street.jpg")         # (H, W) uint8 class ids; seg.probs(...), seg.overlay(...)
+    >>> labels = seg(sceneparse.sample_image())  # (H, W) uint8 class ids; seg.probs(...), seg.overlay(...)
+
+The names below are imported on first use, so ``import sceneparse`` and ``sceneparse --help`` do not load
+torch.
 """
-from .api import Segmenter, list_models, load
-from .models import ARCHS, BACKBONES, SegmentationModel, build_model
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["ARCHS", "BACKBONES", "SegmentationModel", "Segmenter", "build_model", "list_models", "load",
-           "__version__"]
+_LAZY = {"Segmenter": ".api", "list_models": ".api", "load": ".api", "sample_image": ".api",
+         "ARCHS": ".models", "BACKBONES": ".models", "SegmentationModel": ".models", "build_model": ".models"}
+__all__ = [*sorted(_LAZY), "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sceneparse' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

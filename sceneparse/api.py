@@ -14,7 +14,7 @@ from PIL import Image
 
 from .constants import DEFAULT_MODEL
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
 
 def _summary(path: Path, ckpt: dict) -> dict:
@@ -97,11 +97,14 @@ class Segmenter:
             return read_image(image)
         if isinstance(image, Image.Image):
             return pil_to_rgb(image)
+        if isinstance(image, torch.Tensor):
+            return self._rgb(_tensor_to_rgb(image))
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
                 raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got shape {image.shape} {image.dtype}")
             return image
-        raise TypeError(f"expected a PIL image, an (H, W, 3) uint8 array or a path, got {type(image).__name__}")
+        raise TypeError("expected a PIL image, an (H, W, 3) uint8 array, a (3, H, W) tensor or a path (or a list "
+                        f"of them, or an (N, 3, H, W) tensor / (N, H, W, 3) array batch), got {type(image).__name__}")
 
     def _input(self, rgb: np.ndarray):
         from .engine.predict import inference_mode_for, normalise
@@ -109,19 +112,46 @@ class Segmenter:
         x = normalise(rgb, self.meta["mean"], self.meta["std"])[None].to(self.device)
         return x, inference_mode_for(rgb.shape[0], rgb.shape[1], self.inference, self.max_whole_pixels)
 
+    def _batch(self, images) -> list[np.ndarray] | None:
+        """The RGB arrays of a batch (list / tuple, 4-D tensor or array), ``None`` for a single image."""
+        if isinstance(images, (list, tuple)):
+            if not images:
+                raise ValueError("an empty list of images")
+            return [self._rgb(im) for im in images]
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            return [self._rgb(im) for im in images]
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            return [self._rgb(im) for im in images]
+        return None
+
     @torch.inference_mode()
-    def probs(self, image: ImageLike) -> np.ndarray:
-        """``(K, H, W)`` float32 class probabilities at the image's size (averaged over the TTA views)."""
+    def probs(self, image: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """``(K, H, W)`` float32 class probabilities at the image's size (averaged over the TTA views); for a
+        list, a list of them; for an ``(N, 3, H, W)`` tensor or ``(N, H, W, 3)`` array, ``(N, K, H, W)``."""
         from .engine.inference import infer_probs
 
+        batch = self._batch(image)
+        if batch is not None:
+            out = [self.probs(rgb) for rgb in batch]
+            return out if isinstance(image, (list, tuple)) else np.stack(out)
         x, mode = self._input(self._rgb(image))
         return infer_probs(self.model, x, mode)[0].float().cpu().numpy()
 
     @torch.inference_mode()
-    def __call__(self, image: ImageLike) -> np.ndarray:
-        """``(H, W)`` class ids (uint8; int32 above 256 classes) at the image's size."""
+    def __call__(self, image: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
+        """``(H, W)`` class ids (uint8; int32 above 256 classes) at the image's size. A list of images (any
+        sizes) gives a list of label maps; an ``(N, 3, H, W)`` tensor (uint8 0-255, or float in [0, 1] as
+        torchvision's ``to_tensor`` makes) or an ``(N, H, W, 3)`` uint8 array gives ``(N, H, W)``.
+
+        Raises:
+            ValueError / TypeError: an input of another shape, dtype or type (message says which).
+        """
         from .engine.inference import predict_labels
 
+        batch = self._batch(image)
+        if batch is not None:
+            out = [self(rgb) for rgb in batch]
+            return out if isinstance(image, (list, tuple)) else np.stack(out)
         x, mode = self._input(self._rgb(image))
         labels = predict_labels(self.model, x, mode)[0].cpu().numpy()
         return labels.astype(np.uint8 if len(self.classes) <= 256 else np.int32)
@@ -141,6 +171,32 @@ class Segmenter:
         labels = self(rgb)
         out = Image.fromarray(overlay(rgb, labels, self.palette, alpha))
         return draw_legend(out, labels, self.classes, self.palette) if legend else out
+
+
+def sample_image() -> Path:
+    """The path of a photo that ships with the package (a 480x360 CamVid validation street scene, CC BY-NC
+    4.0; see ``sceneparse/assets/README.md``): a first ``seg(sceneparse.sample_image())`` needs no file."""
+    return Path(__file__).parent / "assets" / "street.jpg"
+
+
+def _tensor_to_rgb(t: torch.Tensor) -> np.ndarray:
+    """A ``(3, H, W)`` tensor (uint8 0-255, or floating point in [0, 1]) as an ``(H, W, 3)`` uint8 array.
+
+    Raises:
+        ValueError: another shape, or floating-point values outside [0, 1] (e.g. an already normalised tensor).
+    """
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected a (3, H, W) or (N, 3, H, W) RGB tensor, got shape {tuple(t.shape)}")
+    t = t.detach().cpu()
+    if t.dtype == torch.uint8:
+        return t.permute(1, 2, 0).contiguous().numpy()
+    if not t.is_floating_point():
+        raise ValueError(f"expected a uint8 or floating-point tensor, got {t.dtype}")
+    lo, hi = float(t.min()), float(t.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise ValueError(f"a floating-point image tensor must hold values in [0, 1] (torchvision's to_tensor), "
+                         f"got {lo:.3g}..{hi:.3g}; the model normalises images itself")
+    return (t.float() * 255).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
 
 
 def load(name_or_path: str | Path | None = None, *, device: str | torch.device | None = None,

@@ -169,8 +169,9 @@ def _predict(args) -> int:
               + ("; inputs -> outputs in predictions.json)" if labels else ")"))
     for v in videos:
         print(f"wrote overlay video {v}")
-    for path, msg in failed.items():
-        print(f"FAILED {path}: {msg}", file=sys.stderr)
+    if failed:  # each was logged as it happened; one line here, not a second copy of every error
+        print(f"FAILED {len(failed)} input(s) (errors above): {', '.join(str(p) for p in list(failed)[:3])}"
+              f"{', ...' if len(failed) > 3 else ''}", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -227,14 +228,18 @@ def _convert_sbd(args) -> int:
 
 
 def _export(args) -> int:
-    from .engine.checkpoint import model_from_checkpoint
-    from .perf.export import export_onnx, onnx_parity
+    from .api import resolve_model
+    from .engine.checkpoint import load_checkpoint, model_from_checkpoint, require_torch_weights
     from .engine.outputs import check_output_file
+    from .perf.export import export_onnx, onnx_parity
 
-    check_output_file(args.out, [args.checkpoint], suffixes=(".onnx",))
-    model, ckpt = model_from_checkpoint(args.checkpoint, output_stride=args.output_stride)
+    args.checkpoint = str(resolve_model(args.checkpoint))  # a packaged model's name works too
+    check_output_file(args.out, [args.checkpoint], suffixes=(".onnx",), force=args.force)
+    ckpt = load_checkpoint(args.checkpoint)
+    require_torch_weights(ckpt, args.checkpoint, "export")
+    model, ckpt = model_from_checkpoint(ckpt, output_stride=args.output_stride)
     path = export_onnx(model, args.out, tuple(args.size), input_format=args.input, outputs=args.outputs,
-                       meta=ckpt.get("meta"))
+                       meta=ckpt.get("meta"), name=Path(args.checkpoint).stem, metrics=ckpt.get("metrics"))
     shape_in = "(N, H, W, 3) uint8 RGB" if args.input == "rgb8" else "(N, 3, H, W) float32 normalised"
     shape_out = {"logits": "out (N, K, H, W) float32", "labels": "labels (N, H, W) class ids",
                  "both": "out (N, K, H, W) float32 + labels (N, H, W) class ids"}[args.outputs]
@@ -271,7 +276,8 @@ def _pack(args) -> int:
     from .engine.checkpoint import pack_checkpoint
     from .engine.outputs import check_output_file
 
-    check_output_file(args.out, [args.checkpoint, args.metrics], flag="output", suffixes=(".pt", ".pth", ".safetensors"))
+    check_output_file(args.out, [args.checkpoint, args.metrics], flag="output", suffixes=(".pt", ".pth", ".safetensors"),
+                      force=args.force)
     n = pack_checkpoint(args.checkpoint, args.out, fp16=args.fp16, metrics=args.metrics)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 2**20:.1f} MiB, {n} tensors)")
     return 0
@@ -535,6 +541,7 @@ def _add_export_parser(sub) -> None:
     x = sub.add_parser("export", help="ONNX export (dynamic batch, H, W), checked with onnxruntime")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True, help="model.onnx path")
+    x.add_argument("--force", action="store_true", help="replace --out if it exists (default: refuse)")
     x.add_argument("--size", type=MIN_SIZE, nargs=2, default=[512, 512], metavar=("H", "W"), help="tracing example size")
     x.add_argument("--output-stride", type=int, choices=(8, 16, 32))
     x.add_argument("--input", choices=("rgb8", "float"), default="rgb8",
@@ -552,7 +559,7 @@ def _quantize(args) -> int:
     from .perf.quantize import run_quantize
 
     info = run_quantize(resolve_model(args.checkpoint), args.out, config=args.config, overrides=args.overrides, split=args.split,
-                        num_images=args.num_images, seed=args.seed, progress=not args.no_progress)
+                        num_images=args.num_images, seed=args.seed, progress=not args.no_progress, force=args.force)
     cal = info["calibration"]
     print(f"wrote {args.out} (+ .bin): int8 OpenVINO IR, calibrated on {cal['num_images']} {cal['dataset']} "
           f"{cal['split']} images (seed {cal['seed']}) in {info['seconds']:.0f} s; use it as --checkpoint in "
@@ -571,6 +578,7 @@ def _add_quantize_parser(sub) -> None:
     q.add_argument("--num-images", type=POSITIVE, default=128, help="calibration images")
     q.add_argument("--seed", type=int, default=0, help="which calibration images")
     q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--force", action="store_true", help="replace OUT.xml and OUT.bin if it exists (default: refuse)")
     q.set_defaults(func=_quantize)
 
 
@@ -580,6 +588,7 @@ def _add_pack_parser(sub) -> None:
     k.add_argument("out", help="OUT.pt (torch, loaded weights-only) or OUT.safetensors (tensors + JSON metadata, "
                                "no pickle; every command reads it as --checkpoint)")
     k.add_argument("--fp16", action="store_true")
+    k.add_argument("--force", action="store_true", help="replace OUT if it exists (default: refuse)")
     k.add_argument("--metrics", help="metrics JSON to embed")
     k.set_defaults(func=_pack)
 
@@ -606,8 +615,10 @@ def _models(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import launch
+    from .demo import check_examples, launch
 
+    if args.examples:
+        check_examples(args.examples)  # one line naming the file, before anything is served
     print(f"sceneparse demo on http://{args.host}:{args.port} (Ctrl+C stops it)")
     launch(args.host, args.port, checkpoints=args.checkpoint or (), examples=args.examples)
     return 0
@@ -620,6 +631,31 @@ def _add_demo_parser(sub) -> None:
     d.add_argument("--checkpoint", nargs="+", help="checkpoint files offered besides the packaged models")
     d.add_argument("--examples", nargs="+", help="photos to pick from (default: a few CamVid val images if present)")
     d.set_defaults(func=_demo)
+
+
+def _doctor(args) -> int:
+    from .sysinfo import report
+
+    r = report()
+    if args.json:
+        print(json.dumps(r, indent=1))
+        return 1 if r["problems"] else 0
+    print(f"sceneparse {r['sceneparse']}, Python {r['python']}, torch {r['torch']}, torchvision {r['torchvision']}"
+          + (f", {r['threads']} threads" if "threads" in r else "") + (", CUDA available" if r.get("cuda") else ""))
+    print(f"CPU: {r['cpu']} ({' '.join(r['cpu_flags']) or 'no AVX-512 / AMX'}); training precision: "
+          f"{r['bf16_training']}; C compiler: {r['c_compiler'] or 'none'}")
+    for name, e in r["extras"].items():
+        print(f"  [{'x' if e['installed'] else ' '}] {name:12s} {e['adds']}"
+              + ("" if e["installed"] else f"  (pip install 'sceneparse[{name}]')"))
+    for p in r["problems"]:
+        print(f"PROBLEM: {p}")
+    return 1 if r["problems"] else 0
+
+
+def _add_doctor_parser(sub) -> None:
+    d = sub.add_parser("doctor", help="versions, CPU flags, the extras installed and what each missing one would add")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=_doctor)
 
 
 def _add_models_parser(sub) -> None:
@@ -644,6 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize_parser(sub)
     _add_models_parser(sub)
     _add_demo_parser(sub)
+    _add_doctor_parser(sub)
     return p
 
 
@@ -656,7 +693,15 @@ def main(argv: list[str] | None = None) -> int:
     from .engine.runlock import RunLockedError
     try:
         return args.func(args)
+    except BrokenPipeError:  # `sceneparse models --json | head`: the reader has what it wanted
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except (ConfigError, DataError, ValueError, RunLockedError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # a missing extra, or a torch / torchvision pair that does not fit (sysinfo)
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # file not found, permission denied, no space left (the message names the path)

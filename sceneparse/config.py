@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, GrammarParseError, ValidationError
+from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, GrammarParseError, OmegaConfBaseException,
+                              ValidationError)
 from yaml import YAMLError
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD
@@ -139,9 +141,14 @@ def _all_keys(node, prefix: str = "") -> list[str]:
 
 def _explain(err: Exception, schema) -> ConfigError:
     key = getattr(err, "full_key", None) or str(err)
+    first = re.sub(r"\.? *Did you mean:? .*$", "", str(err).splitlines()[0])  # we give the full key below
+    default = OmegaConf.select(schema, str(key), default=None) if key in _all_keys(schema) else None
+    if OmegaConf.is_list(default) and ("ListConfig" in first or "list" in first):  # e.g. data.crop_size=360x480
+        example = ",".join(str(v) for v in default) if len(default) else "..."
+        return ConfigError(f"{key}: expected a list; write {key}=[{example}] (brackets, commas, no spaces)")
     close = difflib.get_close_matches(str(key), _all_keys(schema), n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close and close[0] != key else ""
-    return ConfigError(f"invalid config key or value '{key}': {str(err).splitlines()[0]}{hint}")
+    return ConfigError(f"invalid config key or value '{key}': {first}{hint}")
 
 
 def _check(ok: bool, key: str, value, expected: str) -> None:
@@ -188,6 +195,9 @@ def validate(cfg: DictConfig) -> None:
         value = list(OmegaConf.select(cfg, key))
         _check(len(value) == 3 and all(math.isfinite(v) for v in value), key, value, "3 finite numbers (R, G, B)")
     _check(all(v > 0 for v in d.std), "data.std", list(d.std), "positive values")
+    _check(bool(cfg.name) and cfg.name not in (".", "..") and not any(c in cfg.name for c in "/\\\0")
+           and not cfg.name.startswith("~"), "name", cfg.name,
+           "a folder name without '/' or '..' (the run folder is work_dir/name)")
     _check(m.output_stride in (8, 16, 32), "model.output_stride", m.output_stride, "8, 16 or 32")
     _check(t.amp in (True, False, "fp16", "bf16"), "train.amp", t.amp, "true, false, 'fp16' or 'bf16'")
     _check(t.fast in (True, False, "auto"), "train.fast", t.fast, "true, false or 'auto'")
@@ -282,14 +292,36 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
                 cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o]))
             except (YAMLError, GrammarParseError) as e:
                 raise ConfigError(f"override {o!r}: cannot parse the value ({str(e).splitlines()[0]})") from e
+            except (ConfigKeyError, ConfigAttributeError, ValidationError):
+                raise
+            except (TypeError, ValueError, OmegaConfBaseException) as e:  # e.g. a key below a list: bins.x=1
+                raise ConfigError(f"override {o!r}: {o.split('=', 1)[0]} cannot be set this way "
+                                  f"({str(e).splitlines()[0] or type(e).__name__})") from e
     except (ConfigKeyError, ConfigAttributeError, ValidationError) as e:
         raise _explain(e, schema) from e
+    _refuse_env_interpolation(cfg)
     try:
         OmegaConf.resolve(cfg)
     except Exception as e:  # e.g. an interpolation ${...} to a key that does not exist
         raise ConfigError(f"cannot resolve the config: {str(e).splitlines()[0]}") from e
     validate(cfg)
     return cfg
+
+
+def _refuse_env_interpolation(cfg: DictConfig) -> None:
+    """``${oc.env:...}`` anywhere in a config would copy the environment (tokens, passwords) into
+    ``config.yaml`` and every checkpoint a run writes, which are made to be shared: refused."""
+    def walk(node, key):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and "oc.env" in node.replace(" ", ""):
+            raise ConfigError(f"{key}={node!r}: environment variables (oc.env) are not read into a config, "
+                              "which runs copy into their checkpoints; write the value itself")
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
 
 
 def to_dict(cfg: DictConfig) -> dict:

@@ -39,6 +39,25 @@ def test_load_parses_pil_array_and_path_alike_and_matches_the_engine(tiny_run, i
     assert seg.meta["dataset"] == "camvid" and seg.meta["crop_size"] == [96, 128]
 
 
+def test_batches_lists_and_tensors_give_what_single_calls_give(tiny_run, image):
+    seg = sceneparse.load(tiny_run / "final.pt", device="cpu", fold_bn=False)
+    small = image[:20, :31].copy()
+    out = seg([image, Image.fromarray(small)])  # any sizes: a list of label maps
+    assert isinstance(out, list) and [o.shape for o in out] == [(37, 53), (20, 31)]
+    np.testing.assert_array_equal(out[0], seg(image))
+    np.testing.assert_array_equal(out[1], seg(small))
+    flipped = image[:, ::-1].copy()
+    batch = torch.from_numpy(np.stack([image, flipped])).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8
+    labels = seg(batch)
+    assert labels.shape == (2, 37, 53) and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels[1], seg(flipped))
+    np.testing.assert_array_equal(seg(batch.float() / 255), labels)  # torchvision's to_tensor convention
+    np.testing.assert_array_equal(seg(np.stack([image, flipped])), labels)  # (N, H, W, 3) uint8
+    probs = seg.probs(batch)
+    assert probs.shape == (2, len(seg.classes), 37, 53)
+    np.testing.assert_array_equal(probs.argmax(1), labels)
+
+
 def test_load_with_folded_bn_and_inference_keywords(tiny_run, image):
     plain = sceneparse.load(tiny_run / "final.pt", device="cpu", fold_bn=False)
     folded = sceneparse.load(tiny_run / "final.pt", device="cpu")
@@ -69,10 +88,29 @@ def test_overlay_is_the_blend_plus_a_legend_box(tiny_run, image):
     with_legend = np.asarray(seg.overlay(big, alpha=0.4))
     assert with_legend.shape == big.shape
     changed = np.argwhere((with_legend != np.asarray(plain)).any(-1))
-    assert len(changed) and changed[:, 0].min() < 20 and changed[:, 1].min() < 20  # the top-left corner
-    assert changed[:, 0].max() < big.shape[0] - 1 or changed[:, 1].max() < big.shape[1] - 1  # not everything
+    top, left, bottom, right = changed[:, 0].min(), changed[:, 1].min(), changed[:, 0].max(), changed[:, 1].max()
+    assert (top == 0 or bottom == big.shape[0] - 1) and (left == 0 or right == big.shape[1] - 1)  # in a corner
+    assert (bottom - top + 1) * (right - left + 1) < 0.2 * big.shape[0] * big.shape[1]  # hiding little
     with pytest.raises(ValueError, match="alpha"):
         seg.overlay(big, alpha=1.5)
+
+
+def test_overlay_draws_class_borders_and_the_legend_avoids_detail():
+    image = np.full((360, 480, 3), 128, np.uint8)
+    label = np.zeros((360, 480), np.uint8)  # "Sky" (grey) over a grey image: the colour alone shows nothing
+    label[200:, :] = 3
+    label[250:300, 20:120] = 8  # detail in the bottom-left
+    palette = [(128, 128, 128)] * 3 + [(128, 64, 128)] + [(0, 0, 0)] * 4 + [(64, 0, 128)]
+    out = overlay(image, label, palette, 0.5)
+    assert (out[199, 10] < 64).all() and (out[100, 10] == 128).all()  # the Sky/Road border is drawn
+    plain = Image.fromarray(out)
+    with_legend = np.asarray(draw_legend(plain, label, ["c"] * 9, palette))
+    changed = np.argwhere((with_legend != out).any(-1))
+    assert changed[:, 0].min() == 0 and changed[:, 1].min() == 0  # top-left: nothing but one class there
+    label[:100, :150] = np.arange(150) % 2  # now the top-left is busy, the top-right is not
+    with_legend = np.asarray(draw_legend(Image.fromarray(overlay(image, label, palette)), label, ["c"] * 9, palette))
+    changed = np.argwhere((with_legend != overlay(image, label, palette)).any(-1))
+    assert changed[:, 1].max() == 479 and changed[:, 0].min() == 0
 
 
 def test_class_shares_and_legend_rows():
@@ -101,7 +139,13 @@ def test_bad_inputs_and_names_get_one_line_errors(tiny_run, image):
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         seg(image[..., 0])
     with pytest.raises(TypeError, match="PIL image"):
-        seg(torch.zeros(3, 8, 8))
+        seg(b"\x89PNG")
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        seg(torch.randn(3, 8, 8))  # an already normalised tensor: the model normalises itself
+    with pytest.raises(ValueError, match=r"\(3, H, W\)"):
+        seg(torch.zeros(8, 8, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="empty list"):
+        seg([])
     from sceneparse.data.base import DataError
     with pytest.raises(DataError, match="not found"):
         seg("/nonexistent/x.jpg")
@@ -188,3 +232,27 @@ def test_config_names_stay_inside_the_shipped_folder(tmp_path, monkeypatch):
     for bad in ("", ".", "configs", "camvid/../../weights/camvid_pspnet_effl0.pt", "camvid"):
         with pytest.raises(FileNotFoundError, match="shipped configs"):
             resolve_config_path(bad)
+
+
+def test_a_sample_photo_ships_and_the_package_imports_without_torch():
+    import subprocess
+    import sys
+
+    path = sceneparse.sample_image()
+    assert path.is_file() and Image.open(path).size == (480, 360)
+    code = ("import sys, sceneparse; from sceneparse.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision') if m in sys.modules)); "
+            "print(sceneparse.__version__, callable(sceneparse.load))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "[]", out  # `sceneparse --help` and `import sceneparse` load no torch (help in well under 1 s)
+    assert out[1].endswith("True")  # and the API is there on first use
+
+
+def test_models_json_into_a_closed_pipe_is_quiet():
+    import subprocess
+    import sys
+
+    # the reader is gone before the first write (`true` exits at once; the import takes longer): EPIPE
+    proc = subprocess.run(f"{sys.executable} -m sceneparse models --json | true; echo ${{PIPESTATUS[0]}}",
+                          shell=True, executable="/bin/bash", capture_output=True, text=True)
+    assert proc.stderr == "" and proc.stdout.strip() == "0", (proc.stdout, proc.stderr)

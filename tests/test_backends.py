@@ -148,9 +148,13 @@ def test_native_kernel_never_loads_from_a_folder_others_can_write(monkeypatch, t
     (shared / "kernels").mkdir(parents=True)
     (shared / "kernels").chmod(0o777)  # e.g. a cache folder in /tmp: anyone could plant a library there
     monkeypatch.setenv("SCENEPARSE_CACHE", str(shared))
+    monkeypatch.setattr(native.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     lib = native._build()
     assert list((shared / "kernels").iterdir()) == []  # built elsewhere, privately
     assert lib.sp_vargmax is not None and not str(lib._name).startswith(str(shared))
+    assert list((tmp_path / "tmp").iterdir()) == []  # and that folder is removed once the library is loaded
+    assert lib.sp_vargmax is not None  # still callable from memory
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -274,6 +278,27 @@ def test_quantize_to_int8_ir_then_evaluate_and_predict(tiny_run, tmp_path, camvi
     with pytest.raises(ValueError, match="already an OpenVINO IR"):
         from sceneparse.perf.quantize import run_quantize
         run_quantize(ir, tmp_path / "again.xml")
+    capsys.readouterr()
+    # an IR holds no PyTorch weights: export and pack say so in one line (no 200-line export traceback)
+    for argv in (["export", "--checkpoint", str(ir), "--out", str(tmp_path / "m.onnx")],
+                 ["pack", str(ir), str(tmp_path / "p.pt")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "OpenVINO IR" in err and "PyTorch" in err
+        assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "p.pt").exists()
+    # an existing IR is not replaced without --force (neither its .xml nor its .bin)
+    xml_before, bin_before = ir.read_bytes(), ir.with_suffix(".bin").read_bytes()
+    assert main(["quantize", "--checkpoint", str(ckpt), "--out", str(ir), "--num-images", "1", "--no-progress",
+                 f"data.root={camvid_root}"]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert ir.read_bytes() == xml_before and ir.with_suffix(".bin").read_bytes() == bin_before
+    # a truncated weights file: named, with its size, without OpenVINO's C++ source lines
+    broken = tmp_path / "broken.xml"
+    broken.write_bytes(xml_before)
+    broken.with_suffix(".bin").write_bytes(bin_before[: len(bin_before) // 3])
+    assert main(["evaluate", "--checkpoint", str(broken), "--no-progress", f"data.root={camvid_root}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.bin" in err and ".cpp" not in err, err
 
 
 def test_a_bad_ir_file_is_one_line_error(tmp_path, capsys):
@@ -287,7 +312,11 @@ def test_a_bad_ir_file_is_one_line_error(tmp_path, capsys):
     bad.with_suffix(".bin").write_bytes(b"")
     assert main(["evaluate", "--checkpoint", str(bad), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and str(bad) in err and len(err.splitlines()) == 1
+    assert err.startswith("error:") and str(bad) in err and len(err.splitlines()) == 1 and "is empty" in err
+    bad.with_suffix(".bin").write_bytes(b"\0" * 64)
+    assert main(["evaluate", "--checkpoint", str(bad), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(bad) in err and len(err.splitlines()) == 1 and ".cpp" not in err, err
 
 
 def test_compare_with_runtime_reports_ratio_and_agreement():

@@ -95,3 +95,32 @@ def test_validation_and_evaluate_use_the_configs_eval_section(camvid_root, tmp_p
     assert main(["evaluate", "--checkpoint", str(work / "final.pt"), "--out", str(out), "--mode", "whole",
                  "--no-progress"]) == 0
     assert json.loads(out.read_text())["inference"]["mode"] == "whole"  # a flag overrides the section
+
+
+def test_doctor_reports_versions_cpu_and_extras(capsys):
+    import json
+
+    from sceneparse.cli import main
+    from sceneparse.sysinfo import EXTRAS, cpu_model
+
+    assert main(["doctor", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["cpu"] == cpu_model() and r["torch"].startswith("2.") and r["problems"] == []
+    assert set(r["extras"]) == set(EXTRAS) and all("adds" in e for e in r["extras"].values())
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "torchvision" in out and "training precision" in out and "[x] demo" in out
+
+
+def test_a_torchvision_that_does_not_fit_torch_says_what_to_install(monkeypatch):
+    import sys
+
+    import torch
+
+    from sceneparse.sysinfo import check_torch_pair, matching_torchvision
+
+    assert matching_torchvision("2.13.0+cpu") == "0.28.0" and matching_torchvision("2.14.1") == "0.29.1"
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # importing it fails, as a mismatched build does
+    with pytest.raises(ImportError, match=r"pip install torch==\d+\.\d+\.\d+ torchvision==0\.\d+\.\d+") as e:
+        check_torch_pair()
+    assert torch.__version__ in str(e.value)

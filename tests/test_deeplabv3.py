@@ -26,6 +26,23 @@ def test_image_pooling_switch_and_branch_count():
     assert on(x).shape == (2, 16, 9, 11)
 
 
+def test_image_pooling_gives_every_position_the_whole_image_and_trains():
+    """The tie of DeepLabv3 Table 5's image-pooling row is not a disconnected branch: with it, a corner
+    of the output depends on the far corner of a 23x30 feature map (no atrous rate reaches that far), and
+    its parameters get gradients in training mode."""
+    torch.manual_seed(0)
+    on, off = ASPP(8, 8, rates=(1, 2, 3), image_pooling=True), ASPP(8, 8, rates=(1, 2, 3), image_pooling=False)
+    x = torch.randn(2, 8, 23, 30, requires_grad=True)
+    for aspp, reaches in ((on, True), (off, False)):
+        aspp.eval()  # running statistics: in training mode BatchNorm itself would mix every position
+        y = aspp(x)
+        (grad,) = torch.autograd.grad(y[:, :, 0, 0].sum(), x)
+        assert (grad[:, :, -1, -1].abs().sum() > 0) == reaches  # 22 rows / 29 columns away
+    on.train().zero_grad()
+    on(x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in on.image_pool.parameters())
+
+
 def test_model_output_stride_switch_updates_backbone_and_aspp():
     m = build_model("deeplabv3", "resnet50", 4, output_stride=16, multi_grid=(1, 2, 4))
     assert [b.conv2.dilation[0] for b in m.backbone.layer4] == [2, 4, 8]

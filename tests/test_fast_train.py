@@ -234,6 +234,15 @@ def test_precision_choice():
     assert fast_train.choose_precision(torch.device("meta"), True, "auto") == "fp32"
 
 
+@pytest.mark.parametrize("flags, expect", [({"amx_bf16", "amx_tile", "avx512_bf16"}, "bf16"),  # Intel Xeon (AMX)
+                                           ({"avx512_bf16", "avx512f"}, "bf16"),  # AMD EPYC Zen 4
+                                           ({"avx2", "avx512f"}, "fp32")])  # neither: bf16 would be emulated
+def test_precision_follows_the_cpu_family(monkeypatch, flags, expect):
+    monkeypatch.setattr(fast_train, "_cpu_flags", lambda: frozenset(flags))
+    assert fast_train.choose_precision(torch.device("cpu"), True, "auto") == expect
+    assert fast_train.choose_precision(torch.device("cpu"), False, "auto") == "fp32"  # train.amp=false wins
+
+
 def _tiny_cfg(camvid_root, work, *extra):
     from sceneparse.config import load_config
 
@@ -368,3 +377,35 @@ def test_decoded_pairs_are_cached_once_and_give_the_same_samples(camvid_root, mo
     for i, want in enumerate(plain):  # the same augmented samples, without touching the files
         got = ds[(1, i)]
         assert torch.equal(got["image"], want["image"]) and torch.equal(got["label"], want["label"])
+
+
+def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_float32_features():
+    """The pyramid head (attention, softmaxes) keeps float32 activations; its backbone is plain convolutions
+    and BN, so it runs bf16 activations like an encoder-decoder model, with float32 features handed over."""
+    from sceneparse import build_model
+    from sceneparse.losses import SegLoss
+
+    torch.manual_seed(0)
+    ref = build_model("pyramid_output", "efficientnet_lite0", 11, 32, pretrained=None, strides=[32, 16, 8, 4],
+                      decoder_channels=32, unity_channels=16, semantic_channels=16).to(memory_format=CL).train()
+    fast = copy.deepcopy(ref)
+    plan = fast_train.enable(fast, SegLoss(), torch.device("cpu"), bf16=True)
+    assert plan.bf16_backbone_activations and not plan.bf16_activations and plan.bf16_convs
+    assert "bf16 backbone activations" in plan.describe()
+    x = torch.randn(2, 3, 64, 96).contiguous(memory_format=CL)
+    y = torch.randint(0, 11, (2, 64, 96))
+    feats = fast.backbone(x)
+    assert all(f.dtype == torch.float32 for f in feats)  # handed to the head in float32
+    assert fast.backbone.conv_stem(x).dtype == torch.bfloat16  # inside, the activations are bf16
+    torch.manual_seed(1)
+    loss_fast = fast.loss(fast(x), y)[0]
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_ref = ref.loss(ref(x), y)[0]
+    assert abs(loss_fast.item() - loss_ref.item()) < 3e-2 * loss_ref.item()
+    loss_fast.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.dtype == torch.float32
+               for p in fast.parameters() if p.requires_grad and p.grad is not None)
+    assert sum(p.grad is not None for p in fast.backbone.parameters()) > 0
+    fast_train.unpatch_model(fast)
+    assert not fast.backbone._forward_hooks and type(fast.backbone) is type(ref.backbone)

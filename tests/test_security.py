@@ -257,6 +257,14 @@ def test_resume_refuses_changed_config_unless_allowed_and_uses_the_new_values(ca
     assert all(k in err for k in ("train.iters: 2 -> 4", "train.lr: 0.01 -> 0.02", "model.output_stride: 16 -> 8",
                                   "--allow-config-change"))
     assert (work / "config.yaml").read_text() == config_before  # a refused run writes nothing
+    # an allowed change the checkpoint cannot take (other pyramid bins: other weight shapes) fails to resume,
+    # and a failed resume writes nothing either: no new config.yaml, no resume record, no log rows lost
+    log_before = (work / "log.csv").read_text()
+    assert main(["train", *changed, "model.head.bins=[1,2]", "--resume", "auto", "--allow-config-change",
+                 "train.iters", "train.lr", "model.output_stride", "model.head.bins"]) == 2
+    capsys.readouterr()
+    assert (work / "config.yaml").read_text() == config_before and not (work / "resumes.jsonl").exists()
+    assert (work / "log.csv").read_text() == log_before
     assert main(["train", *changed, "--resume", "auto", "--allow-config-change", "train.iters", "train.lr",
                  "model.output_stride"]) == 0
     rows = [r.split(",") for r in (work / "log.csv").read_text().splitlines()]

@@ -1,6 +1,12 @@
 """Dataset registry. A new dataset is one module plus one line in ``DATASETS``."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..sysinfo import check_torch_pair
+
+check_torch_pair()  # before anything imports torchvision: a mismatched pair gets a clear message
+
 from .ade20k import ADE20K
 from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_image, read_label
 from .camvid import CamVid
@@ -25,9 +31,19 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 
 
 def build_dataset(name: str, root: str, split: str, transform=None, seed: int = 0) -> SegmentationDataset:
-    """Instantiate a registered dataset. Raises ``ValueError`` for an unknown name."""
+    """Instantiate a registered dataset.
+
+    Raises:
+        ValueError: an unknown name.
+        DataError: ``root`` does not exist (a relative root is read from the current folder, which the
+            message names), or the dataset's own layout checks fail.
+    """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(DATASETS)}")
+    path = Path(root)
+    if not path.exists():
+        where = "" if path.is_absolute() else f" (a relative data.root is read from the current folder, {Path.cwd()})"
+        raise DataError(f"{name} data.root {root} not found{where}: set data.root=/path/to/{name}")
     return DATASETS[name](root, split, transform=transform, seed=seed)
 
 

@@ -58,6 +58,24 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 
+def read_text(path: str | Path, what: str = "list file") -> str:
+    """A dataset's text file (split list, class names) as ``str``.
+
+    Raises:
+        DataError: missing, unreadable or not UTF-8 text (one line naming the file, the line and the byte).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{what} {path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from e
+
+
 def pil_to_rgb(im: Image.Image, name: str = "image") -> np.ndarray:
     """A PIL image as ``(H, W, 3)`` uint8 RGB: grayscale, palette and RGBA converted (alpha dropped),
     16-bit scaled to 8 bits (``v >> 8``; PIL's own conversion would saturate above 255).

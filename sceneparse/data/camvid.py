@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_text
 
 
 class CamVid(SegmentationDataset):
@@ -25,7 +25,7 @@ class CamVid(SegmentationDataset):
         lst = self.root / f"{split}.txt"
         if not lst.is_file():
             raise DataError(f"CamVid split list not found: {lst} (expected '<split>.txt' in {self.root})")
-        for n, line in enumerate(lst.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(lst).splitlines(), 1):
             if not line.strip():
                 continue
             parts = line.split()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, read_text
 from .voc import voc_palette
 
 # COCO category ids 1..182 (index = id - 1); None = id unused in COCO-Stuff
@@ -89,7 +89,7 @@ class CocoStuff10k(SegmentationDataset):
             raise DataError(f"COCO-Stuff 10k split list not found: {lst}")
         if not (self.root / "annotations_png").is_dir():
             raise DataError(f"{self.root / 'annotations_png'} not found: run `sceneparse convert-cocostuff10k {root}`")
-        for name in lst.read_text().split():
+        for name in read_text(lst).split():
             self.pairs.append((self.root / "images" / f"{name}.jpg", self.root / "annotations_png" / f"{name}.png"))
         self._check_pairs(str(lst))
         self.label_map[:] = coco_stuff_label_map()

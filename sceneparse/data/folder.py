@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_text
 from ..constants import IMAGE_SUFFIXES
 
 
@@ -23,7 +23,7 @@ class FolderDataset(SegmentationDataset):
             raise DataError(f"class list not found: {classes} (one class name per line)")
         names, colours = [], []
         rng = np.random.default_rng(0)
-        for line in classes.read_text().splitlines():
+        for line in read_text(classes).splitlines():
             if not line.strip():
                 continue
             parts = line.split()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, require_layout
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, require_layout, read_text
 from .voc import voc_palette
 
 CONTEXT59_CLASSES = (
@@ -46,7 +46,7 @@ class PascalContext(SegmentationDataset):
         lst = self.root / "ImageSets" / "SegmentationContext" / f"{split}.txt"
         if not lst.is_file():
             raise DataError(f"Pascal-Context split list not found: {lst} (run `sceneparse convert-pascal-context` first)")
-        for name in lst.read_text().split():
+        for name in read_text(lst).split():
             self.pairs.append((self.root / "JPEGImages" / f"{name}.jpg",
                                self.root / "SegmentationClassContext" / f"{name}.png"))
         self._check_pairs(str(lst))
@@ -79,7 +79,7 @@ def context_lut(labels_txt: str | Path | None = None) -> np.ndarray:
     """
     if labels_txt is not None:
         names = {}
-        for line in Path(labels_txt).read_text().splitlines():
+        for line in read_text(Path(labels_txt)).splitlines():
             if ":" in line:
                 k, v = line.split(":", 1)
                 names[int(k)] = v.strip()
@@ -135,7 +135,7 @@ def convert_pascal_context(context_root: str | Path, voc2010_root: str | Path, p
     seg.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split in ("train", "val"):
-        names = [n for n in (main / f"{split}.txt").read_text().split() if n in done]
+        names = [n for n in read_text(main / f"{split}.txt").split() if n in done]
         (seg / f"{split}.txt").write_text("\n".join(names) + "\n")
         counts[split] = len(names)
     return counts

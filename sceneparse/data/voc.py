@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, require_layout
+from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_mat, require_layout, read_text
 
 
 def voc_palette(n: int = 256) -> list[tuple[int, int, int]]:
@@ -43,7 +43,7 @@ class PascalVOC(SegmentationDataset):
             hint = " (run `sceneparse convert-sbd` first)" if split == "train_aug" else ""
             raise DataError(f"VOC split list not found: {lst}{hint}")
         label_dir = self.root / ("SegmentationClassAug" if split == "train_aug" else "SegmentationClass")
-        for name in lst.read_text().split():
+        for name in read_text(lst).split():
             self.pairs.append((self.root / "JPEGImages" / f"{name}.jpg", label_dir / f"{name}.png"))
         self._check_pairs(str(lst))
         self.label_map[:21] = np.arange(21)
@@ -71,15 +71,15 @@ def convert_sbd(sbd_root: str | Path, voc_root: str | Path) -> int:
     sbd_names = []
     for f in ("train.txt", "val.txt"):
         if (sbd_root / f).is_file():
-            sbd_names += (sbd_root / f).read_text().split()
+            sbd_names += read_text(sbd_root / f).split()
     for name in sbd_names:
         mat = read_mat(cls_dir / f"{name}.mat", mat_dtype=True, squeeze_me=True, struct_as_record=False)
         label = np.asarray(mat["GTcls"].Segmentation, dtype=np.uint8)
         im = Image.fromarray(label, mode="P")
         im.putpalette(palette)
         im.save(out_dir / f"{name}.png")
-    voc_train = seg.joinpath("train.txt").read_text().split()
-    voc_val = set(seg.joinpath("val.txt").read_text().split())
+    voc_train = read_text(seg.joinpath("train.txt")).split()
+    voc_val = set(read_text(seg.joinpath("val.txt")).split())
     for name in voc_train:  # VOC's own (finer) labels win
         src = voc_root / "SegmentationClass" / f"{name}.png"
         if src.is_file():

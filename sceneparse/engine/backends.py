@@ -283,6 +283,13 @@ def save_ir(ov_model, path: str | Path, ckpt: dict, extra: dict | None = None) -
     return path
 
 
+def _openvino_reason(e: Exception) -> str:
+    """The informative line of an OpenVINO exception (its first lines name C++ source files)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '")) and ".cpp:" not in ln]
+    return (useful or lines or [type(e).__name__])[-1][:300]
+
+
 def load_ir_checkpoint(path: str | Path) -> dict:
     """A checkpoint-like dict for an IR written by :func:`save_ir`: ``config``, ``meta``, ``num_classes``,
     ``openvino_ir`` (the path) and the extra entries (e.g. ``quantization``). No weights are read yet.
@@ -298,12 +305,19 @@ def load_ir_checkpoint(path: str | Path) -> dict:
     for f in (path, path.with_suffix(".bin")):  # the weights live beside the graph
         if not f.is_file():
             raise FileNotFoundError(2, "No such file or directory", str(f))
+    weights = path.with_suffix(".bin")
+    if weights.stat().st_size == 0:
+        raise CheckpointError(f"{path}: its weights file {weights} is empty")
     try:
         ov_model = ov.Core().read_model(str(path))
-        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
     except Exception as e:
-        raise CheckpointError(f"{path}: not an OpenVINO IR written by sceneparse ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise CheckpointError(f"cannot read OpenVINO IR {path} (weights {weights}, {weights.stat().st_size} bytes): "
+                              f"{_openvino_reason(e)}") from None
+    try:
+        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
+    except Exception:
+        raise CheckpointError(f"{path}: an OpenVINO IR without sceneparse metadata (written by another tool?); "
+                              "make one with sceneparse quantize") from None
     if not isinstance(info, dict) or "config" not in info or "classes" not in info.get("meta", {}):
         raise CheckpointError(f"{path}: its sceneparse metadata has no config / meta.classes")
     info.update(openvino_ir=str(path), num_classes=len(info["meta"]["classes"]), model={})

@@ -123,8 +123,11 @@ def safe_torch_load(path: str | Path):
         raise CheckpointError(f"{path} is a directory, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:  # e.g. /proc/self/mem: EIO on read, whose message names no file
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save zip, or a pickle
         raise CheckpointError(f"{path} is not a checkpoint (neither a torch.save nor a .safetensors file)")
     try:
@@ -340,6 +343,13 @@ def build_model_from_config(m: dict, num_classes: int, pretrained=None, front: d
     return model, front
 
 
+def require_torch_weights(ckpt: dict, path: str | Path, command: str) -> None:
+    """Raise ``CheckpointError`` when ``ckpt`` is an OpenVINO IR (no PyTorch weights; ``command`` needs them)."""
+    if "openvino_ir" in ckpt:
+        raise CheckpointError(f"{path} is an OpenVINO IR (a compiled graph, no PyTorch weights): {command} needs "
+                              "the PyTorch checkpoint it was made from (.pt / .safetensors or a packaged model name)")
+
+
 def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = None,
                           device: str | torch.device = "cpu") -> tuple[SegmentationModel, dict]:
     """Rebuild the model a checkpoint was trained with and load its weights (float32, eval mode).
@@ -479,6 +489,7 @@ def pack_checkpoint(src: str | Path, out: str | Path, fp16: bool = False, metric
         ValueError: ``metrics`` is not readable JSON; see :func:`load_checkpoint` / :func:`atomic_save`.
     """
     ckpt = load_checkpoint(src)
+    require_torch_weights(ckpt, src, "pack")
     state = {k: (v.half() if fp16 and v.is_floating_point() else v)
              for k, v in ckpt["model"].items() if not k.startswith("aux_head.")}
     meta = dict(ckpt["meta"])

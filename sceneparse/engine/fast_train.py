@@ -164,11 +164,27 @@ def patch_model(model: nn.Module, bf16_convs: bool = False, bf16_activations: bo
 
 
 def unpatch_model(model: nn.Module) -> None:
-    """Restore the original classes of the modules :func:`patch_model` swapped."""
+    """Restore the original classes of the modules :func:`patch_model` swapped (and remove the float32
+    output hook :func:`enable` puts on a backbone with bf16 activations)."""
     for m in model.modules():
         original = type(m).__dict__.get("_sp_original")
         if original is not None:
             m.__class__ = original
+        hook = m.__dict__.pop("_sp_float_out", None)
+        if hook is not None:
+            hook.remove()
+
+
+def _float32_outputs(module, args, output):
+    """Forward hook: the bf16 tensors of ``output`` (a tensor, or lists / tuples / dicts of them) as float32
+    (a differentiable cast: the gradient flows back in bf16)."""
+    if isinstance(output, torch.Tensor):
+        return output.float() if output.dtype == torch.bfloat16 else output
+    if isinstance(output, (list, tuple)):
+        return type(output)(_float32_outputs(module, args, o) for o in output)
+    if isinstance(output, dict):
+        return {k: _float32_outputs(module, args, v) for k, v in output.items()}
+    return output
 
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_MAX = -1, -2, -4
@@ -195,6 +211,7 @@ class FastPlan:
     kernels: bool = False  # native BatchNorm(+act) / depthwise kernels
     bf16_convs: bool = False  # dense convolutions in bf16 (the fast path's bf16 precision, replaces autocast)
     bf16_activations: bool = False  # ... and bf16 activations between layers (encoder-decoder models)
+    bf16_backbone_activations: bool = False  # ... only inside the backbone (other heads: the pyramid output)
     fused_loss: bool = False  # low-resolution training logits, upsampling fused with the CE
     allocator: bool = False  # keep_freed_memory()
     patched: dict = field(default_factory=dict)
@@ -205,7 +222,10 @@ class FastPlan:
             return f"train.fast: off ({self.reason})"
         on = [n for n, v in (("native BN+act / depthwise kernels", self.kernels),
                              ("bf16 convolutions and activations", self.bf16_activations),
-                             ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations),
+                             ("bf16 backbone activations, bf16 dense convolutions in the head",
+                              self.bf16_backbone_activations),
+                             ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations
+                              and not self.bf16_backbone_activations),
                              ("upsampling fused with the CE", self.fused_loss),
                              ("freed memory kept", self.allocator)) if v]
         counts = ", ".join(f"{v} {k}" for k, v in self.patched.items() if v)
@@ -244,7 +264,16 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
         # or PyTorch take in bf16 (backbone + decode head models); elsewhere (refinement cascades, the pyramid
         # head's attention) bf16 stays inside the dense convolutions
         acts = bf16 and isinstance(model, SegmentationModel) and _takes_bf16_activations(model)
-        plan.patched = patch_model(model, bf16_convs=bf16, bf16_activations=acts)
+        backbone = getattr(model, "backbone", None)
+        if bf16 and not acts and isinstance(backbone, nn.Module) and _takes_bf16_activations(backbone):
+            # another head (the pyramid output's): bf16 activations inside the backbone, float32 features out
+            plan.patched = patch_model(backbone, bf16_activations=True)
+            rest = patch_model(model, bf16_convs=True)  # the head: bf16 inside its dense convolutions only
+            plan.patched = {k: v + rest[k] for k, v in plan.patched.items()}
+            backbone._sp_float_out = backbone.register_forward_hook(_float32_outputs)
+            plan.bf16_backbone_activations = True
+        else:
+            plan.patched = patch_model(model, bf16_convs=bf16, bf16_activations=acts)
         plan.kernels, plan.bf16_convs, plan.bf16_activations = True, bf16, acts
         if upsample_logits and getattr(criterion, "supports_fused_upsample", lambda: False)():
             try:
@@ -261,12 +290,10 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
     return plan
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
-    except OSError:
-        return set()
+def _cpu_flags() -> frozenset[str]:
+    from ..sysinfo import all_cpu_flags
+
+    return all_cpu_flags()
 
 
 def choose_precision(device: torch.device, amp, fast) -> str:

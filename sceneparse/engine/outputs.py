@@ -38,15 +38,17 @@ def prepare_out_dir(path: str | Path, flag: str = "--out") -> Path:
 
 
 def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag: str = "--out",
-                      suffixes: tuple[str, ...] = ()) -> Path:
+                      suffixes: tuple[str, ...] = (), force: bool | None = None) -> Path:
     """Check, before the work, that ``path`` can be written and is none of ``inputs``.
 
     ``suffixes``: the file types this output may have (e.g. ``(".json",)``), so that a mistyped path
-    cannot replace an unrelated file (``--out photo.png`` for a JSON report).
+    cannot replace an unrelated file (``--out photo.png`` for a JSON report). ``force``: ``None`` for
+    reports, which a re-run replaces; ``False`` for model files (export, quantize, pack), which are
+    replaced only with ``--force``.
 
     Raises:
-        ValueError: ``path`` is an input file, a directory, has another suffix, or is in a folder that
-            cannot be created or written (message names it).
+        ValueError: ``path`` is an input file, a directory, has another suffix, exists while ``force`` is
+            ``False``, or is in a folder that cannot be created or written (message names it).
     """
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
@@ -56,6 +58,8 @@ def check_output_file(path: str | Path, inputs: Iterable[str | Path] = (), flag:
             raise ValueError(f"{flag} {path} is the input file {src}: refusing to write over it")
     if path.is_dir():
         raise ValueError(f"{flag} {path} is a directory; give a file path")
+    if force is False and (path.exists() or path.is_symlink()):
+        raise ValueError(f"{flag} {path} exists; pass --force to replace it")
     prepare_out_dir(path.parent if str(path.parent) else Path("."), flag=f"{flag} folder")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"{flag} {path} exists and is not writable")

@@ -103,16 +103,16 @@ def plan_outputs(paths: Sequence[Path], out_dir: str | Path, confidence: bool = 
     return plan
 
 
-def _write_manifest(out_dir: Path, outputs: dict[str, str], inputs: set[str]) -> bool:
-    """Write ``out_dir/predictions.json`` = ``outputs`` (output name -> input); ``False`` where a foreign file
-    (or an input) has that name. Raises ``OSError`` when it cannot be written (e.g. a full disk)."""
+def _write_manifest(out_dir: Path, outputs: dict[str, str], inputs: set[str]) -> None:
+    """Write ``out_dir/predictions.json`` = ``outputs`` (output name -> input); skipped (with a warning)
+    where a foreign file (or an input) has that name. Raises ``OSError`` when it cannot be written (e.g. a
+    full disk)."""
     path = out_dir / MANIFEST
     if _read_manifest(out_dir) is None or _key(path) in inputs:
         log.warning("not writing %s: a file of that name that sceneparse did not write is there", path)
-        return False
+        return
     data = {"written_by": "sceneparse predict", "outputs": outputs}
     write_bytes_atomically(path, json.dumps(data, indent=1).encode())
-    return True
 
 
 def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.Image:
@@ -132,13 +132,26 @@ def palette_image(label: np.ndarray, palette: Sequence[Sequence[int]]) -> Image.
     return img
 
 
-def overlay(image: np.ndarray, label: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
-    """Blend class colours over an ``(H, W, 3)`` uint8 image; ids outside the palette (e.g. 255) stay unblended."""
+def class_boundaries(label: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: pixels whose right or lower neighbour has another class id."""
+    edge = np.zeros(label.shape, dtype=bool)
+    edge[:, :-1] |= label[:, :-1] != label[:, 1:]
+    edge[:-1, :] |= label[:-1, :] != label[1:, :]
+    return edge
+
+
+def overlay(image: np.ndarray, label: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5,
+            boundaries: bool = True) -> np.ndarray:
+    """Blend class colours over an ``(H, W, 3)`` uint8 image; ids outside the palette (e.g. 255) stay unblended.
+    ``boundaries``: class borders drawn as 1-px dark lines, so that a class whose colour is close to what it
+    covers (CamVid's grey Sky over a grey sky) still shows where it is."""
     lut = np.zeros((max(256, len(palette), int(label.max(initial=0)) + 1), 3), dtype=np.float32)
     lut[: len(palette)] = np.asarray(palette, dtype=np.float32)
     colour = lut[label]
     valid = (label < len(palette))[..., None]
     blended = np.where(valid, (1 - alpha) * image + alpha * colour, image)
+    if boundaries and alpha > 0:
+        blended[class_boundaries(label)] *= 0.25
     return blended.clip(0, 255).astype(np.uint8)
 
 
@@ -151,37 +164,47 @@ def class_shares(label: np.ndarray, num_classes: int) -> np.ndarray:
 
 def draw_legend(image: Image.Image, label: np.ndarray, classes: Sequence[str],
                 palette: Sequence[Sequence[int]]) -> Image.Image:
-    """A copy of ``image`` (the overlay) with a legend box in its top-left corner: one row per class present
-    in ``label``, largest pixel share first, with its colour, name and share in percent. The font scales
-    with the image (``min(H, W) / 28``, at least 10 px); rows that do not fit become ``+N more``. The image
-    size is unchanged."""
+    """A copy of ``image`` (the overlay) with a legend box: one row per class present in ``label``, largest
+    pixel share first, with its colour, name and share in percent. The font scales with the image
+    (``min(H, W) / 36``, at least 9 px: about a tenth of a 480x360 image for 11 classes); rows that do not
+    fit become ``+N more``. The box goes into the corner where it hides the fewest class borders (the
+    least detail; top-left on ties). The image size is unchanged."""
     from PIL import ImageDraw, ImageFont
 
     shares = class_shares(label, len(classes))
     present = [c for c in np.argsort(-shares, kind="stable") if shares[c] > 0]
     if not present:
         return image.copy()
-    size = max(10, round(min(image.size) / 28))
+    size = max(9, round(min(image.size) / 36))
     font = ImageFont.load_default(size=size)
-    row, pad = round(size * 1.35), max(2, size // 3)
+    row, pad = round(size * 1.3), max(2, size // 3)
     fit = max(1, (image.size[1] - 2 * pad) // row)
     lines = [(palette[c], f"{classes[c]} {100 * shares[c]:.1f}%" if shares[c] >= 0.0005 else f"{classes[c]} <0.1%")
              for c in present]
     if len(lines) > fit:
         lines = lines[:fit - 1] + [(None, f"+{len(lines) - fit + 1} more")]
     measure = ImageDraw.Draw(image)
-    width = max(measure.textlength(text, font=font) for _, text in lines) + size + 3 * pad
+    w = min(int(max(measure.textlength(text, font=font) for _, text in lines) + size + 3 * pad), image.size[0])
+    h = min(len(lines) * row + pad, image.size[1])
+    x0, y0 = _quiet_corner(label, w, h)
     box = Image.new("RGBA", image.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(box)
-    draw.rectangle([0, 0, min(width, image.size[0] - 1), min(len(lines) * row + pad, image.size[1] - 1)],
-                   fill=(0, 0, 0, 150))
+    draw.rectangle([x0, y0, x0 + w - 1, y0 + h - 1], fill=(0, 0, 0, 150))
     for i, (colour, text) in enumerate(lines):
-        y = pad + i * row
+        y = y0 + pad + i * row
         if colour is not None:
-            draw.rectangle([pad, y + 1, pad + size, y + size], fill=tuple(int(v) for v in colour) + (255,),
+            draw.rectangle([x0 + pad, y + 1, x0 + pad + size, y + size], fill=tuple(int(v) for v in colour) + (255,),
                            outline=(255, 255, 255, 255))
-        draw.text((2 * pad + size, y), text, font=font, fill=(255, 255, 255, 255))
+        draw.text((x0 + 2 * pad + size, y), text, font=font, fill=(255, 255, 255, 255))
     return Image.alpha_composite(image.convert("RGBA"), box).convert("RGB")
+
+
+def _quiet_corner(label: np.ndarray, w: int, h: int) -> tuple[int, int]:
+    """``(x, y)`` of the ``w`` x ``h`` corner box of ``label`` holding the fewest class-border pixels."""
+    H, W = label.shape
+    edge = class_boundaries(label)
+    corners = [(0, 0), (W - w, 0), (0, H - h), (W - w, H - h)]  # top-left first: the tie winner
+    return min(corners, key=lambda c: int(edge[c[1]:c[1] + h, c[0]:c[0] + w].sum()))
 
 
 def normalise(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -289,6 +312,19 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
     return written, failed
 
 
+def _skip_reason(f: Path) -> str | None:
+    """Why ``f``, found in a folder given to ``predict -r``, is not parsed (``None``: it is, or it is a folder)."""
+    if f.is_symlink() and not f.exists():
+        return "dangling link(s)"
+    if f.is_dir():
+        return "linked folder(s), not followed" if f.is_symlink() else None
+    if not f.is_file():
+        return "FIFO(s) / device(s) / socket(s)"
+    if f.suffix.lower() not in IMAGE_SUFFIXES:
+        return None if f.name == MANIFEST else f"file(s) of other types, not {'/'.join(IMAGE_SUFFIXES)}"
+    return None
+
+
 def expand_recursive(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
     """``(image, relative output folder)`` for every image under each directory of ``inputs``, in sorted
     order, mirroring the tree (``in/a/b/x.jpg`` -> ``a/b``); files given directly go to ``.``. Hidden files
@@ -306,10 +342,22 @@ def expand_recursive(inputs: Iterable[str | Path]) -> list[tuple[Path, Path]]:
 
     for item in inputs:
         p = Path(item)
-        candidates = ([(p, Path("."))] if not p.is_dir() else
-                      [(f, f.relative_to(p).parent) for f in sorted(p.rglob("*"))
-                       if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                       and not any(part.startswith(".") for part in f.relative_to(p).parts) and not earlier_output(f)])
+        if not p.is_dir():
+            candidates = [(p, Path("."))]
+        else:
+            candidates, skipped = [], {}
+            for f in sorted(p.rglob("*")):
+                if any(part.startswith(".") for part in f.relative_to(p).parts):
+                    continue  # hidden: left out on purpose
+                why = _skip_reason(f)
+                if why:
+                    skipped.setdefault(why, []).append(f)
+                elif f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not earlier_output(f):
+                    candidates.append((f, f.relative_to(p).parent))
+            if skipped:  # said once per folder, never silently
+                log.warning("skipped under %s: %s", p, "; ".join(
+                    f"{len(fs)} {why} ({', '.join(str(f.relative_to(p)) for f in fs[:3])}{', ...' if len(fs) > 3 else ''})"
+                    for why, fs in skipped.items()))
         for f, rel in candidates:
             if _key(f) not in seen:
                 seen.add(_key(f))
@@ -358,19 +406,38 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
     paths = [p for group in groups.values() for p in group] + videos
     if not paths:
         raise ValueError("no input images found")
+    missing = {p: f"image not found: {p}" for p in paths if not p.exists()}  # before the model loads
+    if len(missing) == len(paths):
+        raise ValueError(f"no input image found: {', '.join(map(str, list(missing)[:3]))}"
+                         f"{', ...' if len(missing) > 3 else ''} not found")
+    for p, msg in missing.items():
+        log.error("%s", msg)
+    groups = {rel: [p for p in group if p not in missing] for rel, group in groups.items()}
+    videos = [p for p in videos if p not in missing]
+    created = not out_dir.exists()
     out_dir = prepare_out_dir(out_dir)
-    if max_image_pixels:  # PIL refuses above 2x its own limit before ours is checked: a larger explicit one wins
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_image_pixels // 2 + 1)
-    dev = resolve_device(device)
-    model, ckpt = model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)
-    from .backends import prepare_model
+    try:
+        # no second predict (nor a live training) writes into the same folder; taken before the model loads
+        with RunLock(out_dir, "predict"):
+            if max_image_pixels:  # PIL refuses above 2x its own limit before ours is checked: a larger one wins
+                Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_image_pixels // 2 + 1)
+            dev = resolve_device(device)
+            model, ckpt = model_from_checkpoint(checkpoint, output_stride=output_stride, device=dev)
+            from .backends import prepare_model
 
-    model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, device=dev)
-    infer = InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {}))
-    with RunLock(out_dir, "predict"):  # no second predict (nor a live training) writes into the same folder
-        return paths, *_predict_groups(model, ckpt, groups, videos, out_dir, dev, infer, progress=progress,
-                                       max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels,
-                                       legend=legend, confidence=confidence)
+            model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, device=dev)
+            infer = InferenceConfig.for_config(ckpt["config"], **(infer_overrides or {}))
+            written, failed = _predict_groups(model, ckpt, groups, videos, out_dir, dev, infer, progress=progress,
+                                              max_whole_pixels=max_whole_pixels, max_image_pixels=max_image_pixels,
+                                              legend=legend, confidence=confidence)
+        return paths, written, {**missing, **failed}
+    finally:  # a run that wrote nothing leaves no folder it made (its released, empty lock file aside)
+        if created and out_dir.is_dir():
+            left = list(out_dir.iterdir())
+            if all(p.name == RunLock.FILE and p.is_file() and p.stat().st_size == 0 for p in left):
+                for p in left:
+                    p.unlink()
+                out_dir.rmdir()
 
 
 def _predict_groups(model, ckpt, groups, videos, out_dir, dev, infer, *, progress, max_whole_pixels,

@@ -45,9 +45,11 @@ class RunLock:
         RunLockedError: another live process owns it (the message names its pid, host and start time).
     """
 
+    FILE = ".lock"
+
     def __init__(self, folder: str | Path, command: str = "train"):
         self.folder, self.command = Path(folder), command
-        self.path = self.folder / ".lock"
+        self.path = self.folder / self.FILE
         self._fd: int | None = None
 
     def _owner(self) -> dict:

@@ -498,6 +498,7 @@ class Trainer:
         self._seed()
         self._build()
         self._restore()
+        self._record_start()  # only once the resumed state loaded: a refused resume leaves the folder as it was
         self.skipped_nan, self.loss_avg, self.stopping = 0, None, False
         self.best = (self._resumed_best, None)  # (val mIoU, iteration) of best.pt
         self.stop = _StopFlag()
@@ -505,18 +506,22 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup
     def _accept(self, resume: str | None, allowed: tuple[str, ...]) -> None:
-        """The checkpoint to resume from, refused if the config changed in keys not ``allowed``; then
-        ``config.yaml`` (what this run uses, written only once it is accepted) and ``resumes.jsonl``."""
+        """The checkpoint to resume from, refused if the config changed in keys not ``allowed``."""
         self.ckpt_path, self.ckpt = _load_resume(resume, self.ckpt_dir) if resume else (None, None)
-        changes = (check_resume_config(self.ckpt["config"], self.cfg_dict, allowed, self.ckpt_path)
-                   if self.ckpt else {})
+        self._changes = (check_resume_config(self.ckpt["config"], self.cfg_dict, allowed, self.ckpt_path)
+                         if self.ckpt else {})
+
+    def _record_start(self) -> None:
+        """``config.yaml`` (what this run uses) and, for a resume, a line in ``resumes.jsonl``: written once
+        the model, optimizer and resumed state are built, so a refused start changes nothing."""
+        changes = self._changes
         if not self.main:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, self.work_dir / "config.yaml")
         if self.ckpt_path is not None:
             with (self.work_dir / "resumes.jsonl").open("a") as f:
-                f.write(json.dumps({"iter": self.ckpt["iter"], "checkpoint": str(self.ckpt_path),
+                f.write(json.dumps({"iter": self.start, "checkpoint": str(self.ckpt_path),
                                     "time": time.time(), "changed": {k: list(v) for k, v in changes.items()}}) + "\n")
             if changes:
                 log.warning("resuming with changed config (allowed): %s",
@@ -580,7 +585,8 @@ class Trainer:
                         "returning gradients of 1e20 in the first steps (AMD EPYC; a stale-memory read); the "
                         "divergence guard stops such a run. train.fast=auto trains bf16 without autocast")
         self.precision = ("bf16 (convolutions and activations)" if self.fast.bf16_activations else
-                          "bf16 (dense convolutions)" if self.fast.bf16_convs else
+                          "bf16 (backbone activations, dense convolutions)" if self.fast.bf16_backbone_activations
+                          else "bf16 (dense convolutions)" if self.fast.bf16_convs else
                           "bf16 autocast" if self.amp_dtype is torch.bfloat16 else
                           "fp16 autocast" if self.amp_dtype is torch.float16 else "fp32")
         self.meta = dataset_meta(self.train_ds, cfg)

@@ -42,13 +42,9 @@ _axes: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
 
 def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return sys.platform
+    from ..sysinfo import all_cpu_flags
+
+    return " ".join(sorted(all_cpu_flags())) or sys.platform
 
 
 def _compiler() -> list[str] | None:
@@ -82,7 +78,8 @@ def build_library(source: Path, flags: Sequence[str], headers: Sequence[Path] = 
                                     _cpu_flags()]).encode())
     cache = Path(os.environ.get("SCENEPARSE_CACHE", Path.home() / ".cache" / "sceneparse")) / "kernels"
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not _private(cache):  # someone else could plant a library there: build in a private folder instead
+    temporary = not _private(cache)
+    if temporary:  # someone else could plant a library there: build in a private folder, removed once loaded
         cache = Path(tempfile.mkdtemp(prefix="sceneparse_kernels_"))
     so = cache / f"{source.stem}-{key.hexdigest()[:16]}.so"
     if not so.exists() or not _private(so):
@@ -98,7 +95,12 @@ def build_library(source: Path, flags: Sequence[str], headers: Sequence[Path] = 
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    return ctypes.CDLL(str(so))
+    if not temporary:
+        return ctypes.CDLL(str(so))
+    try:
+        return ctypes.CDLL(str(so))  # the loaded library stays mapped after its file is gone
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def run_parallel(fns: Sequence, threads: int | None = None) -> list:

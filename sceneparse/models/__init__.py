@@ -9,6 +9,9 @@ import difflib
 import inspect
 from typing import Callable, Sequence
 
+from ..sysinfo import check_torch_pair
+
+check_torch_pair()  # before anything imports torchvision: a mismatched pair gets a clear message
 
 from .backbones import BACKBONES, build_backbone
 from .base import SceneParser

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..sysinfo import cpu_flags, cpu_model  # noqa: F401  (re-exported: where benchmarks found them)
 from .benchmark import count_flops, padding_flops
 
 
@@ -218,28 +219,6 @@ def _runtime_runner(runtime: str, onnx_path, precision: str, shape, threads: int
     return (lambda a: sess.run(None, {name: a})[0]), {
         "intra_op_num_threads": threads, "graph_optimization_level": "ORT_ENABLE_ALL",
         "provider": "CPUExecutionProvider", "version": _need("onnxruntime", "export").__version__}
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:  # pragma: no cover - non-Linux
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> list[str]:
-    """The CPU features that decide which kernels run (AMX, AVX-512 bf16 / VNNI), from ``/proc/cpuinfo``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # pragma: no cover
-        return []
-    return sorted(f for f in flags if f.startswith(("amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f")))
 
 
 def compare_with_runtime(runtime: str, model: nn.Module, description: str, size: tuple[int, int] = (512, 512),

@@ -83,7 +83,8 @@ def _quiet():
 
 def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] = (512, 512),
                 min_size: int = 64, max_size: int = 8192, input_format: str = "float", outputs: str = "logits",
-                meta: dict | None = None, upsample: bool = True) -> Path:
+                meta: dict | None = None, upsample: bool = True, name: str | None = None,
+                metrics: dict | None = None) -> Path:
     """Write ``model`` (put in eval mode) to ``path`` as ONNX with dynamic N, H, W.
 
     Args:
@@ -94,6 +95,10 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
         outputs: ``"logits"`` (output ``out``), ``"labels"`` (output ``labels``) or ``"both"``.
         meta: the checkpoint's metadata; classes, palette, mean, std and dataset are stored in the file.
         upsample: see :class:`DeployGraph` (``False`` only for the engine's ONNX Runtime backend).
+        name: the model's name (``sceneparse.name``; also the graph's ``doc_string``).
+        metrics: its scores (e.g. a packaged model's ``{"split": "val", "mIoU": ...}``), stored as
+            ``sceneparse.metrics``. The file's ``producer_name`` / ``producer_version`` are ``sceneparse`` and
+            its version; ``model_version`` is 1.
 
     Raises:
         ValueError: unknown input format / outputs.
@@ -131,15 +136,30 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
 
     values = {"classes": meta.get("classes"), "palette": meta.get("palette"), "mean": list(meta.get("mean", (0.485, 0.456, 0.406))),
                          "std": list(meta.get("std", (0.229, 0.224, 0.225))), "dataset": meta.get("dataset"),
-                         "input_format": input_format, "outputs": outputs}
+                         "input_format": input_format, "outputs": outputs, "name": name,
+                         "metrics": _plain_scores(metrics)}
     write_atomically(path, write)
     return path
+
+
+def _plain_scores(metrics: dict | None) -> dict | None:
+    """The scalar scores of a metrics dict (per-class lists and confusion matrices left out)."""
+    if not metrics:
+        return None
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)} or None
 
 
 def _add_metadata(path: Path, values: dict) -> None:
     import onnx
 
+    from .. import __version__
+
     m = onnx.load(str(path), load_external_data=False)
+    m.producer_name, m.producer_version, m.model_version = "sceneparse", __version__, 1
+    scores = values.get("metrics") or {}
+    m.doc_string = (f"{values.get('name') or 'sceneparse model'}: {len(values.get('classes') or [])} classes of "
+                    f"{values.get('dataset')}" + (f", {scores.get('split', '')} mIoU {scores['mIoU']:.2f}"
+                                                  if isinstance(scores.get("mIoU"), (int, float)) else ""))
     del m.metadata_props[:]
     for key, value in values.items():
         if value is not None:

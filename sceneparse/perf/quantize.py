@@ -47,7 +47,8 @@ def quantize_openvino(model: torch.nn.Module, calibration: list[np.ndarray], fas
 
 
 def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path | None = None, overrides=(),
-                 split: str | None = None, num_images: int = 128, seed: int = 0, progress: bool = True) -> dict:
+                 split: str | None = None, num_images: int = 128, seed: int = 0, progress: bool = True,
+                 force: bool = False) -> dict:
     """``sceneparse quantize``: the checkpoint's model as an int8 OpenVINO IR at ``out`` (``.xml``).
 
     Calibration images come from ``split`` (default ``data.train_split``) of the checkpoint's dataset
@@ -56,8 +57,11 @@ def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path 
     Returns:
         what was done: ``{"out", "calibration": {"split", "num_images", "seed"}, "nncf", "openvino", "seconds"}``.
 
+    ``force``: replace an existing ``out`` (and its ``.bin``); without it an existing file is refused.
+
     Raises:
-        ValueError: ``out`` is not ``.xml`` or is an input; a bad split / data root (``DataError``).
+        ValueError: ``out`` is not ``.xml``, is an input, or exists without ``force``; a bad split / data
+            root (``DataError``).
     """
     from ..config import load_config, to_dict
     from ..data import build_dataset, build_eval_transform
@@ -66,8 +70,9 @@ def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path 
     from ..engine.outputs import check_output_file
 
     nncf, ov = _need("nncf", "openvino"), _need("openvino", "openvino")
-    check_output_file(out, [checkpoint, config], suffixes=(".xml",))
-    check_output_file(Path(out).with_suffix(".bin"), [checkpoint, config], flag="--out (its .bin)", suffixes=(".bin",))
+    check_output_file(out, [checkpoint, config], suffixes=(".xml",), force=force)
+    check_output_file(Path(out).with_suffix(".bin"), [checkpoint, config], flag="--out (its .bin)", suffixes=(".bin",),
+                      force=force)
     ckpt = load_checkpoint(checkpoint)
     if "openvino_ir" in ckpt:
         raise ValueError(f"{checkpoint} is already an OpenVINO IR; quantize the PyTorch checkpoint")
