@@ -169,9 +169,8 @@ def _predict(args) -> int:
               + ("; inputs -> outputs in predictions.json)" if labels else ")"))
     for v in videos:
         print(f"wrote overlay video {v}")
-    if failed:  # each was logged as it happened; one line here, not a second copy of every error
-        print(f"FAILED {len(failed)} input(s) (errors above): {', '.join(str(p) for p in list(failed)[:3])}"
-              f"{', ...' if len(failed) > 3 else ''}", file=sys.stderr)
+    for path, msg in failed.items():  # the one report of each failure (run_predict returns them, logs none)
+        print(f"FAILED {path}: {msg}", file=sys.stderr)
     return 1 if failed else 0
 
 

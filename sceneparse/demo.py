@@ -25,8 +25,15 @@ _OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY":
 
 
 def _offline() -> None:
-    """Switch off every call home gradio and huggingface_hub make (read from the environment at use)."""
+    """Switch off every call home gradio and huggingface_hub make: the environment for what reads it at
+    use, and huggingface_hub's constants for an already imported hub (timm imports it; it reads the
+    environment once, at import)."""
     os.environ.update(_OFFLINE_ENV)
+    import sys
+
+    hub = sys.modules.get("huggingface_hub.constants")
+    if hub is not None:
+        hub.HF_HUB_OFFLINE = hub.HF_HUB_DISABLE_TELEMETRY = True
 
 
 def check_examples(paths: Sequence[str | Path]) -> list[Path]:

@@ -260,7 +260,9 @@ def test_resume_refuses_changed_config_unless_allowed_and_uses_the_new_values(ca
     # an allowed change the checkpoint cannot take (other pyramid bins: other weight shapes) fails to resume,
     # and a failed resume writes nothing either: no new config.yaml, no resume record, no log rows lost
     log_before = (work / "log.csv").read_text()
-    assert main(["train", *changed, "model.head.bins=[1,2]", "--resume", "auto", "--allow-config-change",
+    other_bins = _tiny(camvid_root, work, "train.ckpt_interval=2", "train.iters=4", "train.lr=0.02",
+                       "model.output_stride=8", "model.head.bins=[1,2]")
+    assert main(["train", *other_bins, "--resume", "auto", "--allow-config-change",
                  "train.iters", "train.lr", "model.output_stride", "model.head.bins"]) == 2
     capsys.readouterr()
     assert (work / "config.yaml").read_text() == config_before and not (work / "resumes.jsonl").exists()

@@ -296,12 +296,12 @@ def predict_files(model: torch.nn.Module, meta: dict, paths: Sequence[Path], out
                 write_atomically(over, lambda tmp: blend.save(tmp, quality=90))
                 written.append(over)
                 record[over.name] = str(Path(path).resolve())
-            except DataError as e:
-                log.error("%s", e)
+            except DataError as e:  # returned, not logged: the caller reports each failure once
+                log.debug("%s", e)
                 failed[path] = str(e)
             except Exception as e:  # one image must not stop the batch (e.g. out of memory on a huge one)
                 msg = f"{path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                log.error("%s", msg)
+                log.debug("%s", msg)
                 failed[path] = msg
     finally:  # what was written, and what earlier runs wrote; planned names that were not written are dropped
         if previous is not None:
@@ -410,8 +410,6 @@ def run_predict(checkpoint: str | Path, inputs: Sequence[str | Path], out_dir: s
     if len(missing) == len(paths):
         raise ValueError(f"no input image found: {', '.join(map(str, list(missing)[:3]))}"
                          f"{', ...' if len(missing) > 3 else ''} not found")
-    for p, msg in missing.items():
-        log.error("%s", msg)
     groups = {rel: [p for p in group if p not in missing] for rel, group in groups.items()}
     videos = [p for p in videos if p not in missing]
     created = not out_dir.exists()
@@ -459,6 +457,6 @@ def _predict_groups(model, ckpt, groups, videos, out_dir, dev, infer, *, progres
             log.info("%s: %d frames -> %s", video, frames, target)
         except Exception as e:  # one video must not stop the others
             msg = str(e) if isinstance(e, DataError) else f"{video}: {type(e).__name__}: {e}"
-            log.error("%s", msg)
+            log.debug("%s", msg)
             failed[video] = msg
     return written, failed
