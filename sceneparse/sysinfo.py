@@ -84,6 +84,8 @@ def check_torch_pair() -> None:
     try:
         import torchvision  # noqa: F401
     except (RuntimeError, ImportError, OSError) as e:
+        if isinstance(e, ImportError) and (e.name or "").split(".")[0] not in ("torch", "torchvision"):
+            raise  # another package missing (an extra): not a torch / torchvision mismatch
         import torch
 
         want = matching_torchvision(torch.__version__) or "<the release made for it>"

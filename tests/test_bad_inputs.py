@@ -173,6 +173,7 @@ def test_an_unreadable_checkpoint_is_named(capsys, tmp_path):
 
 
 def test_model_files_are_not_replaced_without_force(tiny_run, tmp_path, capsys):
+    pytest.importorskip("onnxscript")  # the extra that provides it
     from sceneparse.cli import main
 
     ckpt = str(tiny_run / "final.pt")

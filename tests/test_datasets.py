@@ -166,6 +166,7 @@ def test_benchmark_protocol_scores(ade_root):
 
 
 def test_pascal_context_conversion_and_both_variants(tmp_path):
+    pytest.importorskip("scipy.io")  # the extra that provides it
     import scipy.io
 
     from sceneparse.data import PascalContext, PascalContext59
@@ -199,6 +200,7 @@ def test_pascal_context_conversion_and_both_variants(tmp_path):
 
 
 def test_coco_stuff_164k_png_and_10k_mat(tmp_path):
+    pytest.importorskip("scipy.io")  # the extra that provides it
     import scipy.io
 
     from sceneparse.data import CocoStuff10k, CocoStuff164k

@@ -47,6 +47,7 @@ def test_resnet_from_a_torchvision_file_in_a_container(tmp_path):
 
 
 def test_hrnet_from_safetensors_gives_timm_features(tmp_path):
+    pytest.importorskip("safetensors.torch")  # the extra that provides it
     from safetensors.torch import save_file
 
     full = _randomised(timm.create_model("hrnet_w18_small", pretrained=False))
@@ -98,6 +99,7 @@ def test_offline_without_a_cached_file_says_what_to_do(monkeypatch, name):
 
 
 def test_weights_in_the_hub_cache_are_used_offline(monkeypatch, tmp_path):
+    pytest.importorskip("safetensors.torch")  # the extra that provides it
     from safetensors.torch import save_file
 
     ref = _randomised(timm.create_model("resnet18", pretrained=False))

@@ -237,6 +237,7 @@ def test_ema_of_the_weights_is_what_final_pt_holds_and_it_resumes(tmp_path, camv
 def test_train_log_and_tensorboard_events(camvid_root, tmp_path):
     """Issue 18: a plain-text train.log with one line per logged iteration, and TensorBoard scalars
     (loss, lr, val scores, per-class IoU) plus validation overlays."""
+    pytest.importorskip("tensorboard")  # the extra that provides it
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from sceneparse.config import load_config
