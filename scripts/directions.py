@@ -102,6 +102,17 @@ CHECKS: dict[str, str] = {
         "and_aspp). Not yet ruled out: the rate-36 branch on 45x60 features reads mostly padding (the paper's "
         "Fig. 4 effect on 33x33 maps is larger here); an evaluation with rates kept at 6-12-18 at OS8 would "
         "show it."),
+    "grn_vs_front": (
+        "Not yet ruled out as our bug (seed 0: 46.96 vs the front's 60.20). Checked: the untrained cascade "
+        "returns the front exactly (step 0: refined 60.20 = front 60.20), so the evaluation path is right. "
+        "On the same training batches the refined CE stays above the front's from the first logged "
+        "iterations to the end (iteration 90: 0.27 vs 0.20; 900: 0.31 vs 0.20) while the residual's own "
+        "auxiliary CE (weight 0.4) stays high (1.9 -> 0.94): the GRN hurts on the training split too, so it "
+        "is not over-fitting; the likely cause is the auxiliary CE, which asks the residual to be a "
+        "classifier on its own and adds its large, poorer logits to the front's (the 30-iteration runs "
+        "showed the same sign; weight 0 left the GRN at identity, +0.05). Next: the same run with the "
+        "auxiliary loss on the refined output only (weight 0) and with it at 0.1, and an evaluation of "
+        "iteration 1 alone (an override for it was silently ignored by evaluate: now refused)."),
 }
 
 

@@ -125,3 +125,14 @@ def test_a_torchvision_that_does_not_fit_torch_says_what_to_install(monkeypatch)
     with pytest.raises(ImportError, match=r"pip install torch==\d+\.\d+\.\d+ torchvision==0\.\d+\.\d+") as e:
         check_torch_pair()
     assert torch.__version__ in str(e.value)
+
+
+def test_evaluate_refuses_model_overrides_instead_of_ignoring_them(tiny_run, camvid_root, tmp_path, capsys):
+    # the model is rebuilt from the checkpoint's own config: a model.* override would silently not apply
+    out = tmp_path / "m.json"
+    rc = main(["evaluate", "--checkpoint", str(tiny_run / "final.pt"), f"data.root={camvid_root}",
+               "model.head.iterations=1", "--out", str(out), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "model.head.iterations" in err and "--output-stride" in err
+    assert not out.exists()

@@ -62,13 +62,18 @@ def prepare_split(checkpoint: str | Path, config: str | Path | None, overrides, 
     the report (default ``<kind>_<split>.json`` beside the checkpoint) can be written.
 
     Raises:
-        ValueError: class mismatch, unwritable output; ``CheckpointError`` / ``DataError`` / ``ConfigError``.
+        ValueError: class mismatch, unwritable output; ``CheckpointError`` / ``DataError`` / ``ConfigError``
+            (also for a ``model.*`` override: the checkpoint's model is used as trained).
     """
-    from ..config import load_config
+    from ..config import ConfigError, load_config
     from ..data import build_dataset, build_eval_transform
     from .checkpoint import check_classes, load_checkpoint
     from .outputs import check_output_file
 
+    model_keys = [o.split("=", 1)[0] for o in overrides or () if o.split("=", 1)[0].lstrip("+~").startswith("model.")]
+    if model_keys:  # the model is rebuilt from the checkpoint's own config: such an override would not apply
+        raise ConfigError(f"{', '.join(model_keys)}: the model is the one {checkpoint} was trained with; model.* "
+                          "overrides do not apply here (use --output-stride for the output stride)")
     ckpt = load_checkpoint(checkpoint)
     cfg = load_config(config, overrides, base=ckpt["config"])
     d = cfg.data
