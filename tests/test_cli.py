@@ -136,3 +136,9 @@ def test_evaluate_refuses_model_overrides_instead_of_ignoring_them(tiny_run, cam
     err = capsys.readouterr().err
     assert "model.head.iterations" in err and "--output-stride" in err
     assert not out.exists()
+    # analyze has no --output-stride: the same refusal without that hint
+    rc = main(["analyze", "--checkpoint", str(tiny_run / "final.pt"), f"data.root={camvid_root}",
+               "model.output_stride=8", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model.output_stride" in err and "--output-stride" not in err
+    assert not out.exists()

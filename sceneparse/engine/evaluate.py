@@ -70,10 +70,12 @@ def prepare_split(checkpoint: str | Path, config: str | Path | None, overrides, 
     from .checkpoint import check_classes, load_checkpoint
     from .outputs import check_output_file
 
-    model_keys = [o.split("=", 1)[0] for o in overrides or () if o.split("=", 1)[0].lstrip("+~").startswith("model.")]
+    keys = [o.split("=", 1)[0] for o in overrides or ()]
+    model_keys = [k for k in keys if k.lstrip("+~").startswith("model.")]
     if model_keys:  # the model is rebuilt from the checkpoint's own config: such an override would not apply
+        hint = " (use --output-stride for the output stride)" if kind == "metrics" else ""
         raise ConfigError(f"{', '.join(model_keys)}: the model is the one {checkpoint} was trained with; model.* "
-                          "overrides do not apply here (use --output-stride for the output stride)")
+                          f"overrides do not apply here{hint}")
     ckpt = load_checkpoint(checkpoint)
     cfg = load_config(config, overrides, base=ckpt["config"])
     d = cfg.data
