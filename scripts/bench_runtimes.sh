@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue 19: our inference against OpenVINO and ONNX Runtime on the same weights (sceneparse benchmark
-# --compare), for the shipped CamVid model at 360x480 and DeepLabv3 / PSPNet on ResNet-50 (OS8, 21
-# classes, random weights with random BN statistics) at 512x512, batch 1, 2 threads.
+# Our inference against OpenVINO and ONNX Runtime on the same weights (sceneparse benchmark --compare),
+# for the shipped CamVid model at 360x480, DeepLabv3 / PSPNet on ResNet-50 and PSPNet on EfficientNet-Lite0
+# (the benchmark's default model) at OS8 (21 classes, random weights with random BN statistics) at
+# 512x512, batch 1, 2 threads.
 # Writes results/bench/runtimes/<cpu>/<model>_<runtime>_<precision>.json; scripts/speed_table.py turns
 # them into the README's speed section. Usage: bash scripts/bench_runtimes.sh [model ...]
 set -euo pipefail
@@ -14,7 +15,7 @@ data_root=${CAMVID_ROOT:-../shared/data/camvid}
 if [ ! -f "$int8" ]; then
   sceneparse quantize --checkpoint camvid_pspnet_effl0 --out "$int8" "data.root=$data_root" --no-progress
 fi
-models=${*:-camvid deeplabv3_r50 pspnet_r50}
+models=${*:-camvid deeplabv3_r50 pspnet_r50 pspnet_effl0_os8}
 for m in $models; do
   runs=("onnxruntime fp32 logits" "openvino fp32 logits" "openvino bf16 logits")
   case $m in
@@ -22,6 +23,8 @@ for m in $models; do
             runs+=("openvino fp32 labels" "openvino bf16 labels" "onnxruntime fp32 labels");;
     deeplabv3_r50) spec=(--arch deeplabv3 --backbone resnet50 --num-classes 21 --size 512 512 --repeats 6);;
     pspnet_r50) spec=(--arch pspnet --backbone resnet50 --num-classes 21 --size 512 512 --repeats 6);;
+    pspnet_effl0_os8) spec=(--arch pspnet --backbone efficientnet_lite0 --num-classes 21 --output-stride 8
+                            --size 512 512 --repeats 10);;
   esac
   for run in "${runs[@]}"; do
     set -- $run

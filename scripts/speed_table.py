@@ -1,10 +1,10 @@
-"""The README's speed section, regenerated from the benchmark JSON of scripts/bench_runtimes.sh.
+"""The speed tables of docs/deployment.md, regenerated from the benchmark JSON of scripts/bench_runtimes.sh.
 
 Reads results/bench/runtimes/<cpu>/*.json (one folder per CPU model: numbers from different CPUs are never
-mixed in a table), writes results/bench/runtimes/SPEED.md and, with --readme, replaces the block between
-``<!-- speed:start -->`` and ``<!-- speed:end -->`` in README.md.
+mixed in a table), writes results/bench/runtimes/SPEED.md and, with --docs, replaces the block between
+``<!-- speed:start -->`` and ``<!-- speed:end -->`` in docs/deployment.md.
 
-    python scripts/speed_table.py [--readme]
+    python scripts/speed_table.py [--docs]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES = ROOT / "results" / "bench" / "runtimes"
 START, END = "<!-- speed:start -->", "<!-- speed:end -->"
 MODEL_NAMES = {"camvid": "shipped CamVid PSPNet-Lite0 OS16", "deeplabv3_r50": "DeepLabv3-R50 OS8",
-               "pspnet_r50": "PSPNet-R50 OS8"}
+               "pspnet_r50": "PSPNet-R50 OS8", "pspnet_effl0_os8": "PSPNet-Lite0 OS8"}
 
 
 def _model_key(path: Path) -> str:
@@ -87,18 +87,18 @@ def cpu_tables(folder: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--readme", action="store_true", help="also replace the speed block in README.md")
+    p.add_argument("--docs", action="store_true", help="also replace the speed block in docs/deployment.md")
     args = p.parse_args()
     text = "\n\n".join(t for t in (cpu_tables(d) for d in sorted(RUNTIMES.iterdir()) if d.is_dir()) if t)
     (RUNTIMES / "SPEED.md").write_text(text + "\n")
     print(text)
-    if args.readme:
-        readme = (ROOT / "README.md").read_text()
-        if START not in readme or END not in readme:
-            raise SystemExit(f"README.md has no {START} ... {END} block")
-        head, rest = readme.split(START, 1)
-        readme = head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1]
-        (ROOT / "README.md").write_text(readme)
+    if args.docs:
+        page = ROOT / "docs" / "deployment.md"
+        doc = page.read_text()
+        if START not in doc or END not in doc:
+            raise SystemExit(f"{page} has no {START} ... {END} block")
+        head, rest = doc.split(START, 1)
+        page.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
 
 
 if __name__ == "__main__":

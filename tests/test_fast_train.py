@@ -379,9 +379,10 @@ def test_decoded_pairs_are_cached_once_and_give_the_same_samples(camvid_root, mo
         assert torch.equal(got["image"], want["image"]) and torch.equal(got["label"], want["label"])
 
 
-def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_float32_features():
-    """The pyramid head (attention, softmaxes) keeps float32 activations; its backbone is plain convolutions
-    and BN, so it runs bf16 activations like an encoder-decoder model, with float32 features handed over."""
+def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_float32_features():
+    """The pyramid head (attention, softmaxes) keeps float32 activations; its backbone and its fusion decoder
+    are plain convolutions and BN, so they run bf16 activations like an encoder-decoder model (the backbone
+    hands bf16 features to the decoder), with the decoder's float32 features handed to the heads."""
     from sceneparse import build_model
     from sceneparse.losses import SegLoss
 
@@ -391,11 +392,13 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_float32_featur
     fast = copy.deepcopy(ref)
     plan = fast_train.enable(fast, SegLoss(), torch.device("cpu"), bf16=True)
     assert plan.bf16_backbone_activations and not plan.bf16_activations and plan.bf16_convs
-    assert "bf16 backbone activations" in plan.describe()
+    assert "bf16 backbone (+ decoder) activations" in plan.describe()
     x = torch.randn(2, 3, 64, 96).contiguous(memory_format=CL)
     y = torch.randint(0, 11, (2, 64, 96))
     feats = fast.backbone(x)
-    assert all(f.dtype == torch.float32 for f in feats)  # handed to the head in float32
+    assert all(f.dtype == torch.bfloat16 for f in feats)  # the decoder reads them in bf16
+    assert fast.decoder.reduce[0](feats[0]).dtype == torch.bfloat16  # inside the decoder too
+    assert fast.decoder(feats).dtype == torch.float32  # handed to the semantic and unity heads in float32
     assert fast.backbone.conv_stem(x).dtype == torch.bfloat16  # inside, the activations are bf16
     torch.manual_seed(1)
     loss_fast = fast.loss(fast(x), y)[0]
@@ -407,5 +410,7 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_float32_featur
     assert all(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.dtype == torch.float32
                for p in fast.parameters() if p.requires_grad and p.grad is not None)
     assert sum(p.grad is not None for p in fast.backbone.parameters()) > 0
+    assert sum(p.grad is not None for p in fast.decoder.parameters()) > 0
     fast_train.unpatch_model(fast)
-    assert not fast.backbone._forward_hooks and type(fast.backbone) is type(ref.backbone)
+    assert not fast.decoder._forward_hooks and type(fast.backbone) is type(ref.backbone)
+    assert type(fast.decoder.fuse[0]) is nn.Conv2d

@@ -236,9 +236,14 @@ def test_dilated_depthwise_convs_run_in_float32_with_the_bf16_values():
     # difference from the summation order
     torch.testing.assert_close(got.float(), ref.float(), rtol=2 ** -7, atol=1e-3)
     # the bf16 fast path applies it (EfficientNet-style dilated stages); a later .to(bf16) still runs
+    # the bf16 fast path applies it on CPUs with AMX (EfficientNet-style dilated stages), not on others,
+    # whatever this machine is; a later .to(bf16) still runs
     fast = optimize_for_inference(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)),
-                                  dtype=torch.bfloat16, fold_bn=False)
+                                  dtype=torch.bfloat16, fold_bn=False, cpu_flags=["amx_bf16", "avx512_bf16"])
     assert isinstance(fast[1], Float32Conv2d)
+    other = optimize_for_inference(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)),
+                                   dtype=torch.bfloat16, fold_bn=False, cpu_flags=["avx512_bf16"])
+    assert type(other[1]) is nn.Conv2d and other[1].weight.dtype == torch.bfloat16
     with torch.no_grad():
         assert fast.bfloat16()(torch.randn(1, 3, 9, 9).bfloat16()).dtype == torch.bfloat16
 
@@ -251,3 +256,64 @@ def test_float32_dilated_depthwise_twice_changes_nothing():
     assert isinstance(model[0], Float32Conv2d) and type(model[0].conv) is nn.Conv2d
     with torch.no_grad():
         assert model(torch.randn(1, 8, 7, 7).bfloat16()).shape == (1, 8, 7, 7)
+
+
+def test_inference_rules_follow_the_cpu_family():
+    from sceneparse.engine.optimize import inference_rules
+
+    amx = inference_rules(["amx_bf16", "amx_tile", "avx512_bf16", "avx512f"])  # Intel Xeon with AMX
+    avx = inference_rules(["avx512_bf16", "avx512f"])  # AMD EPYC: native bf16 dot products, no AMX
+    assert amx == {"prepad_dense_dilated": True, "float32_dilated_depthwise": True, "prepad_depthwise": False}
+    assert avx == {"prepad_dense_dilated": False, "float32_dilated_depthwise": False, "prepad_depthwise": True}
+    assert inference_rules([]) == avx  # a CPU without either: the rules that need no AMX
+    assert set(inference_rules()) == set(avx)  # this machine's flags by default
+
+
+def test_only_depthwise_convs_padding_more_than_six_are_padded_first():
+    from sceneparse.engine.optimize import PrePaddedConv2d, prepad_depthwise_convs
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 8, 5, padding=8, dilation=4, groups=8),  # 5x5 rate 4: padded first
+                          nn.Conv2d(8, 8, 3, padding=8, dilation=8, groups=8),  # 3x3 rate 8: padded first
+                          nn.Conv2d(8, 8, 5, padding=6, dilation=3, groups=8),  # padding 6: oneDNN's fast kernel
+                          nn.Conv2d(8, 8, 3, padding=12, dilation=12),  # dense: not this rule's
+                          nn.Conv2d(8, 16, 3, padding=8, dilation=8, groups=4)).eval()  # grouped, not depthwise
+    x = torch.randn(2, 8, 19, 23)
+    with torch.no_grad():
+        ref = model(x)
+    assert prepad_depthwise_convs(model) == 2
+    assert [isinstance(m, PrePaddedConv2d) for m in model] == [True, True, False, False, False]
+    assert model[0].conv.padding == (0, 0) and model[0].pad == (8, 8, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags", [["amx_bf16", "avx512_bf16"], ["avx512_bf16"]], ids=["amx", "avx512_bf16"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_each_cpu_familys_rewrites_keep_the_models_output(flags, dtype):
+    """Both families' layer rewrites, whatever CPU runs the test: which layers change, and the output
+    against the same model without rewrites (same dtype)."""
+    from sceneparse.engine.optimize import Float32Conv2d, PrePaddedConv2d
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 1032, 1), nn.Conv2d(1032, 16, 3, padding=4, dilation=4),  # ASPP-like
+                             nn.Conv2d(16, 16, 5, padding=8, dilation=4, groups=16),  # dilated depthwise, padding 8
+                             nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=16)).eval()  # rate 2, padding 2
+
+    x = torch.randn(1, 3, 17, 21)
+    with torch.no_grad():
+        ref = net().to(memory_format=torch.channels_last).to(dtype)(x.to(dtype).contiguous(memory_format=torch.channels_last))
+    fast = optimize_for_inference(net(), dtype=dtype, fold_bn=False, cpu_flags=flags)
+    kinds = [type(m) for m in fast]
+    if "amx_bf16" in flags:
+        bf16 = dtype == torch.bfloat16
+        assert kinds == [nn.Conv2d, PrePaddedConv2d if bf16 else nn.Conv2d, Float32Conv2d if bf16 else nn.Conv2d,
+                         Float32Conv2d if bf16 else nn.Conv2d]
+    else:
+        assert kinds == [nn.Conv2d, nn.Conv2d, PrePaddedConv2d, nn.Conv2d]
+    with torch.no_grad():
+        out = fast(x.to(dtype).contiguous(memory_format=torch.channels_last))
+    assert out.dtype == dtype
+    tol = 1e-4 if dtype == torch.float32 else 2e-2 * max(1.0, ref.abs().max().item())
+    torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=tol)

@@ -211,7 +211,7 @@ class FastPlan:
     kernels: bool = False  # native BatchNorm(+act) / depthwise kernels
     bf16_convs: bool = False  # dense convolutions in bf16 (the fast path's bf16 precision, replaces autocast)
     bf16_activations: bool = False  # ... and bf16 activations between layers (encoder-decoder models)
-    bf16_backbone_activations: bool = False  # ... only inside the backbone (other heads: the pyramid output)
+    bf16_backbone_activations: bool = False  # ... only inside the backbone (+ a conv/BN decoder; the pyramid output)
     fused_loss: bool = False  # low-resolution training logits, upsampling fused with the CE
     allocator: bool = False  # keep_freed_memory()
     patched: dict = field(default_factory=dict)
@@ -222,7 +222,7 @@ class FastPlan:
             return f"train.fast: off ({self.reason})"
         on = [n for n, v in (("native BN+act / depthwise kernels", self.kernels),
                              ("bf16 convolutions and activations", self.bf16_activations),
-                             ("bf16 backbone activations, bf16 dense convolutions in the head",
+                             ("bf16 backbone (+ decoder) activations, bf16 dense convolutions in the head",
                               self.bf16_backbone_activations),
                              ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations
                               and not self.bf16_backbone_activations),
@@ -266,11 +266,21 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
         acts = bf16 and isinstance(model, SegmentationModel) and _takes_bf16_activations(model)
         backbone = getattr(model, "backbone", None)
         if bf16 and not acts and isinstance(backbone, nn.Module) and _takes_bf16_activations(backbone):
-            # another head (the pyramid output's): bf16 activations inside the backbone, float32 features out
-            plan.patched = patch_model(backbone, bf16_activations=True)
+            # another head (the pyramid output's): bf16 activations inside the backbone and, when it too is
+            # made of convolutions and BNs only, the decoder that reads the backbone's features (the pyramid
+            # output's fusion decoder: its stride-4 tensors are the step's largest); float32 out of the last
+            # of them, bf16 inside the remaining head's dense convolutions only
+            island = [backbone]
+            decoder = getattr(model, "decoder", None)
+            if isinstance(decoder, nn.Module) and _takes_bf16_activations(decoder):
+                island.append(decoder)
+            plan.patched = {}
+            for part in island:
+                done = patch_model(part, bf16_activations=True)
+                plan.patched = {k: v + plan.patched.get(k, 0) for k, v in done.items()}
             rest = patch_model(model, bf16_convs=True)  # the head: bf16 inside its dense convolutions only
             plan.patched = {k: v + rest[k] for k, v in plan.patched.items()}
-            backbone._sp_float_out = backbone.register_forward_hook(_float32_outputs)
+            island[-1]._sp_float_out = island[-1].register_forward_hook(_float32_outputs)
             plan.bf16_backbone_activations = True
         else:
             plan.patched = patch_model(model, bf16_convs=bf16, bf16_activations=acts)
