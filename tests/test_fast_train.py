@@ -63,7 +63,10 @@ def test_batch_norm_act_does_not_apply_to_what_it_cannot_compute():
                                  (16, 10, 10, 5, 2, 2, 1), (33, 7, 9, 3, 1, 0, 1), (144, 6, 8, 5, 1, 2, 1),
                                  # channels a multiple of 16, square 3x3 / 5x5: the register-blocked kernels
                                  (32, 12, 14, 3, 1, 1, 1), (48, 13, 15, 3, 1, 2, 2), (64, 11, 12, 3, 2, 1, 1),
-                                 (32, 16, 19, 5, 1, 4, 2)])
+                                 (32, 16, 19, 5, 1, 4, 2),
+                                 # rates 3 / 4 at stride 1 (the last stage of EfficientNet-Lite at OS8): rows
+                                 # whose taps all read inside and rows that read padding
+                                 (32, 13, 10, 5, 1, 8, 4), (16, 11, 9, 3, 1, 3, 3), (20, 14, 12, 3, 1, 4, 4)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_depthwise_conv_matches_pytorch_values_and_gradients(cfg, bias):
     c, h, w, k, s, p, d = cfg
