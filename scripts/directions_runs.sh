@@ -18,7 +18,8 @@
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
 #              GRN + LRN, context module; needs psp_t1 first)
 #   SEEDS="0 1" (default) picks the seeds; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
-#   AUX_GRN (default 0.4) the GRN's auxiliary weight, LRN_BIAS (default 4) the LRN's centre bias,
+#   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
+#   grn_aux<W>_on_fcn), LRN_BIAS (default 4) the LRN's centre bias,
 #   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
 #   about 2.5 TFLOPs per 360x480 image, days per run on a 2-core CPU: GPU work).
 set -euo pipefail
@@ -112,10 +113,12 @@ for group in "$@"; do
       for seed in $SEEDS; do
         front=$RUNS/fcn_e60_s$seed/final.pt
         [ -f "$front" ] || { echo "refine_t2 needs the FCN front $front (run psp_t1 first)" >&2; exit 2; }
-        row grn_on_fcn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
+        grn=grn_on_fcn; [ "${AUX_GRN:-0.4}" = 0.4 ] || grn=grn_aux${AUX_GRN}_on_fcn  # a check's own row name
+        row $grn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
             train.lr=0.001 train.lr_policy=step "train.lr_step_epochs=[10]" train.aux_weight=${AUX_GRN:-0.4} \
             model.head.supervise_steps=all
-        ev grn_on_fcn $seed os16
+        ev $grn $seed os16
+        [ "$grn" = grn_on_fcn ] || continue  # the auxiliary-weight check trains the GRN row only
         row lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
             train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
         ev lrn_on_fcn $seed os16
