@@ -42,9 +42,9 @@ ROWS = {
     "front_fcn": ("fcn_e60", "os16", "the FCN front (the GRN/LRN paper's setting)", "psp_t1"),
     "grn": ("grn_on_fcn", "os16", "front + GRN (3 iterations)", "refine_t2"),
     "front_fcn_rerun": ("fcn_e60_rerun", "os16", "check: the FCN front retrained (same seed and recipe, another "
-                        "session and CPU)", "psp_t1"),
-    "grn_aux0": ("grn_aux0_on_fcn_rerun", "os16", "check: front (retrained) + GRN, auxiliary weight 0 "
-                 "(AUX_GRN=0)", "refine_t2"),
+                        "session and CPU; SUFFIX=_rerun, psp_t1's FCN row)", "psp_t1"),
+    "grn_aux0": ("grn_aux0_on_fcn_rerun", "os16", "check: that front + GRN, auxiliary weight 0 "
+                 "(SUFFIX=_rerun AUX_GRN=0 refine_t2)", "refine_t2"),
     "lrn": ("lrn_on_fcn", "os16", "front + LRN (1/8 of Table 1's width)", "refine_t2"),
     "grn_lrn": ("grn_lrn_on_fcn", "os16", "front + GRN + LRN (cascade; LRN at 1/8 width)", "refine_t2"),
     "context": ("context_on_fcn", "os16", "front + context module (Yu & Koltun)", "refine_t2"),

@@ -17,7 +17,7 @@
 #          refine_t2 (GRN/LRN Table 2 on the psp_t1 FCN front of the same seed: GRN 10 + 10 epochs at
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
 #              GRN + LRN, context module; needs psp_t1 first)
-#   SEEDS="0 1" (default) picks the seeds; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
+#   SEEDS="0 1" (default) picks the seeds; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
 #   grn_aux<W>_on_fcn), LRN_BIAS (default 4) the LRN's centre bias,
 #   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
@@ -27,13 +27,14 @@ cd "${REPO:-$(dirname "$0")/..}"  # REPO: the checkout, when this runs from a co
 RUNS=${RUNS:-$HOME/sceneparse-runs/directions}
 OUT=results/camvid/directions
 SEEDS=${SEEDS:-"0 1"}
+SUFFIX=${SUFFIX:-}  # appended to every row name: a repeat of rows beside the committed ones (e.g. _rerun)
 MS="--scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip"
 SP=${SCENEPARSE:-.venv/bin/sceneparse}
 mkdir -p "$RUNS" "$OUT"
 
 # row NAME SEED CONFIG [key=value ...]: train (resumable), then copy log and config
 row() {
-  local name=$1 seed=$2 config=$3; shift 3
+  local name=$1$SUFFIX seed=$2 config=$3; shift 3
   local dir=$RUNS/${name}_s$seed
   if [ ! -f "$dir/final.pt" ]; then
     "$SP" train "$config" train.seed=$seed train.eval_interval=100000 "$@" \
@@ -45,7 +46,7 @@ row() {
 
 # ev NAME SEED TAG [evaluate flags ...]: evaluate final.pt on val once, copy the JSON
 ev() {
-  local name=$1 seed=$2 tag=$3; shift 3
+  local name=$1$SUFFIX seed=$2 tag=$3; shift 3
   local dir=$RUNS/${name}_s$seed
   [ -f "$dir/eval_$tag.json" ] || "$SP" evaluate --checkpoint "$dir/final.pt" "$@" \
       --out "$dir/eval_$tag.json" --no-progress >> "$RUNS/${name}_s$seed.out" 2>&1
@@ -96,22 +97,22 @@ for group in "$@"; do
           n=pyr_${tag}_e$E
           row $n $seed configs/camvid/pyramid_effl0.yaml train.epochs=$E model.head.context=$ctx \
               "model.head.strides=$strides" model.head.relabel_policy=$policy
-          cp "$RUNS/${n}_s$seed/diagnostics.jsonl" "$OUT/${n}_s${seed}_diagnostics.jsonl" 2>/dev/null || true
+          cp "$RUNS/${n}${SUFFIX}_s$seed/diagnostics.jsonl" "$OUT/${n}${SUFFIX}_s${seed}_diagnostics.jsonl" 2>/dev/null || true
           ev $n $seed os16
           if [ $tag = final ]; then  # Table 8: the finest level alone, from the same weights
-            d=$RUNS/${n}_s$seed
+            d=$RUNS/${n}${SUFFIX}_s$seed
             [ -f $d/analyze.json ] || "$SP" analyze --checkpoint $d/final.pt --out $d/analyze.json --no-progress \
-                >> "$RUNS/${n}_s$seed.out" 2>&1
+                >> "$RUNS/${n}${SUFFIX}_s$seed.out" 2>&1
             python3 -c "import json,sys; a=json.load(open(sys.argv[1])); json.dump({'mIoU': a['level_mIoU'][-1], \
 'source': 'sceneparse analyze: level_mIoU of stride 4'}, open(sys.argv[2], 'w'))" $d/analyze.json \
-                "$OUT/pyr_final_finest_e${E}_s${seed}_eval_os16.json"
+                "$OUT/pyr_final_finest_e${E}${SUFFIX}_s${seed}_eval_os16.json"
           fi
         done
       done ;;
     refine_t2)
       LRN_CHANNELS=${LRN_CHANNELS:-[32,32,32,64,64,64]}
       for seed in $SEEDS; do
-        front=$RUNS/fcn_e60_s$seed/final.pt
+        front=$RUNS/fcn_e60${SUFFIX}_s$seed/final.pt
         [ -f "$front" ] || { echo "refine_t2 needs the FCN front $front (run psp_t1 first)" >&2; exit 2; }
         grn=grn_on_fcn; [ "${AUX_GRN:-0.4}" = 0.4 ] || grn=grn_aux${AUX_GRN}_on_fcn  # a check's own row name
         row $grn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
@@ -123,7 +124,7 @@ for group in "$@"; do
             train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
         ev lrn_on_fcn $seed os16
         row grn_lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front \
-            model.init_weights=$RUNS/grn_on_fcn_s$seed/final.pt train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} \
+            model.init_weights=$RUNS/grn_on_fcn${SUFFIX}_s$seed/final.pt train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} \
             "model.head.lrn_channels=$LRN_CHANNELS"
         ev grn_lrn_on_fcn $seed os16
         row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front

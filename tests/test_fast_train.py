@@ -395,7 +395,7 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_fl
     fast = copy.deepcopy(ref)
     plan = fast_train.enable(fast, SegLoss(), torch.device("cpu"), bf16=True)
     assert plan.bf16_backbone_activations and not plan.bf16_activations and plan.bf16_convs
-    assert "bf16 backbone (+ decoder) activations" in plan.describe()
+    assert plan.bf16_decoder and "bf16 backbone and decoder activations" in plan.describe()
     x = torch.randn(2, 3, 64, 96).contiguous(memory_format=CL)
     y = torch.randint(0, 11, (2, 64, 96))
     feats = fast.backbone(x)

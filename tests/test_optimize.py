@@ -1,4 +1,6 @@
 """Inference optimisations (BN folding, bf16), peer comparison, ONNX export, dense CRF."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -235,7 +237,6 @@ def test_dilated_depthwise_convs_run_in_float32_with_the_bf16_values():
     # bf16 inputs and weights are exact in float32 and both accumulate in float32: at most a last-bit
     # difference from the summation order
     torch.testing.assert_close(got.float(), ref.float(), rtol=2 ** -7, atol=1e-3)
-    # the bf16 fast path applies it (EfficientNet-style dilated stages); a later .to(bf16) still runs
     # the bf16 fast path applies it on CPUs with AMX (EfficientNet-style dilated stages), not on others,
     # whatever this machine is; a later .to(bf16) still runs
     fast = optimize_for_inference(nn.Sequential(nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8)),
@@ -265,7 +266,9 @@ def test_inference_rules_follow_the_cpu_family():
     avx = inference_rules(["avx512_bf16", "avx512f"])  # AMD EPYC: native bf16 dot products, no AMX
     assert amx == {"prepad_dense_dilated": True, "float32_dilated_depthwise": True, "prepad_depthwise": False}
     assert avx == {"prepad_dense_dilated": False, "float32_dilated_depthwise": False, "prepad_depthwise": True}
-    assert inference_rules([]) == avx  # a CPU without either: the rules that need no AMX
+    # CPUs of neither measured family (older x86, ARM, flags unknown) keep the rules from before the choice
+    assert inference_rules([]) == amx and inference_rules(["avx512f", "avx512_vnni"]) == amx
+    assert inference_rules(["fp", "asimd", "bf16"]) == amx  # ARM's flags
     assert set(inference_rules()) == set(avx)  # this machine's flags by default
 
 
@@ -317,3 +320,26 @@ def test_each_cpu_familys_rewrites_keep_the_models_output(flags, dtype):
     assert out.dtype == dtype
     tol = 1e-4 if dtype == torch.float32 else 2e-2 * max(1.0, ref.abs().max().item())
     torch.testing.assert_close(out.float(), ref.float(), rtol=0, atol=tol)
+
+
+def test_an_os8_efficientnet_model_keeps_its_output_through_each_familys_rewrites():
+    """A real model whose last stage dilates 5x5 depthwise convolutions by 4 (EfficientNet-Lite0 at OS8: padding
+    8), through BN folding, channels_last and both families' rewrites (fp32, so the outputs compare to 1e-4)."""
+    from sceneparse.engine.optimize import rewrite_counts
+
+    torch.manual_seed(0)
+    ref = _randomise_bn(build_model("pspnet", "efficientnet_lite0", 5, output_stride=8, pretrained=None,
+                                    aux_head=False)).eval()
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        want = ref(x)["out"]
+    for flags, counts in ((["avx512_bf16"], {"prepadded_dense": 0, "prepadded_depthwise": 3, "float32_depthwise": 0}),
+                          (["amx_bf16", "avx512_bf16"], {"prepadded_dense": 0, "prepadded_depthwise": 0,
+                                                         "float32_depthwise": 0})):
+        fast = optimize_for_inference(copy.deepcopy(ref), cpu_flags=flags)
+        assert rewrite_counts(fast) == counts
+        with torch.no_grad():
+            got = fast(x.contiguous(memory_format=torch.channels_last))["out"]
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * max(1.0, want.abs().max().item()))
+    amx_bf16 = optimize_for_inference(copy.deepcopy(ref), dtype=torch.bfloat16, cpu_flags=["amx_bf16", "avx512_bf16"])
+    assert rewrite_counts(amx_bf16)["float32_depthwise"] > 3  # every dilated depthwise layer, AMX's bf16 rule

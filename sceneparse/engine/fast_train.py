@@ -165,7 +165,7 @@ def patch_model(model: nn.Module, bf16_convs: bool = False, bf16_activations: bo
 
 def unpatch_model(model: nn.Module) -> None:
     """Restore the original classes of the modules :func:`patch_model` swapped (and remove the float32
-    output hook :func:`enable` puts on a backbone with bf16 activations)."""
+    output hook :func:`enable` puts on the last module with bf16 activations: a backbone or a decoder)."""
     for m in model.modules():
         original = type(m).__dict__.get("_sp_original")
         if original is not None:
@@ -211,7 +211,8 @@ class FastPlan:
     kernels: bool = False  # native BatchNorm(+act) / depthwise kernels
     bf16_convs: bool = False  # dense convolutions in bf16 (the fast path's bf16 precision, replaces autocast)
     bf16_activations: bool = False  # ... and bf16 activations between layers (encoder-decoder models)
-    bf16_backbone_activations: bool = False  # ... only inside the backbone (+ a conv/BN decoder; the pyramid output)
+    bf16_backbone_activations: bool = False  # ... only inside the backbone (other heads: the pyramid output)
+    bf16_decoder: bool = False  # ... and inside the pyramid output's fusion decoder
     fused_loss: bool = False  # low-resolution training logits, upsampling fused with the CE
     allocator: bool = False  # keep_freed_memory()
     patched: dict = field(default_factory=dict)
@@ -222,8 +223,8 @@ class FastPlan:
             return f"train.fast: off ({self.reason})"
         on = [n for n, v in (("native BN+act / depthwise kernels", self.kernels),
                              ("bf16 convolutions and activations", self.bf16_activations),
-                             ("bf16 backbone (+ decoder) activations, bf16 dense convolutions in the head",
-                              self.bf16_backbone_activations),
+                             ("bf16 backbone" + (" and decoder" if self.bf16_decoder else "")
+                              + " activations, bf16 dense convolutions in the head", self.bf16_backbone_activations),
                              ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations
                               and not self.bf16_backbone_activations),
                              ("upsampling fused with the CE", self.fused_loss),
@@ -270,10 +271,14 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
             # made of convolutions and BNs only, the decoder that reads the backbone's features (the pyramid
             # output's fusion decoder: its stride-4 tensors are the step's largest); float32 out of the last
             # of them, bf16 inside the remaining head's dense convolutions only
+            from ..models.pyramid_head import PyramidOutputModel
+
             island = [backbone]
-            decoder = getattr(model, "decoder", None)
-            if isinstance(decoder, nn.Module) and _takes_bf16_activations(decoder):
+            decoder = getattr(model, "decoder", None)  # the pyramid output's decoder is the backbone's only reader
+            if (isinstance(model, PyramidOutputModel) and isinstance(decoder, nn.Module)
+                    and _takes_bf16_activations(decoder)):
                 island.append(decoder)
+                plan.bf16_decoder = True
             plan.patched = {}
             for part in island:
                 done = patch_model(part, bf16_activations=True)

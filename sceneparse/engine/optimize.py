@@ -107,10 +107,11 @@ class PrePaddedConv2d(nn.Module):
     """A zero-padded convolution computed as ``F.pad`` followed by the convolution with padding 0.
 
     Same function as the wrapped ``nn.Conv2d`` (input (N, C_in, H, W), output (N, C_out, H', W'),
-    any dtype). It exists for speed: oneDNN's bf16 kernels (AMX on Intel Xeon) fall back to a path
-    5-10x slower for dilated convolutions with a dilation of 4 or more when the convolution pads
-    (measured at 2048->256 channels on 64x64, DeepLabv3's ASPP shape: 127 GFLOP/s at rate 36 vs
-    1159 GFLOP/s padded first). The conv's weights are shared, not copied.
+    any dtype). It exists for speed where oneDNN picks a slow kernel for a convolution that pads:
+    its bf16 AMX kernels (Intel Xeon) for dense convolutions with a dilation of 4 or more (2048->256
+    channels on 64x64, DeepLabv3's ASPP shape: 127 GFLOP/s at rate 36 vs 1159 GFLOP/s padded first;
+    :func:`prepad_dilated_convs`), and its depthwise kernel for a padding above 6 on every CPU
+    (:func:`prepad_depthwise_convs`). The conv's weights are shared, not copied.
     """
 
     def __init__(self, conv: nn.Conv2d):
@@ -193,8 +194,8 @@ def prepad_depthwise_convs(model: nn.Module, max_padding: int = 6) -> int:
     padding exceeds ``max_padding`` by a ``PrePaddedConv2d``; returns how many. Outputs are unchanged.
 
     oneDNN (torch 2.14) runs a depthwise convolution with its fast depthwise kernel (``jit_dw``) only
-    while the padding is at most 6; above it falls back to a generic grouped kernel that is 5-10x
-    slower, in float32 and bf16 alike (seen with ``ONEDNN_VERBOSE=1``: 3x3 rate 6 and 5x5 rate 3 stay on
+    while the padding is at most 6; above it falls back to a generic grouped kernel, 3-7x slower in the
+    cases below, in float32 and bf16 alike (seen with ``ONEDNN_VERBOSE=1``: 3x3 rate 6 and 5x5 rate 3 stay on
     ``jit_dw``, 3x3 rate 8 and 5x5 rate 4 do not). With the padding done first the convolution pads
     nothing and stays on ``jit_dw``. Measured on a 2-core AMD EPYC (avx512_bf16, no AMX), channels_last,
     native padding vs padded first: 1152 channels 5x5 rate 4 at 64x64 (EfficientNet-Lite's last stage at
@@ -225,15 +226,30 @@ def inference_rules(flags: Iterable[str] | None = None) -> dict[str, bool]:
       24 / 36, bf16, 2 cores: the native kernel skips the padding taps), and bf16 dilated depthwise layers
       are faster than float32 there (1152 channels 5x5 rate 2 at 23x30: 0.32 vs 0.44 ms).
     - ``prepad_depthwise``: without AMX, depthwise convolutions padding more than 6 are padded first
-      (``prepad_depthwise_convs``), in every precision. Measured on AMD EPYC only; the AMX family keeps
-      its rules above unchanged until measured there.
+      (``prepad_depthwise_convs``), in every precision.
+
+    The second set (no dense padding, bf16 depthwise, depthwise padding) was measured on an AMD EPYC with
+    ``avx512_bf16`` and no AMX, and applies only to CPUs with those flags. Every other CPU (AMX, older x86,
+    ARM, no flags known) keeps the first set, the rules from before this choice existed, until measured.
 
     Returns ``{"prepad_dense_dilated", "float32_dilated_depthwise", "prepad_depthwise"}`` -> bool.
     """
     from ..sysinfo import all_cpu_flags
 
-    amx = "amx_bf16" in (all_cpu_flags() if flags is None else frozenset(flags))
-    return {"prepad_dense_dilated": amx, "float32_dilated_depthwise": amx, "prepad_depthwise": not amx}
+    have = all_cpu_flags() if flags is None else frozenset(flags)
+    avx512_bf16_only = "avx512_bf16" in have and "amx_bf16" not in have
+    return {"prepad_dense_dilated": not avx512_bf16_only, "float32_dilated_depthwise": not avx512_bf16_only,
+            "prepad_depthwise": avx512_bf16_only}
+
+
+def rewrite_counts(model: nn.Module) -> dict[str, int]:
+    """How many layers of ``model`` (also inside a compiled wrapper) each rewrite of
+    :func:`optimize_for_inference` changed: ``{"prepadded_dense", "prepadded_depthwise", "float32_depthwise"}``."""
+    mods = list(model.modules())
+    pre = [m for m in mods if isinstance(m, PrePaddedConv2d)]
+    return {"prepadded_dense": sum(m.conv.groups == 1 for m in pre),
+            "prepadded_depthwise": sum(m.conv.groups > 1 for m in pre),
+            "float32_depthwise": sum(isinstance(m, Float32Conv2d) for m in mods)}
 
 
 def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_last: bool = True,
@@ -244,10 +260,11 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
 
     ``dtype=torch.bfloat16`` is the fast path: inputs must be cast too (``InferenceConfig(dtype=...)``
     does). Layer rewrites that keep the function and pick oneDNN's faster kernels are chosen by the CPU's
-    flags (``cpu_flags``, default this machine's; see :func:`inference_rules`): with AMX, wide dilated
-    convolutions are padded explicitly first in bf16 (``prepad_dilated_convs``) and dilated depthwise ones
-    run in float32 (``float32_dilated_depthwise``); without AMX, depthwise convolutions with a padding above
-    6 are padded first (``prepad_depthwise_convs``). ``compile`` uses Inductor with ``freezing`` (weights
+    flags (``cpu_flags``, default this machine's; see :func:`inference_rules`): on CPUs with AVX-512-BF16
+    and no AMX depthwise convolutions with a padding above 6 are padded first (``prepad_depthwise_convs``);
+    elsewhere (AMX, other CPUs, CUDA) wide dilated convolutions are padded explicitly first in bf16
+    (``prepad_dilated_convs``) and dilated depthwise ones run in float32 (``float32_dilated_depthwise``).
+    :func:`rewrite_counts` tells what a prepared model got. ``compile`` uses Inductor with ``freezing`` (weights
     become constants, so oneDNN prepacks them and fuses conv + ReLU / add): 8-14% faster than eager
     on a 2-core Xeon for ResNet-50 models at 512x512, after a first call of 5-9 s. ``compile="aot"``:
     AOTInductor instead (:class:`_AOTCompiled`; 15-25 s per new input shape; +6% or -23% against
@@ -255,7 +272,10 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
     Returns the model to use (the compiled wrapper when ``compile``); the module is modified in place.
     """
     model = model.eval()
-    rules = inference_rules(cpu_flags)
+    param = next(model.parameters(), None)
+    on_cpu = param is None or param.device.type == "cpu"
+    # the CPU family's rules for a model on the CPU; elsewhere (CUDA) the rules from before they were chosen
+    rules = inference_rules(cpu_flags if on_cpu else ())
     if fold_bn:
         fold_batchnorm(model, example)
     if dtype == torch.bfloat16 and rules["prepad_dense_dilated"]:

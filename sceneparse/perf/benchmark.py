@@ -161,7 +161,7 @@ def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classe
     from ..engine.checkpoint import model_from_checkpoint
     from ..engine.distributed import resolve_device
     from ..engine.inference import InferenceConfig
-    from ..engine.optimize import inference_rules, optimize_for_inference
+    from ..engine.optimize import optimize_for_inference, rewrite_counts
     from .compare import cpu_flags, cpu_model
 
     dev = resolve_device(device)
@@ -182,7 +182,7 @@ def benchmark_model(checkpoint: str | None, arch: str, backbone: str, num_classe
     result.update(arch=arch if not checkpoint else f"checkpoint:{checkpoint}", backbone=backbone,
                   output_stride=getattr(model, "output_stride", None), fold_bn=fold_bn, bf16=bf16, compile=compile,
                   backend=getattr(model, "backend", "torch"), cpu=cpu_model(), cpu_flags=cpu_flags(),
-                  layer_rules=inference_rules() if backend == "torch" else None)
+                  layer_rewrites=None if isinstance(model, RuntimeModel) else rewrite_counts(model))
     return result
 
 

@@ -257,7 +257,7 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
     from pathlib import Path
 
     from ..engine.inference import InferenceConfig, _logits, predict_labels, upsample_argmax
-    from ..engine.optimize import inference_rules, optimize_for_inference
+    from ..engine.optimize import optimize_for_inference, rewrite_counts
     from .export import export_onnx
 
     if runtime not in RUNTIMES:
@@ -297,7 +297,7 @@ def compare_with_runtime(runtime: str, model: nn.Module, description: str, size:
         outputs[name] = ours()  # compiles (5-30 s) before the timed rounds
         fns[name] = ours
         settings[name] = {"fold_bn": True, "channels_last": True, "dtype": str(dtype).replace("torch.", ""),
-                          "compile": comp, "inference_mode": True, "layer_rules": inference_rules(),
+                          "compile": comp, "inference_mode": True, "layer_rewrites": rewrite_counts(fast),
                           **({"logits": "decode-head resolution, fused upsample_argmax"} if labels else {})}
     engine = InferenceConfig(channels_last=False)  # whole image, as predict runs a runtime backend
     if int8_ir:
