@@ -140,12 +140,18 @@ def prepad_dilated_convs(model: nn.Module, min_dilation: int = 4, min_in_channel
     rate 2 0.53 vs 0.79 ms. Padding every dilated convolution first (this function's earlier rule) cost
     PSPNet-R50 bf16 about a third of its backbone time.
     """
+    return _prepad(model, lambda c: c.groups == 1 and max(c.dilation) >= min_dilation
+                   and c.in_channels >= min_in_channels and max(c.padding) > 0)
+
+
+def _prepad(model: nn.Module, wanted) -> int:
+    """Wrap (in place) every zero-padded ``nn.Conv2d`` for which ``wanted(conv)`` holds in a
+    ``PrePaddedConv2d``; returns how many."""
     n = 0
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if (type(child) is nn.Conv2d and child.groups == 1 and max(child.dilation) >= min_dilation
-                    and child.in_channels >= min_in_channels and child.padding_mode == "zeros"
-                    and not isinstance(child.padding, str) and max(child.padding) > 0):
+            if (type(child) is nn.Conv2d and child.padding_mode == "zeros" and not isinstance(child.padding, str)
+                    and wanted(child)):
                 setattr(parent, name, PrePaddedConv2d(child))
                 n += 1
     return n
@@ -203,15 +209,7 @@ def prepad_depthwise_convs(model: nn.Module, max_padding: int = 6) -> int:
     native kernel already is ``jit_dw`` padding first is slower (5x5 rate 2: 0.30 vs 0.49 ms), hence the
     threshold.
     """
-    n = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if (type(child) is nn.Conv2d and child.groups > 1 and child.groups == child.in_channels
-                    and child.padding_mode == "zeros" and not isinstance(child.padding, str)
-                    and max(child.padding) > max_padding):
-                setattr(parent, name, PrePaddedConv2d(child))
-                n += 1
-    return n
+    return _prepad(model, lambda c: 1 < c.groups == c.in_channels and max(c.padding) > max_padding)
 
 
 def inference_rules(flags: Iterable[str] | None = None) -> dict[str, bool]:
@@ -221,12 +219,12 @@ def inference_rules(flags: Iterable[str] | None = None) -> dict[str, bool]:
     - ``prepad_dense_dilated`` (bf16 only; ``prepad_dilated_convs``) and ``float32_dilated_depthwise``
       (bf16 only): on CPUs with AMX (``amx_bf16``, Intel Xeon), where oneDNN's AMX kernel is slow for
       padded wide dilated convolutions and its bf16 dilated depthwise kernel is slower than float32.
-      Without AMX (AMD EPYC with avx512_bf16) both cost time: DeepLabv3-R50's ASPP at output stride 8
+      With avx512_bf16 and no AMX (AMD EPYC) both cost time: DeepLabv3-R50's ASPP at output stride 8
       (2048->256, 64x64) took 99 / 106 / 107 ms padded first against 38 / 53 / 70 ms natively (rates 12 /
       24 / 36, bf16, 2 cores: the native kernel skips the padding taps), and bf16 dilated depthwise layers
       are faster than float32 there (1152 channels 5x5 rate 2 at 23x30: 0.32 vs 0.44 ms).
-    - ``prepad_depthwise``: without AMX, depthwise convolutions padding more than 6 are padded first
-      (``prepad_depthwise_convs``), in every precision.
+    - ``prepad_depthwise``: with avx512_bf16 and no AMX, depthwise convolutions padding more than 6 are
+      padded first (``prepad_depthwise_convs``), in every precision.
 
     The second set (no dense padding, bf16 depthwise, depthwise padding) was measured on an AMD EPYC with
     ``avx512_bf16`` and no AMX, and applies only to CPUs with those flags. Every other CPU (AMX, older x86,
