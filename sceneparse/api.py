@@ -37,7 +37,8 @@ def list_models() -> dict[str, dict]:
     ``num_classes``, ``arch``, ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the
     validation ``metrics`` (mIoU / aAcc / mAcc in percent, and the split) and the ``recipe`` when the
     file carries them, and ``default: True`` for the one ``load()`` uses without a name."""
-    from .engine.checkpoint import load_checkpoint, packaged_weights
+    from .checkpoint import load_checkpoint
+    from .hub import packaged_weights
 
     out = {}
     for name, path in packaged_weights().items():
@@ -51,7 +52,7 @@ def resolve_model(name_or_path: str | Path | None = None) -> Path:
     Raises:
         ValueError: neither a packaged name nor an existing file (the message lists the names).
     """
-    from .engine.checkpoint import resolve_weights
+    from .hub import resolve_weights
 
     return resolve_weights(name_or_path)
 
@@ -68,10 +69,10 @@ class Segmenter:
     Attributes:
         classes: class names ``[K]``; palette: ``[K][3]`` RGB; meta: the checkpoint's metadata (dataset,
         mean/std, classes, palette, ``train_splits``, ``crop_size``, ``metrics``, ``recipe`` where present,
-        ``source`` file); inference: the :class:`~sceneparse.engine.inference.InferenceConfig` used;
+        ``source`` file); inference: the :class:`~sceneparse.inference.engine.InferenceConfig` used;
         model: the ``torch.nn.Module`` prepared for inference (its eval ``"out"`` is at the decode head's
         resolution where the architecture supports it: the engine upsamples; a
-        :class:`~sceneparse.engine.backends.RuntimeModel` under ``backend="openvino"/"onnxruntime"``);
+        :class:`~sceneparse.deploy.backends.RuntimeModel` under ``backend="openvino"/"onnxruntime"``);
         device: its ``torch.device``.
     """
 
@@ -107,9 +108,10 @@ class Segmenter:
                         f"of them, or an (N, 3, H, W) tensor / (N, H, W, 3) array batch), got {type(image).__name__}")
 
     def _input(self, rgb: np.ndarray):
-        from .engine.predict import inference_mode_for, normalise
+        from .data.transforms import normalize_image
+        from .inference.engine import inference_mode_for
 
-        x = normalise(rgb, self.meta["mean"], self.meta["std"])[None].to(self.device)
+        x = normalize_image(rgb, self.meta["mean"], self.meta["std"])[None].to(self.device)
         return x, inference_mode_for(rgb.shape[0], rgb.shape[1], self.inference, self.max_whole_pixels)
 
     def _batch(self, images) -> list[np.ndarray] | None:
@@ -128,7 +130,7 @@ class Segmenter:
     def probs(self, image: ImageLike | Sequence[ImageLike]) -> np.ndarray | list[np.ndarray]:
         """``(K, H, W)`` float32 class probabilities at the image's size (averaged over the TTA views); for a
         list, a list of them; for an ``(N, 3, H, W)`` tensor or ``(N, H, W, 3)`` array, ``(N, K, H, W)``."""
-        from .engine.inference import infer_probs
+        from .inference.engine import infer_probs
 
         batch = self._batch(image)
         if batch is not None:
@@ -146,7 +148,7 @@ class Segmenter:
         Raises:
             ValueError / TypeError: an input of another shape, dtype or type (message says which).
         """
-        from .engine.inference import predict_labels
+        from .inference.engine import predict_labels
 
         batch = self._batch(image)
         if batch is not None:
@@ -163,7 +165,7 @@ class Segmenter:
         Raises:
             ValueError: ``alpha`` outside [0, 1].
         """
-        from .engine.predict import draw_legend, overlay
+        from .inference.vis import draw_legend, overlay
 
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -219,7 +221,7 @@ def load(name_or_path: str | Path | None = None, *, device: str | torch.device |
         output_stride: run at another output stride than the model was trained with (8 or 16; same weights).
         fold_bn: fold BatchNorm into the convolutions (same outputs up to float rounding, faster).
         backend: ``"torch"``, ``"openvino"`` or ``"onnxruntime"`` (CPU; see
-            :mod:`sceneparse.engine.backends`). An OpenVINO IR file (``sceneparse quantize``) runs on OpenVINO.
+            :mod:`sceneparse.deploy.backends`). An OpenVINO IR file (``sceneparse quantize``) runs on OpenVINO.
 
     Returns:
         a :class:`Segmenter`.
@@ -228,17 +230,16 @@ def load(name_or_path: str | Path | None = None, *, device: str | torch.device |
         ValueError: unknown name, bad device or inference setting; ``CheckpointError`` (a ValueError)
             for an unreadable or unsafe file; ``NonFiniteModelError`` for NaN weights.
     """
-    from .engine.checkpoint import model_from_checkpoint
-    from .engine.distributed import resolve_device
-    from .engine.inference import InferenceConfig
-    from .engine.backends import prepare_model
+    from .inference.engine import InferenceConfig
+    from .inference.pipeline import prepare
+    from .utils.device import resolve_device
 
     source = resolve_model(name_or_path)
     dev = resolve_device("auto" if device is None else str(device))
     overrides = {k: v for k, v in {"mode": mode, "crop_size": crop_size, "stride": stride,
                                    "scales": None if scales is None else tuple(scales), "flip": flip}.items()
                  if v is not None}
-    model, ckpt = model_from_checkpoint(source, output_stride=output_stride, device=dev)
+    model, ckpt = prepare(source, backend=backend, bf16=bf16, fold_bn=fold_bn, output_stride=output_stride,
+                          device=dev)
     infer = InferenceConfig.for_config(ckpt["config"], **overrides)
-    model = prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, device=dev)
     return Segmenter(model, ckpt, dev, infer, source)

@@ -20,6 +20,7 @@ from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, GrammarParse
 from yaml import YAMLError
 
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .utils.errors import first_line
 
 
 @dataclass
@@ -106,7 +107,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """How validation (during training) and ``evaluate``/``predict`` run the model by default; the
-    inference flags of those commands override it (``engine.inference.InferenceConfig``)."""
+    inference flags of those commands override it. The defaults of
+    :class:`sceneparse.inference.engine.InferenceConfig` are these."""
     mode: str = "whole"  # "whole" image, or "slide" (sliding window of crop_size every stride pixels)
     crop_size: Optional[List[int]] = None  # H, W (slide)
     stride: Optional[List[int]] = None  # H, W (slide; default 2/3 of the crop)
@@ -141,7 +143,7 @@ def _all_keys(node, prefix: str = "") -> list[str]:
 
 def _explain(err: Exception, schema) -> ConfigError:
     key = getattr(err, "full_key", None) or str(err)
-    first = re.sub(r"\.? *Did you mean:? .*$", "", str(err).splitlines()[0])  # we give the full key below
+    first = re.sub(r"\.? *Did you mean:? .*$", "", first_line(err))  # we give the full key below
     default = OmegaConf.select(schema, str(key), default=None) if key in _all_keys(schema) else None
     if OmegaConf.is_list(default) and ("ListConfig" in first or "list" in first):  # e.g. data.crop_size=360x480
         example = ",".join(str(v) for v in default) if len(default) else "..."
@@ -291,19 +293,19 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
             try:
                 cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o]))
             except (YAMLError, GrammarParseError) as e:
-                raise ConfigError(f"override {o!r}: cannot parse the value ({str(e).splitlines()[0]})") from e
+                raise ConfigError(f"override {o!r}: cannot parse the value ({first_line(e)})") from e
             except (ConfigKeyError, ConfigAttributeError, ValidationError):
                 raise
             except (TypeError, ValueError, OmegaConfBaseException) as e:  # e.g. a key below a list: bins.x=1
                 raise ConfigError(f"override {o!r}: {o.split('=', 1)[0]} cannot be set this way "
-                                  f"({str(e).splitlines()[0] or type(e).__name__})") from e
+                                  f"({first_line(e)})") from e
     except (ConfigKeyError, ConfigAttributeError, ValidationError) as e:
         raise _explain(e, schema) from e
     _refuse_env_interpolation(cfg)
     try:
         OmegaConf.resolve(cfg)
     except Exception as e:  # e.g. an interpolation ${...} to a key that does not exist
-        raise ConfigError(f"cannot resolve the config: {str(e).splitlines()[0]}") from e
+        raise ConfigError(f"cannot resolve the config: {first_line(e)}") from e
     validate(cfg)
     return cfg
 

@@ -96,7 +96,7 @@ def parse_for_page(models: _Models, image: str | None, name: str, tta: bool, bf1
     import gradio as gr
 
     from .data.base import DataError, read_image
-    from .engine.predict import class_shares, draw_legend, overlay, palette_image
+    from .inference.vis import class_shares, draw_legend, overlay, palette_image
 
     if image is None:
         raise gr.Error("choose or upload a photo first")

@@ -2,8 +2,8 @@
 and its CamVid val split (``engine.evaluate.prepare_split``; the output path checked before any work)."""
 import sys
 
-from sceneparse.engine.checkpoint import model_from_checkpoint
-from sceneparse.engine.evaluate import prepare_split
+from sceneparse.models.factory import model_from_checkpoint
+from sceneparse.evaluation.evaluate import prepare_split
 
 
 def model_and_val(default_out: str, default_ckpt: str = "sceneparse/weights/camvid_pspnet_effl0.pt"):

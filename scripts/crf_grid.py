@@ -10,10 +10,10 @@ import torch
 
 from sceneparse.config import load_config
 from sceneparse.data import build_dataset, build_eval_transform
-from sceneparse.engine.checkpoint import model_from_checkpoint
-from sceneparse.engine.crf import DenseCRF
-from sceneparse.engine.evaluate import evaluate_model
-from sceneparse.engine.inference import InferenceConfig
+from sceneparse.models.factory import model_from_checkpoint
+from sceneparse.inference.crf import DenseCRF
+from sceneparse.evaluation.evaluate import evaluate_model
+from sceneparse.inference.engine import InferenceConfig
 
 front, out = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 30

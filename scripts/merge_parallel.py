@@ -6,7 +6,7 @@ import sys
 
 import torch
 
-from sceneparse.engine.checkpoint import atomic_save, load_checkpoint
+from sceneparse.checkpoint import atomic_save, load_checkpoint
 
 g, l_ = load_checkpoint(sys.argv[1]), load_checkpoint(sys.argv[2])
 gh, lh = g["config"]["model"]["head"], l_["config"]["model"]["head"]

@@ -10,7 +10,7 @@ import json
 import torch
 import torch.nn.functional as F
 
-from sceneparse.metrics import ConfusionMatrix
+from sceneparse.evaluation.metrics import ConfusionMatrix
 
 from _val_setup import model_and_val
 

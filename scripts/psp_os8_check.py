@@ -7,7 +7,7 @@ import json
 
 import torch
 
-from sceneparse.engine.evaluate import evaluate_model
+from sceneparse.evaluation.evaluate import evaluate_model
 
 from _val_setup import model_and_val
 

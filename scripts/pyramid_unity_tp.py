@@ -8,7 +8,7 @@ import sys
 import torch
 
 from sceneparse.data import build_dataset, build_eval_transform
-from sceneparse.engine.checkpoint import model_from_checkpoint
+from sceneparse.models.factory import model_from_checkpoint
 from sceneparse.models.pyramid import pyramid_ground_truth
 
 for path in sys.argv[1:]:

@@ -2,7 +2,7 @@
 import json, statistics, time, sys
 import torch
 from sceneparse import build_model
-from sceneparse.losses import SegLoss
+from sceneparse.training.losses import SegLoss
 torch.manual_seed(0)
 res = {}
 x = torch.randn(8, 3, 360, 480).contiguous(memory_format=torch.channels_last)

@@ -8,7 +8,7 @@ import sys
 import torch
 
 from sceneparse import build_model
-from sceneparse.losses import SegLoss
+from sceneparse.training.losses import SegLoss
 
 arch, backbone, crop, classes = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(2)

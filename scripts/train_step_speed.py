@@ -11,7 +11,7 @@ import time
 import torch
 
 from sceneparse import build_model
-from sceneparse.losses import SegLoss
+from sceneparse.training.losses import SegLoss
 
 batch = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 steps = int(sys.argv[2]) if len(sys.argv) > 2 else 5

@@ -45,7 +45,7 @@ TINY = ["model.pretrained=null", "model.head.head_channels=32", "model.head.aux_
 def tiny_run(tmp_path_factory, camvid_root):
     """A 4-iteration training run; returns its work dir (has final.pt, log.csv, ...)."""
     from sceneparse.config import load_config
-    from sceneparse.engine.trainer import train
+    from sceneparse.training.trainer import train
 
     work = tmp_path_factory.mktemp("tiny_run")
     cfg = load_config(REPO / "configs/camvid/pspnet_effl0.yaml",

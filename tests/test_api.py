@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 import sceneparse
-from sceneparse.engine.checkpoint import model_from_checkpoint
-from sceneparse.engine.inference import InferenceConfig, predict_labels
-from sceneparse.engine.predict import class_shares, draw_legend, normalise, overlay
+from sceneparse.models.factory import model_from_checkpoint
+from sceneparse.inference.engine import InferenceConfig, predict_labels
+from sceneparse.inference.vis import class_shares, draw_legend, overlay
+from sceneparse.data.transforms import normalize_image as normalise
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,7 @@ def test_load_with_folded_bn_and_inference_keywords(tiny_run, image):
     assert (folded(image) == plain(image)).mean() > 0.99  # same function up to float rounding
     tta = sceneparse.load(tiny_run / "final.pt", device="cpu", scales=(0.75, 1.0), flip=True, fold_bn=False)
     assert tta.inference.flip and tuple(tta.inference.scales) == (0.75, 1.0)
-    from sceneparse.engine.inference import infer_probs
+    from sceneparse.inference.engine import infer_probs
 
     model, c = model_from_checkpoint(tiny_run / "final.pt")
     even = image[:36, :48]  # 0.75x is exact: flipping commutes with the resizing, so views can be built by hand
@@ -199,7 +200,7 @@ def test_shipped_configs_are_found_by_name_from_any_directory(tmp_path, monkeypa
 
 def test_pack_records_the_recipe_and_training_splits(tiny_run, tmp_path):
     from sceneparse.cli import main
-    from sceneparse.engine.checkpoint import load_checkpoint
+    from sceneparse.checkpoint import load_checkpoint
 
     out = tmp_path / "packed.pt"
     assert main(["pack", str(tiny_run / "final.pt"), str(out), "--fp16"]) == 0
@@ -216,7 +217,7 @@ def test_pack_records_the_recipe_and_training_splits(tiny_run, tmp_path):
 
 def test_packaged_weights_named_like_in_a_checkout_are_found_from_anywhere(tmp_path, monkeypatch):
     from sceneparse.constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
-    from sceneparse.engine.checkpoint import resolve_weights
+    from sceneparse.hub import resolve_weights
 
     monkeypatch.chdir(tmp_path)  # the refine configs name sceneparse/weights/camvid_pspnet_effl0.pt
     expect = PACKAGED_WEIGHTS_DIR / f"{DEFAULT_MODEL}.pt"

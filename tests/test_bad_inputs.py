@@ -70,7 +70,7 @@ def test_image_smaller_than_the_crop_is_padded_with_ignore(camvid_root):
 
 def test_checkpoint_of_another_arch_or_class_count_lists_the_keys(tmp_path, capsys):
     from sceneparse.cli import main
-    from sceneparse.engine.checkpoint import load_model_weights
+    from sceneparse.models.factory import load_model_weights
     from sceneparse.models import build_model
 
     psp = build_model("pspnet", "resnet18", 11, 16, head_channels=16)
@@ -191,7 +191,7 @@ def test_model_files_are_not_replaced_without_force(tiny_run, tmp_path, capsys):
     import onnx
 
     import sceneparse
-    from sceneparse.perf.export import read_metadata
+    from sceneparse.deploy.export import read_metadata
 
     meta, scores = read_metadata(tmp_path / "packaged.onnx"), sceneparse.list_models()["camvid_pspnet_effl0"]["metrics"]
     assert meta["name"] == "camvid_pspnet_effl0" and meta["metrics"]["mIoU"] == pytest.approx(scores["mIoU"], abs=0.01)
@@ -239,7 +239,7 @@ def test_predict_checks_its_inputs_before_the_model_and_leaves_no_empty_folder(t
     import logging
 
     from sceneparse.cli import main
-    from sceneparse.engine import checkpoint
+    from sceneparse.models import factory as checkpoint
 
     out = tmp_path / "out"
     real = checkpoint.model_from_checkpoint

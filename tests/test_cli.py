@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sceneparse.cli import DEFAULT_WEIGHTS, main
+from sceneparse.cli import main
+from sceneparse.cli.common import DEFAULT_WEIGHTS
 
 
 def test_evaluate_writes_json_with_standard_keys(tiny_run, camvid_root, tmp_path, capsys):
@@ -101,7 +102,7 @@ def test_doctor_reports_versions_cpu_and_extras(capsys):
     import json
 
     from sceneparse.cli import main
-    from sceneparse.sysinfo import EXTRAS, cpu_model
+    from sceneparse.utils.sysinfo import EXTRAS, cpu_model
 
     assert main(["doctor", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -118,7 +119,7 @@ def test_a_torchvision_that_does_not_fit_torch_says_what_to_install(monkeypatch)
 
     import torch
 
-    from sceneparse.sysinfo import check_torch_pair, matching_torchvision
+    from sceneparse.utils.sysinfo import check_torch_pair, matching_torchvision
 
     assert matching_torchvision("2.13.0+cpu") == "0.28.0" and matching_torchvision("2.14.1") == "0.29.1"
     monkeypatch.setitem(sys.modules, "torchvision", None)  # importing it fails, as a mismatched build does

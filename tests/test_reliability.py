@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from sceneparse.engine.trainer import train
+from sceneparse.training.trainer import train
 
 from .conftest import REPO, TINY
-from .test_training import _cfg
+from .training.test_training import _cfg
 
 
 def _cli_args(camvid_root, work, iters):

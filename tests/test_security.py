@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from sceneparse.cli import main
-from sceneparse.engine.checkpoint import (CheckpointError, NonFiniteModelError, UnsafeCheckpointError, atomic_save,
-                                          check_classes, load_checkpoint, model_from_checkpoint)
+from sceneparse.checkpoint import (CheckpointError, NonFiniteModelError, UnsafeCheckpointError, atomic_save, check_classes, load_checkpoint)
+from sceneparse.models.factory import model_from_checkpoint
 
 from .conftest import REPO, TINY
 
@@ -287,7 +287,7 @@ def test_resume_from_a_final_model_says_what_it_is(tiny_run, camvid_root, tmp_pa
 
 # ---------------------------------------------------------------- 5. one training per run directory
 def test_second_training_in_a_locked_run_directory_is_refused(camvid_root, tmp_path, capsys):
-    from sceneparse.engine.runlock import RunLock
+    from sceneparse.utils.runlock import RunLock
 
     work = tmp_path / "run"
     with RunLock(work):
@@ -321,9 +321,9 @@ def test_fresh_training_over_an_earlier_run_is_refused_unless_restart(camvid_roo
 
 
 def test_lock_held_by_another_process_is_refused(tmp_path):
-    from sceneparse.engine.runlock import RunLock, RunLockedError
+    from sceneparse.utils.runlock import RunLock, RunLockedError
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sceneparse.engine.runlock import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sceneparse.utils.runlock import RunLock\n"
                                f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -343,7 +343,7 @@ def test_failed_write_names_the_file_removes_the_temporary_and_keeps_the_old_one
     atomic_save({"model": {"w": torch.zeros(4)}}, target)
     before = target.read_bytes()
     script = ("import resource, signal, torch\n"
-              "from sceneparse.engine.checkpoint import atomic_save\n"
+              "from sceneparse.checkpoint import atomic_save\n"
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
               f"atomic_save({{'model': {{'w': torch.zeros(1 << 20)}}}}, {str(target)!r})\n")
@@ -436,7 +436,7 @@ def test_evaluate_refuses_a_model_of_other_classes(tiny_run, ade_root, tmp_path,
 def test_every_dataset_has_distinct_class_names_and_ade20k_the_official_ones():
     from sceneparse.data import DATASETS
     from sceneparse.data.ade20k import ADE20K_CLASSES
-    from sceneparse.metrics import scores_from_confusion
+    from sceneparse.evaluation.metrics import scores_from_confusion
 
     for name, cls in DATASETS.items():
         assert len(set(cls.CLASSES)) == len(cls.CLASSES), name
@@ -489,7 +489,7 @@ def test_checkpoint_without_model_config_is_named(tiny_run, camvid_root, tmp_pat
 
 
 def test_predict_checks_out_before_loading_the_model(tiny_run, camvid_root, tmp_path, monkeypatch, capsys):
-    import sceneparse.engine.checkpoint as ck
+    import sceneparse.models.factory as ck
 
     monkeypatch.setattr(ck, "model_from_checkpoint", lambda *a, **k: pytest.fail("model loaded before --out check"))
     (tmp_path / "file").write_text("x")
@@ -659,7 +659,7 @@ def test_predict_refuses_a_folder_another_predict_or_a_live_training_writes(tiny
                                                                             capsys):
     """Two predicts into one --out (or a predict into a live training's work_dir) would replace each
     other's outputs and claim them in one predictions.json: the second refuses, naming the owner."""
-    from sceneparse.engine.runlock import RunLock
+    from sceneparse.utils.runlock import RunLock
 
     photos = _photos(camvid_root, tmp_path / "in", ["curves.png", "a.png"])
     out = tmp_path / "out"
@@ -678,7 +678,7 @@ def test_a_full_disk_leaves_a_manifest_that_claims_every_file_and_a_rerun_replac
         tiny_run, camvid_root, tmp_path, monkeypatch, capsys):
     """ENOSPC after the first image: the files left behind are in predictions.json, so a re-run (space
     freed) replaces them instead of writing `_2` copies beside them as if they were someone else's."""
-    from sceneparse.engine import predict as pred
+    from sceneparse.inference import predict as pred
 
     photos = _photos(camvid_root, tmp_path / "in", ["a.png", "b.png", "c.png"])
     out = tmp_path / "out"

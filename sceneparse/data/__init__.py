@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..sysinfo import check_torch_pair
+from ..utils.sysinfo import check_torch_pair
 
 check_torch_pair()  # before anything imports torchvision: a mismatched pair gets a clear message
 
@@ -14,8 +14,8 @@ from .cityscapes import Cityscapes
 from .coco_stuff import CocoStuff10k, CocoStuff164k
 from .folder import FolderDataset
 from .pascal_context import PascalContext, PascalContext59
-from .voc import PascalVOC
 from .transforms import build_eval_transform, build_train_transform
+from .voc import PascalVOC
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
     "camvid": CamVid,

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from ..constants import IGNORE_INDEX, MAX_IMAGE_PIXELS  # noqa: F401  (re-exported: data.base.IGNORE_INDEX)
+from ..utils.errors import first_line
 
 
 class DataError(ValueError):
@@ -122,7 +123,7 @@ def read_mat(path: str | Path, **kwargs) -> dict:
     try:
         return scipy.io.loadmat(path, **kwargs)
     except Exception as e:
-        raise DataError(f"cannot read MATLAB file {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        raise DataError(f"cannot read MATLAB file {path}: {first_line(e)}") from e
 
 
 def read_label(path: str | Path) -> np.ndarray:

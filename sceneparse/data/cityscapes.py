@@ -24,13 +24,10 @@ class Cityscapes(SegmentationDataset):
     CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
                "bicycle")
+    CATEGORIES = CATEGORIES  # groups of classes scored together (category IoU)
     PALETTE = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
                (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
                (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
-
-    def extra_scores(self, scores: dict, conf) -> dict:
-        """Cityscapes' category IoU (``mIoU_category`` and per category)."""
-        return category_iou(conf)
 
     def __init__(self, root: str | Path, split: str = "train", transform=None, seed: int = 0,
                  label_type: str = "auto"):
@@ -63,22 +60,6 @@ class Cityscapes(SegmentationDataset):
         city = img.parent.name
         suffix = "_gtFine_labelTrainIds.png" if label_type == "trainIds" else "_gtFine_labelIds.png"
         return self.root / "gtFine" / img.parent.parent.name / city / (stem + suffix)
-
-
-def category_iou(conf: "torch.Tensor") -> dict:  # noqa: F821
-    """Cityscapes category IoU (7 categories) from a 19-class confusion matrix (percent)."""
-    import torch
-
-    k = len(CATEGORIES)
-    lut = torch.zeros(19, dtype=torch.long)
-    for i, ids in enumerate(CATEGORIES.values()):
-        lut[list(ids)] = i
-    cat = torch.zeros(k, k, dtype=conf.dtype)
-    cat.index_add_(0, lut, torch.zeros(19, k, dtype=conf.dtype).index_add_(1, lut, conf))
-    from ..metrics import scores_from_confusion
-
-    s = scores_from_confusion(cat, list(CATEGORIES))
-    return {"mIoU_category": s["mIoU"], "IoU_category": s["IoU"]}
 
 
 def train_ids_to_label_ids(pred: np.ndarray) -> np.ndarray:

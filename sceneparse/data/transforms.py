@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -59,3 +60,9 @@ def build_train_transform(crop_size: Sequence[int], mean: Sequence[float], std: 
 
 def build_eval_transform(mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
     return v2.Compose(normalize(mean, std))
+
+
+def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """An ``(H, W, 3)`` uint8 RGB array -> the model's ``(3, H, W)`` float32 input: ``(x / 255 - mean) / std``."""
+    x = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 255.0
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

@@ -42,7 +42,7 @@ _axes: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
 
 
 def _cpu_flags() -> str:
-    from ..sysinfo import all_cpu_flags
+    from ..utils.sysinfo import all_cpu_flags
 
     return " ".join(sorted(all_cpu_flags())) or sys.platform
 

@@ -24,9 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SceneParser
 from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from .base import SceneParser
 from .refinement import GRN, LRN, ContextModule, unnormalize
+from .registry import ARCHS, build_model, register_arch
 
 
 def _freeze(module: nn.Module) -> None:
@@ -175,6 +176,7 @@ class RefinementCascade(SceneParser):
         return out
 
 
+@register_arch("refine")
 def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: bool = True, lrn: bool = True,
                   iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
                   lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
@@ -199,12 +201,10 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
     """
     if not isinstance(front, dict) or not {"arch", "backbone", "output_stride", "num_classes"} <= set(front):
         raise ValueError("front must describe the front model (arch, backbone, output_stride, num_classes); "
-                         "to start from a front checkpoint path use sceneparse.engine.checkpoint."
+                         "to start from a front checkpoint path use sceneparse.models.factory."
                          "build_model_from_config, which reads it")
     if int(front["num_classes"]) != num_classes:
         raise ValueError(f"front model predicts {front['num_classes']} classes, the dataset has {num_classes}")
-    from . import ARCHS, build_model  # the registry imports this module: imported when building
-
     front_model = build_model(front["arch"], front["backbone"], num_classes, front["output_stride"],
                               deep_stem=front.get("deep_stem", False), multi_grid=front.get("multi_grid"),
                               weights_follow=True, **front.get("head", {}))

@@ -22,6 +22,7 @@ from timm.models.resnet import Bottleneck
 
 from .backbones.common import _set_conv
 from .heads import DecodeHead, FCNHead, aux_head_for, conv_bn_relu
+from .registry import register_arch
 from .segmentor import SegmentationModel
 
 
@@ -158,6 +159,7 @@ class CascadeBackbone(nn.Module):
         return feats[:-1] + [self.cascade(feats[-1])]
 
 
+@register_arch("deeplabv3")
 def build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int = 256,
                      aspp_rates: Sequence[int] = (6, 12, 18), image_pooling: bool = True, aux_head: bool = False,
                      aux_channels: int = 256, dropout: float = 0.1, cascade_blocks: int = 0,
@@ -174,6 +176,7 @@ def build_deeplabv3(backbone: nn.Module, num_classes: int, *, head_channels: int
 _ASPP_OPTIONS = ("head_channels", "aspp_rates", "image_pooling", "extra_conv")
 
 
+@register_arch("deeplabv3_cascade")
 def build_deeplabv3_cascade(backbone: nn.Module, num_classes: int, *, cascade_blocks: int = 3, aspp: bool = False,
                              **options) -> SegmentationModel:
     """DeepLabv3 'going deeper' model (Sec. 3.2, Fig. 3b, Tables 1-4): block5..block(4 + cascade_blocks)

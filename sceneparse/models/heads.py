@@ -13,6 +13,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .registry import register_arch
 from .segmentor import SegmentationModel
 
 
@@ -172,6 +174,7 @@ def aux_head_for(backbone: nn.Module, num_classes: int, aux_channels: int) -> FC
     return FCNHead(backbone.out_channels[2], aux_channels, num_classes, num_convs=1, dropout=0.1, in_index=2)
 
 
+@register_arch("fcn")
 def build_fcn(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = False,
                aux_channels: int = 256, dropout: float = 0.1, num_convs: int = 1, classifier_kernel: int = 1,
                classifier_dilation: int = 1) -> SegmentationModel:
@@ -180,6 +183,7 @@ def build_fcn(backbone: nn.Module, num_classes: int, *, head_channels: int = 512
     return SegmentationModel(backbone, head, aux_head_for(backbone, num_classes, aux_channels) if aux_head else None)
 
 
+@register_arch("pspnet")
 def build_pspnet(backbone: nn.Module, num_classes: int, *, head_channels: int = 512, aux_head: bool = True,
                   aux_channels: int = 256, dropout: float = 0.1, bins: Sequence[int] = (1, 2, 3, 6),
                   pool: str = "avg", reduction: bool = True) -> SegmentationModel:

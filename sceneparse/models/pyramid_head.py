@@ -16,11 +16,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SceneParser
 from ..constants import IGNORE_INDEX
+from .base import SceneParser
 from .heads import adaptive_pool2d, conv_bn_relu
-from .pyramid import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss,
-                      relabel, supervised_share)
+from .pyramid import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss, relabel,
+                      supervised_share)
+from .registry import register_arch
 
 
 class FusionDecoder(nn.Module):
@@ -276,6 +277,7 @@ class PyramidOutputModel(SceneParser):
         return loss, parts
 
 
+@register_arch("pyramid_output")
 def build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequence[int] = (32, 16, 8, 4),
                           decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
                           context: bool = True, tau: float = 0.9, relabel_policy: str = "final",

@@ -10,6 +10,8 @@ import timm
 import torch
 import torch.nn as nn
 
+from ...utils.errors import first_line
+
 log = logging.getLogger(__name__)
 
 _LITE_PACKAGES = {
@@ -162,7 +164,7 @@ def timm_imagenet_state_dict(model_name: str) -> tuple[dict[str, torch.Tensor], 
         return timm.create_model(model_name, pretrained=True).state_dict(), repo
     except Exception as e:
         raise ValueError(f"downloading ImageNet weights for {model_name} from {repo} failed "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). {advice}") from e
+                         f"({first_line(e, with_type=True)}). {advice}") from e
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -184,7 +186,7 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"cannot read pretrained weights {path}: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from e
+                         f"{first_line(e)}") from e
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
