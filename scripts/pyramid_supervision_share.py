@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sceneparse.data import build_dataset
-from sceneparse.models.pyramid import finest_pixel_target, pyramid_ground_truth, relabel
+from sceneparse.models.pyramid.targets import finest_pixel_target, pyramid_ground_truth, relabel
 
 IGN, strides = 255, (32, 16, 8, 4)
 ds = build_dataset("camvid", "../shared/data/camvid", "train", None)

@@ -9,7 +9,7 @@ import torch
 
 from sceneparse.data import build_dataset, build_eval_transform
 from sceneparse.models.factory import model_from_checkpoint
-from sceneparse.models.pyramid import pyramid_ground_truth
+from sceneparse.models.pyramid.targets import pyramid_ground_truth
 
 for path in sys.argv[1:]:
     model, ckpt = model_from_checkpoint(path)

@@ -13,7 +13,10 @@ from .backbones import BACKBONES
 from .base import SceneParser
 from .registry import ARCHS, FIXED_OUTPUT_STRIDE, arch_options, build_model, register_arch
 from .segmentor import SegmentationModel
-from . import heads, deeplabv3, cascade, pyramid_head  # noqa: E402,F401  (each registers its architectures, in this order)
+# each registers its architectures, in this order: fcn, pspnet, deeplabv3, deeplabv3_cascade, refine, pyramid_output
+from . import deeplabv3, heads  # noqa: E402,F401
+from .refine import cascade as _refine_cascade  # noqa: E402,F401
+from .pyramid import model as _pyramid_model  # noqa: E402,F401
 
 
 __all__ = ["ARCHS", "BACKBONES", "build_model", "arch_options", "register_arch", "SceneParser",

@@ -271,7 +271,7 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
             # made of convolutions and BNs only, the decoder that reads the backbone's features (the pyramid
             # output's fusion decoder: its stride-4 tensors are the step's largest); float32 out of the last
             # of them, bf16 inside the remaining head's dense convolutions only
-            from ..models.pyramid_head import PyramidOutputModel
+            from ..models.pyramid.model import PyramidOutputModel
 
             island = [backbone]
             decoder = getattr(model, "decoder", None)  # the pyramid output's decoder is the backbone's only reader

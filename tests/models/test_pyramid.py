@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sceneparse.models.pyramid import fuse, pyramid_ground_truth, pyramid_loss, relabel
+from sceneparse.models.pyramid.targets import fuse, pyramid_ground_truth, pyramid_loss, relabel
 
 I = 255
 LABEL = torch.tensor([[[0, 0, 1, 1],
@@ -136,7 +136,7 @@ def test_pyramid_model_shapes_odd_sizes(backbone):
 
 
 def test_unity_head_min_pools_cells():
-    from sceneparse.models.pyramid_head import UnityHead
+    from sceneparse.models.pyramid.model import UnityHead
 
     head = UnityHead(8, 4, pool_factors=(4, 2))
     u = head(torch.randn(1, 8, 8, 8))
@@ -145,7 +145,7 @@ def test_unity_head_min_pools_cells():
 
 @pytest.mark.parametrize("context", [True, False])
 def test_semantic_head_levels(context):
-    from sceneparse.models.pyramid_head import SemanticHead
+    from sceneparse.models.pyramid.model import SemanticHead
 
     head = SemanticHead(16, 8, 3, num_levels=4, context=context)
     outs = head(torch.randn(2, 16, 16, 24))
@@ -234,7 +234,7 @@ FINE[0, 7, 7] = I
 
 
 def test_finest_level_supervises_every_labelled_pixel_of_mixed_cells():
-    from sceneparse.models.pyramid import finest_pixel_target, supervised_share
+    from sceneparse.models.pyramid.targets import finest_pixel_target, supervised_share
 
     unity, semantic = pyramid_ground_truth(FINE, (8, 4))
     assert semantic[1][0].tolist() == [[I, 1], [2, 2]]  # the mixed cell has no cell-level class
@@ -252,7 +252,7 @@ def test_finest_level_supervises_every_labelled_pixel_of_mixed_cells():
 
 
 def test_finest_target_respects_done_by_coarser():
-    from sceneparse.models.pyramid import finest_pixel_target
+    from sceneparse.models.pyramid.targets import finest_pixel_target
 
     label = torch.full((1, 8, 8), 2, dtype=torch.long)  # level 1 (stride 8) is one unity-cell
     label[0, 0, 0] = I
@@ -294,7 +294,7 @@ def test_finest_target_places_a_partial_done_mask_on_the_right_pixels():
     """A 16x8 map, strides (8, 4): the top 8x8 cell is one unity-cell (class 1, done by the coarse level
     under simple_fix), the bottom one is mixed. Only the top half of the finest target is ignored; the
     bottom keeps every pixel (a tiled instead of interleaved mask, or a transposed one, would not)."""
-    from sceneparse.models.pyramid import finest_pixel_target
+    from sceneparse.models.pyramid.targets import finest_pixel_target
 
     label = torch.full((1, 16, 8), 1, dtype=torch.long)
     label[0, 8:, :] = 2

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sceneparse import build_model
-from sceneparse.models.refinement import GRN, LRN, iterated_receptive_field, propagate, receptive_field, unnormalize
+from sceneparse.models.refine.networks import (GRN, LRN, iterated_receptive_field, propagate, receptive_field, unnormalize)
 
 
 def _unfold_reference(coeffs, conf):
@@ -57,7 +57,7 @@ def test_untrained_lrn_returns_its_input():
 
 
 def test_identity_init_coefficients_match_an_untrained_lrn():
-    from sceneparse.models.refinement import identity_init_coefficients
+    from sceneparse.models.refine.networks import identity_init_coefficients
 
     wc, wn = identity_init_coefficients(1.0, 7)
     assert wc == pytest.approx(math.e / (math.e + 48)) and wn == pytest.approx(1 / (math.e + 48))
@@ -151,7 +151,7 @@ def test_stagewise_training_freezes_earlier_stages(tmp_path, camvid_root, tiny_r
 
 
 def test_cascade_outputs_and_parallel_fusion():
-    from sceneparse.models.cascade import RefinementCascade
+    from sceneparse.models.refine.cascade import RefinementCascade
 
     torch.manual_seed(0)
     front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8)
@@ -178,7 +178,7 @@ def test_cascade_outputs_and_parallel_fusion():
 
 
 def test_context_module_identity_init_and_dilations():
-    from sceneparse.models.refinement import ContextModule
+    from sceneparse.models.refine.networks import ContextModule
 
     cm = ContextModule(5).eval()
     assert [c.dilation[0] for c in cm.body if isinstance(c, nn.Conv2d)] == [1, 1, 2, 4, 8, 16, 1]
@@ -193,7 +193,7 @@ def test_context_module_gradient_is_bounded_and_one_step_keeps_the_front():
     confident errors, and one SGD step at lr 0.01 destroyed the identity start. As a residual on the
     logits, the CE gradient w.r.t. its output is softmax - onehot (|.| <= 1 per pixel), and a step
     at the config's lr keeps the argmax of a confident front almost everywhere."""
-    from sceneparse.models.refinement import ContextModule
+    from sceneparse.models.refine.networks import ContextModule
 
     torch.manual_seed(0)
     k, h, w = 5, 23, 30
@@ -218,8 +218,8 @@ def test_context_module_gradient_is_bounded_and_one_step_keeps_the_front():
 
 
 def test_cascade_runs_the_context_module_at_the_front_stride():
-    from sceneparse.models.cascade import RefinementCascade
-    from sceneparse.models.refinement import ContextModule
+    from sceneparse.models.refine.cascade import RefinementCascade
+    from sceneparse.models.refine.networks import ContextModule
 
     torch.manual_seed(0)
     front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8).eval()
@@ -259,7 +259,7 @@ def test_grn_supervises_every_unfolded_iteration_when_asked():
     """Fig. 2: the GRN of N iterations unfolds into N weight-shared models; supervise_steps='all' gives
     each u_n and r_n the loss of Sec. 3.1, averaged, so the loss equals the hand-computed mean."""
     from sceneparse.training.losses import SegLoss
-    from sceneparse.models.cascade import RefinementCascade
+    from sceneparse.models.refine.cascade import RefinementCascade
 
     torch.manual_seed(0)
     front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8)
@@ -288,7 +288,7 @@ def test_grn_supervises_every_unfolded_iteration_when_asked():
 
 def test_frozen_parts_get_no_gradient():
     from sceneparse.training.losses import SegLoss
-    from sceneparse.models.cascade import RefinementCascade
+    from sceneparse.models.refine.cascade import RefinementCascade
 
     torch.manual_seed(0)
     front = build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8)

@@ -16,12 +16,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..constants import IGNORE_INDEX
-from .base import SceneParser
-from .heads import adaptive_pool2d, conv_bn_relu
-from .pyramid import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss, relabel,
+from ...constants import IGNORE_INDEX
+from ..base import SceneParser
+from ..heads import adaptive_pool2d, conv_bn_relu
+from ..registry import register_arch
+from .targets import (POLICIES, check_strides, finest_pixel_target, fuse, pyramid_ground_truth, pyramid_loss, relabel,
                       supervised_share)
-from .registry import register_arch
 
 
 class FusionDecoder(nn.Module):

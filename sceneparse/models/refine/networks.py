@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD
 
 
 def unnormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,

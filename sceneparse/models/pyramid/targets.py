@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..constants import IGNORE_INDEX
+from ...constants import IGNORE_INDEX
 
 POLICIES = ("naive", "simple_fix", "final")
 

@@ -24,10 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD
-from .base import SceneParser
-from .refinement import GRN, LRN, ContextModule, unnormalize
-from .registry import ARCHS, build_model, register_arch
+from ..backbones import IMAGENET_MEAN, IMAGENET_STD
+from ..base import SceneParser
+from ..registry import ARCHS, build_model, register_arch
+from .networks import GRN, LRN, ContextModule, unnormalize
 
 
 def _freeze(module: nn.Module) -> None:
