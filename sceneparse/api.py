@@ -26,24 +26,62 @@ def _summary(path: Path, ckpt: dict) -> dict:
            "train_splits": meta.get("train_splits", [cfg.get("data", {}).get("train_split", "train")])}
     if metrics:
         out["metrics"] = {k: round(float(metrics[k]), 2) for k in ("mIoU", "aAcc", "mAcc") if k in metrics}
+        if isinstance(metrics.get("boundary"), dict) and "F" in metrics["boundary"]:
+            out["metrics"]["boundary_F"] = round(float(metrics["boundary"]["F"]), 2)
         out["metrics"]["split"] = metrics.get("split")
+        if isinstance(metrics.get("IoU"), dict):
+            out["metrics"]["IoU"] = {k: None if v is None else round(float(v), 2) for k, v in metrics["IoU"].items()}
     if "recipe" in meta:
         out["recipe"] = meta["recipe"]
     return out
 
 
 def list_models() -> dict[str, dict]:
-    """The packaged models: ``{name: summary}``, the summary holding ``path``, ``size_mb``, ``dataset``,
-    ``num_classes``, ``arch``, ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the
-    validation ``metrics`` (mIoU / aAcc / mAcc in percent, and the split) and the ``recipe`` when the
-    file carries them, and ``default: True`` for the one ``load()`` uses without a name."""
+    """The models of the zoo (:func:`sceneparse.hub.available_models`: packaged, then the model folders):
+    ``{name: summary}``, the summary holding ``path``, ``size_mb``, ``dataset``, ``num_classes``, ``arch``,
+    ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the validation ``metrics`` (mIoU / aAcc /
+    mAcc / boundary_F in percent, per-class ``IoU``, and the split) and the ``recipe`` when the file carries
+    them, ``packaged`` (inside the package or from a model folder) and ``default: True`` for the one
+    ``load()`` uses without a name. A file that cannot be read is listed with its ``error`` only."""
     from .checkpoint import load_checkpoint
-    from .hub import packaged_weights
+    from .hub import available_models, packaged_weights
+    from .utils.errors import first_line
 
+    packaged = packaged_weights()
     out = {}
-    for name, path in packaged_weights().items():
-        out[name] = {**_summary(path, load_checkpoint(path)), "default": name == DEFAULT_MODEL}
+    for name, path in available_models().items():
+        try:
+            summary = _summary(path, load_checkpoint(path))
+        except (ValueError, OSError) as e:  # one bad file in a model folder must not hide the others
+            summary = {"path": str(path), "error": first_line(e)}
+        out[name] = {**summary, "packaged": name in packaged, "default": name == DEFAULT_MODEL}
     return out
+
+
+def model_speed(name_or_path: str | Path | None = None, repeats: int = 5, warmup: int = 1,
+                image: ImageLike | None = None) -> dict:
+    """Median seconds per image of ``load(name)(image)`` on this machine (fp32, BN folded, whole image, single
+    scale: decode-free, from an RGB array to the label map), with the CPU model and thread count. ``image``:
+    default the packaged 480x360 street photo (:func:`sample_image`).
+
+    Returns:
+        ``{"s_per_image": median, "image": [H, W], "repeats", "threads", "cpu"}``.
+    """
+    import statistics
+    import time
+
+    from .utils.sysinfo import cpu_model
+
+    seg = load(name_or_path, device="cpu")
+    rgb = np.asarray(Image.open(image or sample_image()).convert("RGB")) if not isinstance(image, np.ndarray) else image
+    times = []
+    for i in range(warmup + repeats):
+        t0 = time.perf_counter()
+        seg(rgb)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return {"s_per_image": statistics.median(times), "image": list(rgb.shape[:2]), "repeats": repeats,
+            "threads": torch.get_num_threads(), "cpu": cpu_model()}
 
 
 def resolve_model(name_or_path: str | Path | None = None) -> Path:

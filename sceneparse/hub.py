@@ -1,38 +1,78 @@
-"""The packaged models: their files in ``sceneparse/weights``, names, and the metadata they carry
-(``recipe``, ``train_splits``, validation ``metrics``); ``pack_checkpoint`` makes one from a training run."""
+"""The model zoo: the models shipped inside the package (``sceneparse/weights``) and those in the model
+folders beside it, their names, and the metadata they carry (``recipe``, ``train_splits``, validation
+``metrics``); ``pack_checkpoint`` makes one from a training run.
+
+Model folders, searched in this order (the first file of a name wins): ``sceneparse/weights`` (in the
+wheel: the default model), the ``zoo/`` folder of a source checkout (the other trained models, beside the
+package so that the wheel stays small), each folder of the ``SCENEPARSE_MODELS`` environment variable
+(``os.pathsep`` separated), then ``$XDG_CACHE_HOME/sceneparse/models`` (default ``~/.cache/sceneparse/models``). A file
+``NAME.pt`` or ``NAME.safetensors`` there is the model ``NAME`` for ``sceneparse.load(NAME)``,
+``--checkpoint NAME`` and ``sceneparse models``.
+"""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .checkpoint import atomic_save, load_checkpoint, require_torch_weights, save_safetensors
 from .constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
 
+MODELS_ENV = "SCENEPARSE_MODELS"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+# a source checkout's zoo/ (editable install); an installed wheel's parent folder (site-packages) is no checkout
+CHECKOUT_ZOO = _CHECKOUT / "zoo" if (_CHECKOUT / "pyproject.toml").is_file() else None
+
+
+def model_dirs() -> list[Path]:
+    """The folders models are found in, in search order (see the module docstring); missing ones included."""
+    extra = [Path(d).expanduser() for d in os.environ.get(MODELS_ENV, "").split(os.pathsep) if d.strip()]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sceneparse" / "models"
+    return [PACKAGED_WEIGHTS_DIR, *([CHECKOUT_ZOO] if CHECKOUT_ZOO else []), *extra, cache]
+
+
+def _models_in(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    files = sorted(folder.glob("*.pt")) + sorted(folder.glob("*.safetensors"))
+    return {f.stem: f for f in files if f.is_file()}
+
 
 def packaged_weights() -> dict[str, Path]:
     """``{name: file}`` of the models shipped in ``sceneparse/weights`` (``.pt`` and ``.safetensors``)."""
-    files = sorted(PACKAGED_WEIGHTS_DIR.glob("*.pt")) + sorted(PACKAGED_WEIGHTS_DIR.glob("*.safetensors"))
-    return {f.stem: f for f in files}
+    return _models_in(PACKAGED_WEIGHTS_DIR)
+
+
+def available_models() -> dict[str, Path]:
+    """``{name: file}`` of every model in :func:`model_dirs`, the packaged ones first; a name found again in
+    a later folder is left out (the earlier file wins)."""
+    out: dict[str, Path] = {}
+    for folder in model_dirs():
+        for name, path in _models_in(folder).items():
+            out.setdefault(name, path)
+    return out
 
 
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
-    """A packaged model's file (``None``: the default one; also ``sceneparse/weights/<name>.pt`` given
-    relative to a repository checkout, found after a wheel install too) or an existing file path.
+    """A model's file by name (``None``: the default one; see :func:`available_models`; also
+    ``sceneparse/weights/<name>.pt`` given relative to a repository checkout, found after a wheel install
+    too) or an existing file path.
 
     Raises:
-        ValueError: neither a packaged name nor an existing file (the message lists the names).
+        ValueError: neither a model name nor an existing file (the message lists the names and folders).
     """
-    packaged = packaged_weights()
+    models = available_models()
     name = DEFAULT_MODEL if name_or_path is None else str(name_or_path)
-    if name in packaged:
-        return packaged[name]
+    if name in models:
+        return models[name]
     path = Path(name)
     if path.is_file():
         return path
+    packaged = packaged_weights()
     if path.parent.as_posix().endswith("sceneparse/weights") and path.stem in packaged:
         return packaged[path.stem]
-    raise ValueError(f"model {name!r} is neither a packaged model ({', '.join(packaged) or 'none installed'}) "
-                     "nor an existing checkpoint file")
+    raise ValueError(f"model {name!r} is neither a model name ({', '.join(models) or 'none installed'}; found in "
+                     f"sceneparse/weights, ${MODELS_ENV} and {model_dirs()[-1]}) nor an existing checkpoint file")
 
 
 def recipe_summary(cfg: dict, iters: int | None = None) -> str:

@@ -1,5 +1,7 @@
 """Issue 18: the Python API (sceneparse.load / list_models / Segmenter) and the overlay legend."""
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import sceneparse
 from sceneparse.models.factory import model_from_checkpoint
 from sceneparse.inference.engine import InferenceConfig, predict_labels
 from sceneparse.inference.vis import class_shares, draw_legend, overlay
-from sceneparse.data.transforms import normalize_image as normalise
+from sceneparse.data.transforms import normalize_image
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,7 @@ def test_load_parses_pil_array_and_path_alike_and_matches_the_engine(tiny_run, i
     np.testing.assert_array_equal(seg(Image.fromarray(image)), labels)
     np.testing.assert_array_equal(seg(str(path)), labels)
     model, c = model_from_checkpoint(ckpt)
-    x = normalise(image, c["meta"]["mean"], c["meta"]["std"])[None]
+    x = normalize_image(image, c["meta"]["mean"], c["meta"]["std"])[None]
     expect = predict_labels(model, x, InferenceConfig.for_config(c["config"]))[0].numpy()
     np.testing.assert_array_equal(labels, expect)
     probs = seg.probs(image)
@@ -69,7 +71,7 @@ def test_load_with_folded_bn_and_inference_keywords(tiny_run, image):
 
     model, c = model_from_checkpoint(tiny_run / "final.pt")
     even = image[:36, :48]  # 0.75x is exact: flipping commutes with the resizing, so views can be built by hand
-    x = normalise(even, c["meta"]["mean"], c["meta"]["std"])[None]
+    x = normalize_image(even, c["meta"]["mean"], c["meta"]["std"])[None]
     views = [infer_probs(model, x, InferenceConfig(scales=(s,))) for s in (0.75, 1.0)]
     views += [infer_probs(model, x.flip(-1), InferenceConfig(scales=(s,))).flip(-1) for s in (0.75, 1.0)]
     expect = (sum(views) / 4)[0].numpy()
@@ -150,7 +152,7 @@ def test_bad_inputs_and_names_get_one_line_errors(tiny_run, image):
     from sceneparse.data.base import DataError
     with pytest.raises(DataError, match="not found"):
         seg("/nonexistent/x.jpg")
-    with pytest.raises(ValueError, match="neither a packaged model"):
+    with pytest.raises(ValueError, match="neither a model name"):
         sceneparse.load("no_such_model")
 
 
@@ -222,7 +224,7 @@ def test_packaged_weights_named_like_in_a_checkout_are_found_from_anywhere(tmp_p
     monkeypatch.chdir(tmp_path)  # the refine configs name sceneparse/weights/camvid_pspnet_effl0.pt
     expect = PACKAGED_WEIGHTS_DIR / f"{DEFAULT_MODEL}.pt"
     assert resolve_weights(f"sceneparse/weights/{DEFAULT_MODEL}.pt") == expect == resolve_weights(DEFAULT_MODEL)
-    with pytest.raises(ValueError, match="neither a packaged model"):
+    with pytest.raises(ValueError, match="neither a model name"):
         resolve_weights("elsewhere/weights/camvid_pspnet_effl0.pt")
 
 
@@ -257,3 +259,61 @@ def test_models_json_into_a_closed_pipe_is_quiet():
     proc = subprocess.run(f"{sys.executable} -m sceneparse models --json | true; echo ${{PIPESTATUS[0]}}",
                           shell=True, executable="/bin/bash", capture_output=True, text=True)
     assert proc.stderr == "" and proc.stdout.strip() == "0", (proc.stdout, proc.stderr)
+
+
+def test_a_model_folder_adds_models_to_the_zoo(tiny_run, camvid_root, tmp_path, monkeypatch, capsys):
+    # files in $SCENEPARSE_MODELS are models by name for load, --checkpoint and `sceneparse models`; the packaged
+    # default keeps its name; an unreadable file is listed with its error and hides nothing
+    import shutil
+
+    from sceneparse.cli import main
+    from sceneparse.constants import DEFAULT_MODEL
+    from sceneparse.hub import MODELS_ENV, available_models, model_dirs
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    assert main(["pack", str(tiny_run / "final.pt"), str(zoo / "tiny_zoo.pt")]) == 0
+    shutil.copy(zoo / "tiny_zoo.pt", zoo / f"{DEFAULT_MODEL}.pt")  # shadowed: the packaged file wins
+    (zoo / "broken.pt").write_bytes(b"not a checkpoint")
+    monkeypatch.setenv(MODELS_ENV, f"{tmp_path / 'missing'}{os.pathsep}{zoo}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert model_dirs()[-3:] == [tmp_path / "missing", zoo, tmp_path / "cache/sceneparse/models"]
+    found = available_models()
+    assert found["tiny_zoo"] == zoo / "tiny_zoo.pt" and found[DEFAULT_MODEL].parent.name == "weights"
+    models = sceneparse.list_models()
+    assert not models["tiny_zoo"]["packaged"] and models[DEFAULT_MODEL]["packaged"]
+    assert "is not a checkpoint" in models["broken"]["error"]
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert f"from {zoo}" in out and "broken: cannot be read" in out
+    seg = sceneparse.load("tiny_zoo")
+    assert seg.meta["dataset"] == "camvid"
+    img = str(sorted((camvid_root / "val").glob("*.png"))[0])
+    assert main(["predict", img, "--checkpoint", "tiny_zoo", "--out", str(tmp_path / "p"), "--no-progress"]) == 0
+    assert (tmp_path / "p" / Path(img).name).is_file()
+
+
+def test_models_speed_times_each_model_here(monkeypatch, capsys):
+    from sceneparse.cli import main
+    from sceneparse.constants import DEFAULT_MODEL
+
+    calls = []
+
+    def fake_speed(name, repeats=5, **kw):  # the timing itself is model_speed's; here: that it is asked and shown
+        calls.append((name, repeats))
+        return {"s_per_image": 0.0123, "image": [360, 480], "repeats": repeats, "threads": 2, "cpu": "TestCPU"}
+
+    import sceneparse.api
+
+    monkeypatch.setattr(sceneparse.api, "model_speed", fake_speed)
+    assert main(["models", "--speed", "2"]) == 0
+    assert (DEFAULT_MODEL, 2) in calls
+    assert "speed: 12 ms per 480x360 image (median of 2; fp32, 2 threads, TestCPU)" in capsys.readouterr().out
+
+
+def test_model_speed_runs_the_model_on_the_sample_image():
+    from sceneparse.api import model_speed
+
+    r = model_speed(None, repeats=1, warmup=0)
+    assert r["image"] == [360, 480] and r["s_per_image"] > 0 and r["repeats"] == 1 and r["cpu"]

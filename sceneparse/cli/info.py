@@ -2,26 +2,42 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from .common import POSITIVE
 
 
 def _models(args) -> int:
-    from ..api import list_models
+    from ..api import list_models, model_speed
 
     models = list_models()
+    if args.speed:  # measured here, now: the numbers of this machine
+        for name, m in models.items():
+            if "error" not in m:
+                m["speed"] = model_speed(name, repeats=args.speed)
     if args.json:
         print(json.dumps(models, indent=1))
         return 0
     if not models:
-        print("no packaged models installed")
+        print("no models installed")
         return 0
     for name, m in models.items():
+        if "error" in m:
+            print(f"{name}: cannot be read ({m['error']})")
+            continue
         score = m.get("metrics", {})
-        scored = f"{score['split']} mIoU {score['mIoU']:.2f}" if "mIoU" in score else "no scores"
+        scored = (f"{score['split']} mIoU {score['mIoU']:.2f}, aAcc {score.get('aAcc', float('nan')):.2f}, "
+                  f"mAcc {score.get('mAcc', float('nan')):.2f}"
+                  + (f", boundary F {score['boundary_F']:.2f}" if "boundary_F" in score else "")
+                  if "mIoU" in score else "no scores")
+        where = "" if m["packaged"] else f", from {Path(m['path']).parent}"
         print(f"{name}{' (default)' if m['default'] else ''}: {m['arch']} {m['backbone']} OS{m['output_stride']}, "
               f"{m['num_classes']} classes of {m['dataset']}, trained on {'+'.join(m['train_splits'])}, "
-              f"{scored}, {m['size_mb']} MB")
+              f"{scored}, {m['size_mb']} MB{where}")
+        if "speed" in m:
+            sp = m["speed"]
+            print(f"    speed: {1000 * sp['s_per_image']:.0f} ms per {sp['image'][1]}x{sp['image'][0]} image "
+                  f"(median of {sp['repeats']}; fp32, {sp['threads']} threads, {sp['cpu']})")
         if m.get("recipe"):
             print(f"    recipe: {m['recipe']}")
     return 0
@@ -72,6 +88,9 @@ def add_doctor_parser(sub) -> None:
 
 
 def add_models_parser(sub) -> None:
-    m = sub.add_parser("models", help="list the packaged models (names for predict --checkpoint and sceneparse.load)")
+    m = sub.add_parser("models", help="list the models (packaged and in the model folders: names for --checkpoint and "
+                       "sceneparse.load), with their scores; --speed times them here")
     m.add_argument("--json", action="store_true", help="print the full metadata as JSON")
+    m.add_argument("--speed", type=POSITIVE, nargs="?", const=5, metavar="REPEATS",
+                   help="also time each model on this machine (median of REPEATS calls, default 5)")
     m.set_defaults(func=_models)
