@@ -45,6 +45,8 @@ ROWS = {
                         "session and CPU; SUFFIX=_rerun, psp_t1's FCN row)", "psp_t1"),
     "grn_aux0": ("grn_aux0_on_fcn_rerun", "os16", "check: that front + GRN, auxiliary weight 0 "
                  "(SUFFIX=_rerun AUX_GRN=0 refine_t2)", "refine_t2"),
+    "grn_aux0.1": ("grn_aux0.1_on_fcn_rerun", "os16", "check: that front + GRN, auxiliary weight 0.1 "
+                   "(SUFFIX=_rerun AUX_GRN=0.1 refine_t2)", "refine_t2"),
     "lrn": ("lrn_on_fcn", "os16", "front + LRN (1/8 of Table 1's width)", "refine_t2"),
     "grn_lrn": ("grn_lrn_on_fcn", "os16", "front + GRN + LRN (cascade; LRN at 1/8 width)", "refine_t2"),
     "context": ("context_on_fcn", "os16", "front + context module (Yu & Koltun)", "refine_t2"),

@@ -165,7 +165,8 @@ def patch_model(model: nn.Module, bf16_convs: bool = False, bf16_activations: bo
 
 def unpatch_model(model: nn.Module) -> None:
     """Restore the original classes of the modules :func:`patch_model` swapped (and remove the float32
-    output hook :func:`enable` puts on the last module with bf16 activations: a backbone or a decoder)."""
+    output hook :func:`enable` puts on the last module with bf16 activations: a backbone or a decoder, and the
+    bf16 attention products it sets)."""
     for m in model.modules():
         original = type(m).__dict__.get("_sp_original")
         if original is not None:
@@ -173,6 +174,8 @@ def unpatch_model(model: nn.Module) -> None:
         hook = m.__dict__.pop("_sp_float_out", None)
         if hook is not None:
             hook.remove()
+        if m.__dict__.get("matmul_dtype") is not None:  # the pyramid's attention products (enable)
+            m.matmul_dtype = None
 
 
 def _float32_outputs(module, args, output):
@@ -213,6 +216,7 @@ class FastPlan:
     bf16_activations: bool = False  # ... and bf16 activations between layers (encoder-decoder models)
     bf16_backbone_activations: bool = False  # ... only inside the backbone (other heads: the pyramid output)
     bf16_decoder: bool = False  # ... and inside the pyramid output's fusion decoder
+    bf16_attention: bool = False  # the pyramid output's attention products in bf16
     fused_loss: bool = False  # low-resolution training logits, upsampling fused with the CE
     allocator: bool = False  # keep_freed_memory()
     patched: dict = field(default_factory=dict)
@@ -225,6 +229,7 @@ class FastPlan:
                              ("bf16 convolutions and activations", self.bf16_activations),
                              ("bf16 backbone" + (" and decoder" if self.bf16_decoder else "")
                               + " activations, bf16 dense convolutions in the head", self.bf16_backbone_activations),
+                             ("bf16 attention products", self.bf16_attention),
                              ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations
                               and not self.bf16_backbone_activations),
                              ("upsampling fused with the CE", self.fused_loss),
@@ -284,6 +289,12 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
                 done = patch_model(part, bf16_activations=True)
                 plan.patched = {k: v + plan.patched.get(k, 0) for k, v in done.items()}
             rest = patch_model(model, bf16_convs=True)  # the head: bf16 inside its dense convolutions only
+            from ..models.pyramid.model import ContextAggregation
+
+            for m in model.modules():  # the context aggregations' attention products too (softmax in float32)
+                if isinstance(m, ContextAggregation):
+                    m.matmul_dtype = torch.bfloat16
+                    plan.bf16_attention = True
             plan.patched = {k: v + rest[k] for k, v in plan.patched.items()}
             island[-1]._sp_float_out = island[-1].register_forward_hook(_float32_outputs)
             plan.bf16_backbone_activations = True

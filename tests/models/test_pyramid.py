@@ -328,3 +328,20 @@ def test_pyramid_model_loss_ignores_pixels_done_by_coarser():
         + F.binary_cross_entropy(uni[0], unity[0].float())
     torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
     assert float(parts["sup_s8"]) == pytest.approx(100 * 64 / 128) and float(parts["sup_none"]) == 0.0
+
+
+def test_context_aggregation_attention_in_bf16_is_close_and_float32_is_unchanged():
+    from sceneparse.models.pyramid.model import ContextAggregation
+
+    torch.manual_seed(0)
+    ca = ContextAggregation(16).eval()
+    x, theta = torch.randn(2, 16, 6, 8), torch.randn(2, 16, 110)
+    with torch.no_grad():
+        q = ca.query(x).flatten(2).transpose(1, 2)
+        attn = torch.softmax(q @ ca.key(theta) * ca.scale, dim=-1)  # Eqs. 8-9 written out
+        att = (attn @ ca.value(theta).transpose(1, 2)).transpose(1, 2).reshape(2, 16, 6, 8)
+        expect = ca.agg(torch.cat([att, x], dim=1))
+        assert torch.equal(ca(x, theta), expect)
+        ca.matmul_dtype = torch.bfloat16
+        got = ca(x, theta)
+    assert got.dtype == torch.float32 and (got - expect).abs().max() < 2e-2 * expect.abs().max()

@@ -396,6 +396,8 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_fl
     plan = fast_train.enable(fast, SegLoss(), torch.device("cpu"), bf16=True)
     assert plan.bf16_backbone_activations and not plan.bf16_activations and plan.bf16_convs
     assert plan.bf16_decoder and "bf16 backbone and decoder activations" in plan.describe()
+    cas = [m for m in fast.modules() if type(m).__name__ == "ContextAggregation"]
+    assert cas and all(m.matmul_dtype == torch.bfloat16 for m in cas) and plan.bf16_attention
     x = torch.randn(2, 3, 64, 96).contiguous(memory_format=CL)
     y = torch.randint(0, 11, (2, 64, 96))
     feats = fast.backbone(x)
@@ -416,4 +418,5 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_fl
     assert sum(p.grad is not None for p in fast.decoder.parameters()) > 0
     fast_train.unpatch_model(fast)
     assert not fast.decoder._forward_hooks and type(fast.backbone) is type(ref.backbone)
+    assert all(m.matmul_dtype is None for m in cas)
     assert type(fast.decoder.fuse[0]) is nn.Conv2d

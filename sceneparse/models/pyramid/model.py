@@ -89,7 +89,10 @@ def _token_conv(in_ch: int, out_ch: int) -> nn.Sequential:
 
 class ContextAggregation(nn.Module):
     """CA (Eqs. 8-9): attention from the level's features (queries) to the context tokens
-    (keys / values), concatenated with the features and projected back by Conv1x1-BN-ReLU."""
+    (keys / values), concatenated with the features and projected back by Conv1x1-BN-ReLU.
+
+    ``matmul_dtype``: the dtype of the two attention products (default ``None``: the input's); bf16 training
+    sets ``torch.bfloat16`` (as autocast would run them), the softmax stays float32."""
 
     def __init__(self, channels: int, key_channels: int | None = None):
         super().__init__()
@@ -99,13 +102,16 @@ class ContextAggregation(nn.Module):
         self.value = nn.Conv1d(channels, channels, 1)
         self.agg = conv_bn_relu(2 * channels, channels, 1)
         self.scale = 1.0 / math.sqrt(kc)
+        self.matmul_dtype: torch.dtype | None = None
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
+        dt = self.matmul_dtype or x.dtype
         q = self.query(x).flatten(2).transpose(1, 2)  # (N, hw, kc)
-        attn = torch.softmax(q @ self.key(theta) * self.scale, dim=-1)  # (N, hw, T)
-        att = (attn @ self.value(theta).transpose(1, 2)).transpose(1, 2).reshape(n, c, h, w)
-        return self.agg(torch.cat([att, x], dim=1))
+        logits = (q.to(dt) @ self.key(theta).to(dt)).float() * self.scale  # (N, hw, T)
+        attn = torch.softmax(logits, dim=-1)
+        att = (attn.to(dt) @ self.value(theta).transpose(1, 2).to(dt)).to(x.dtype)
+        return self.agg(torch.cat([att.transpose(1, 2).reshape(n, c, h, w), x], dim=1))
 
 
 class ContextUpdate(nn.Module):
