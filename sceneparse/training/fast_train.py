@@ -176,6 +176,8 @@ def unpatch_model(model: nn.Module) -> None:
             hook.remove()
         if m.__dict__.get("matmul_dtype") is not None:  # the pyramid's attention products (enable)
             m.matmul_dtype = None
+        if m.__dict__.get("fused_upsample_loss"):  # the pyramid's fused finest-level CE (enable)
+            m.fused_upsample_loss = False
 
 
 def _float32_outputs(module, args, output):
@@ -217,6 +219,7 @@ class FastPlan:
     bf16_backbone_activations: bool = False  # ... only inside the backbone (other heads: the pyramid output)
     bf16_decoder: bool = False  # ... and inside the pyramid output's fusion decoder
     bf16_attention: bool = False  # the pyramid output's attention products in bf16
+    bf16_decoder_out: bool = False  # ... and the decoder's output handed to the heads' first convolutions in bf16
     fused_loss: bool = False  # low-resolution training logits, upsampling fused with the CE
     allocator: bool = False  # keep_freed_memory()
     patched: dict = field(default_factory=dict)
@@ -229,6 +232,7 @@ class FastPlan:
                              ("bf16 convolutions and activations", self.bf16_activations),
                              ("bf16 backbone" + (" and decoder" if self.bf16_decoder else "")
                               + " activations, bf16 dense convolutions in the head", self.bf16_backbone_activations),
+                             ("bf16 decoder output into the heads", self.bf16_decoder_out),
                              ("bf16 attention products", self.bf16_attention),
                              ("bf16 dense convolutions", self.bf16_convs and not self.bf16_activations
                               and not self.bf16_backbone_activations),
@@ -275,8 +279,9 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
             # another head (the pyramid output's): bf16 activations inside the backbone and, when it too is
             # made of convolutions and BNs only, the decoder that reads the backbone's features (the pyramid
             # output's fusion decoder: its stride-4 tensors are the step's largest); float32 out of the last
-            # of them, bf16 inside the remaining head's dense convolutions only
-            from ..models.pyramid.model import PyramidOutputModel
+            # of them (or bf16 straight into the convolutions that read it), bf16 inside the remaining head's
+            # dense convolutions and attention products only
+            from ..models.pyramid.model import ContextAggregation, PyramidOutputModel
 
             island = [backbone]
             decoder = getattr(model, "decoder", None)  # the pyramid output's decoder is the backbone's only reader
@@ -289,14 +294,23 @@ def enable(model: nn.Module, criterion, device: torch.device, mode="auto", upsam
                 done = patch_model(part, bf16_activations=True)
                 plan.patched = {k: v + plan.patched.get(k, 0) for k, v in done.items()}
             rest = patch_model(model, bf16_convs=True)  # the head: bf16 inside its dense convolutions only
-            from ..models.pyramid.model import ContextAggregation
-
             for m in model.modules():  # the context aggregations' attention products too (softmax in float32)
                 if isinstance(m, ContextAggregation):
                     m.matmul_dtype = torch.bfloat16
                     plan.bf16_attention = True
             plan.patched = {k: v + rest[k] for k, v in plan.patched.items()}
-            island[-1]._sp_float_out = island[-1].register_forward_hook(_float32_outputs)
+            readers = model.decoder_readers() if plan.bf16_decoder else []
+            if readers and all(type(r) is nn.Conv2d or isinstance(r, _Bf16Conv) for r in readers):
+                for r in readers:  # they take the decoder's bf16 output as it is: no float32 copy and back
+                    if not isinstance(r, _Bf16Conv):
+                        _swap(r, _Bf16Conv)
+                        plan.patched["bf16_conv"] += 1
+                plan.bf16_decoder_out = True
+            else:
+                island[-1]._sp_float_out = island[-1].register_forward_hook(_float32_outputs)
+            if isinstance(model, PyramidOutputModel) and model.finest_per_pixel and upsample_logits:
+                model.fused_upsample_loss = True  # its own loss: the finest level's upsampling fused with the CE
+                plan.fused_loss = True
             plan.bf16_backbone_activations = True
         else:
             plan.patched = patch_model(model, bf16_convs=bf16, bf16_activations=acts)

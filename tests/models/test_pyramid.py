@@ -345,3 +345,54 @@ def test_context_aggregation_attention_in_bf16_is_close_and_float32_is_unchanged
         ca.matmul_dtype = torch.bfloat16
         got = ca(x, theta)
     assert got.dtype == torch.float32 and (got - expect).abs().max() < 2e-2 * expect.abs().max()
+
+
+@pytest.mark.parametrize("h,w", [(88, 120), (90, 120), (23, 30), (11, 15), (5, 7)])
+def test_training_pools_equal_the_plain_pools_and_their_gradients(h, w):
+    # while training, the token pools run as two matrix products and the level pools read each other; the
+    # values and the input gradient equal adaptive / plain average pooling (eval keeps the plain ops)
+    from sceneparse.models.heads import adaptive_pool2d
+    from sceneparse.models.pyramid.model import PyramidPoolTokens, _avg_pools
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, h, w).contiguous(memory_format=torch.channels_last).requires_grad_()
+    pool = PyramidPoolTokens((1, 3, 6, 8))
+    got = pool(x)
+    ref = torch.cat([adaptive_pool2d(x, b).flatten(2) for b in (1, 3, 6, 8)], dim=2)
+    assert got.shape == ref.shape == (2, 5, 110) and torch.allclose(got, ref, atol=1e-5)
+    g = torch.randn_like(ref)
+    (gx,) = torch.autograd.grad((got * g).sum(), x)
+    (gref,) = torch.autograd.grad((ref * g).sum(), x)
+    assert torch.allclose(gx, gref, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(pool(x), torch.cat([adaptive_pool2d(x, b).flatten(2) for b in (1, 3, 6, 8)], dim=2))
+    if min(h, w) < 8:
+        return  # a level of 8 x 8 cells needs 8 rows (plain avg_pool2d refuses it too)
+    levels = _avg_pools(x, (8, 4, 2, 1))
+    plain = [F.avg_pool2d(x, k) for k in (8, 4, 2)] + [x]
+    assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-6) for a, b in zip(levels, plain))
+    (gl,) = torch.autograd.grad(sum((lv * (i + 1)).sum() for i, lv in enumerate(levels)), x)
+    (gp,) = torch.autograd.grad(sum((lv * (i + 1)).sum() for i, lv in enumerate(plain)), x)
+    assert torch.allclose(gl, gp, atol=1e-6)
+
+
+def test_pyramid_loss_with_the_fused_finest_upsampling_equals_the_plain_one():
+    from sceneparse.kernels import train_ops
+    from sceneparse.models.pyramid.targets import finest_pixel_target
+
+    if train_ops.load() is None:
+        pytest.skip(f"native training kernels unavailable: {train_ops.error()}")
+    torch.manual_seed(0)
+    strides = (32, 16, 8, 4)
+    label = torch.randint(0, 5, (2, 64, 96))
+    label[:, :3] = 255
+    unity0, sem0 = pyramid_ground_truth(label, strides)
+    sem0[-1] = finest_pixel_target(label, unity0, unity0, strides[-1])
+    semantic = [torch.randn(2, 5, 64 // s, 96 // s, requires_grad=True) for s in strides]
+    unity = [torch.rand(2, 64 // s, 96 // s) for s in strides[:-1]]
+    plain, _ = pyramid_loss(semantic, unity, unity0, sem0)
+    fused, _ = pyramid_loss(semantic, unity, unity0, sem0, fused_upsample=True)
+    assert torch.allclose(plain, fused, atol=1e-5)
+    gp = torch.autograd.grad(plain, semantic[-1])[0]
+    gf = torch.autograd.grad(fused, semantic[-1])[0]
+    assert torch.allclose(gp, gf, atol=1e-6)

@@ -385,7 +385,8 @@ def test_decoded_pairs_are_cached_once_and_give_the_same_samples(camvid_root, mo
 def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_float32_features():
     """The pyramid head (attention, softmaxes) keeps float32 activations; its backbone and its fusion decoder
     are plain convolutions and BN, so they run bf16 activations like an encoder-decoder model (the backbone
-    hands bf16 features to the decoder), with the decoder's float32 features handed to the heads."""
+    hands bf16 features to the decoder); the decoder's bf16 output goes straight into the two convolutions
+    that read it, whose outputs are float32."""
     from sceneparse import build_model
     from sceneparse.training.losses import SegLoss
 
@@ -398,12 +399,15 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_fl
     assert plan.bf16_decoder and "bf16 backbone and decoder activations" in plan.describe()
     cas = [m for m in fast.modules() if type(m).__name__ == "ContextAggregation"]
     assert cas and all(m.matmul_dtype == torch.bfloat16 for m in cas) and plan.bf16_attention
+    assert fast.fused_upsample_loss and plan.fused_loss  # its own loss: the finest level's CE fused
     x = torch.randn(2, 3, 64, 96).contiguous(memory_format=CL)
     y = torch.randint(0, 11, (2, 64, 96))
     feats = fast.backbone(x)
     assert all(f.dtype == torch.bfloat16 for f in feats)  # the decoder reads them in bf16
     assert fast.decoder.reduce[0](feats[0]).dtype == torch.bfloat16  # inside the decoder too
-    assert fast.decoder(feats).dtype == torch.float32  # handed to the semantic and unity heads in float32
+    dec = fast.decoder(feats)
+    assert dec.dtype == torch.bfloat16 and plan.bf16_decoder_out  # handed to the heads' first convolutions as is
+    assert fast.semantic_head.proj[0](dec).dtype == torch.float32 and fast.unity_head.reduce(dec).dtype == torch.float32
     assert fast.backbone.conv_stem(x).dtype == torch.bfloat16  # inside, the activations are bf16
     torch.manual_seed(1)
     loss_fast = fast.loss(fast(x), y)[0]
@@ -418,5 +422,5 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_fl
     assert sum(p.grad is not None for p in fast.decoder.parameters()) > 0
     fast_train.unpatch_model(fast)
     assert not fast.decoder._forward_hooks and type(fast.backbone) is type(ref.backbone)
-    assert all(m.matmul_dtype is None for m in cas)
+    assert all(m.matmul_dtype is None for m in cas) and not fast.fused_upsample_loss
     assert type(fast.decoder.fuse[0]) is nn.Conv2d

@@ -44,6 +44,34 @@ def _min_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     return -F.max_pool2d(-x, k)
 
 
+def _avg_pools(x: torch.Tensor, factors: Sequence[int]) -> list[torch.Tensor]:
+    """``[F.avg_pool2d(x, k) for k in factors]`` (``k = 1``: ``x`` itself). While training, each pool reads the
+    finest earlier one whose factor divides it (8 from 4 from 2): the same cells (floor mode keeps whole
+    blocks, so ``floor(floor(n / j) / (k / j)) = floor(n / k)``), averaged in another order, and the
+    backward writes one full-resolution gradient instead of one per level."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return [F.avg_pool2d(x, k) if k > 1 else x for k in factors]
+    done = {1: x}
+    for k in sorted(set(factors)):
+        if k > 1:
+            j = max(d for d in done if k % d == 0)
+            done[k] = F.avg_pool2d(done[j], k // j)
+    return [done[k] for k in factors]
+
+
+def _pool_matrix(n: int, bins: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(sum(bins), n)``: row ``i`` of bin count ``b`` averages PyTorch's adaptive-pooling cell
+    ``[floor(i n / b), ceil((i + 1) n / b))`` of a length-``n`` axis."""
+    m = torch.zeros(sum(bins), n, dtype=dtype, device=device)
+    r = 0
+    for b in bins:
+        for i in range(b):
+            start, end = (i * n) // b, -((-(i + 1) * n) // b)
+            m[r, start:end] = 1.0 / (end - start)
+            r += 1
+    return m
+
+
 class UnityHead(nn.Module):
     """Sec. 4.1: ``X_u = Conv1x1(X)``; per level, centroids = shared Conv1x1(AvgPool(X_u)), nearest
     upsampled and subtracted from Conv1x1(X_u); a shared Conv1x1 + sigmoid gives each pixel's
@@ -63,8 +91,8 @@ class UnityHead(nn.Module):
         xu = self.reduce(x)
         pix = self.pixel(xu)
         out = []
-        for k in self.pool_factors:
-            cent = self.centroid(F.avg_pool2d(xu, k))
+        for k, pooled in zip(self.pool_factors, _avg_pools(xu, self.pool_factors)):
+            cent = self.centroid(pooled)
             diff = pix - F.interpolate(cent, scale_factor=k, mode="nearest")
             prob = torch.sigmoid(self.classify(diff))
             out.append(_min_pool(prob, k)[:, 0])
@@ -80,7 +108,25 @@ class PyramidPoolTokens(nn.Module):
         self.bins = tuple(bins)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad and not torch.compiler.is_exporting():
+            return self._separable(x)
         return torch.cat([adaptive_pool2d(x, b).flatten(2) for b in self.bins], dim=2)
+
+    def _separable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same tokens as two matrix products over the channels-last view (an adaptive average is separable:
+        rows, then columns): while training, the backward then writes the input's gradient once instead of
+        zero-filling and accumulating one full-resolution gradient per bin count."""
+        n, c, h, w = x.shape
+        s = sum(self.bins)
+        rows = _pool_matrix(h, self.bins, x.dtype, x.device)  # (S, H)
+        cols = _pool_matrix(w, self.bins, x.dtype, x.device)  # (S, W)
+        y = torch.matmul(rows, x.permute(0, 2, 3, 1).reshape(n, h, w * c))  # (N, S, W*C)
+        z = torch.matmul(cols, y.reshape(n * s, w, c)).reshape(n, s, s, c)  # (N, S rows, S cols, C)
+        tokens, o = [], 0
+        for b in self.bins:  # the diagonal blocks: bin count b along both axes, row-major as flatten(2)
+            tokens.append(z[:, o:o + b, o:o + b].reshape(n, b * b, c))
+            o += b
+        return torch.cat(tokens, dim=1).transpose(1, 2)
 
 
 def _token_conv(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -154,7 +200,7 @@ class SemanticHead(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         xl = self.proj(x)
         L = self.num_levels
-        levels = [F.avg_pool2d(xl, k) if k > 1 else xl for k in self.pool_factors]
+        levels = _avg_pools(xl, self.pool_factors)
         outs = []
         theta = self.pool0(xl) if self.context else None
         for i, feat in enumerate(levels):
@@ -194,6 +240,7 @@ class PyramidOutputModel(SceneParser):
                  finest_per_pixel: bool = True):
         super().__init__()
         self.finest_per_pixel = bool(finest_per_pixel)
+        self.fused_upsample_loss = False  # the finest level's per-pixel CE by the native fused kernel (train.fast)
         strides = tuple(int(s) for s in strides)
         if strides[-1] != 4:
             raise ValueError(f"the finest level must have stride 4 (the decoder's), got {strides}")
@@ -247,6 +294,11 @@ class PyramidOutputModel(SceneParser):
             out.update(semantic=semantic, unity=unity, level=level)
         return out
 
+    def decoder_readers(self) -> list[nn.Module]:
+        """The layers that read the fusion decoder's output (the semantic head's projection, the unity head's
+        reduction): the training fast path hands them that output in bf16."""
+        return [self.semantic_head.proj[0]] + ([self.unity_head.reduce] if self.unity_head is not None else [])
+
     def forward_pyramid(self, x: torch.Tensor) -> dict:
         """``forward`` with the pyramid (``"semantic"``, ``"unity"``, ``"level"``) in any mode."""
         previous, self.return_pyramid = self.return_pyramid, True
@@ -276,7 +328,8 @@ class PyramidOutputModel(SceneParser):
         unity_gt, sem_gt = relabel(unity0, sem0, self.relabel_policy, outputs["unity"], self.tau)
         if self.finest_per_pixel:  # every labelled pixel is supervised somewhere (see finest_pixel_target)
             sem_gt[-1] = finest_pixel_target(target, unity0, unity_gt, self.strides[-1])
-        loss, parts = pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt)
+        loss, parts = pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt,
+                                   fused_upsample=self.fused_upsample_loss)
         share = supervised_share(target, sem_gt, self.strides, sem_gt[-1] if self.finest_per_pixel
                                  else sem_gt[-1].repeat_interleave(4, -2).repeat_interleave(4, -1))
         parts.update({k: torch.tensor(v) for k, v in share.items()})
