@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from .common import MIN_SIZE, NON_NEGATIVE, POSITIVE, add_run_flags, compile_arg, inference_overrides
@@ -11,6 +12,11 @@ from .common import MIN_SIZE, NON_NEGATIVE, POSITIVE, add_run_flags, compile_arg
 
 def _benchmark(args) -> int:
     import torch
+
+    if args.train:  # several models in one process: room for all their oneDNN primitives (before any runs)
+        from ..benchmark.train_step import CACHE_CAPACITY, CACHE_ENV
+
+        os.environ.setdefault(CACHE_ENV, CACHE_CAPACITY)
 
     from ..api import resolve_model
 

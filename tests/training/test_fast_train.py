@@ -279,8 +279,10 @@ def test_without_native_kernels_training_falls_back(tmp_path, camvid_root, monke
     assert "native kernels unavailable" in caplog.text and (tmp_path / "run" / "final.pt").is_file()
 
 
-def test_benchmark_train_writes_the_json(tmp_path, camvid_root, capsys):
+def test_benchmark_train_writes_the_json(tmp_path, camvid_root, capsys, monkeypatch):
     from sceneparse.cli import main
+
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)  # restored after the test
 
     out = tmp_path / "train.json"
     args = ["benchmark", "--train", str(REPO / "configs/camvid/pspnet_effl0.yaml"), *TINY, f"data.root={camvid_root}",
@@ -293,6 +295,7 @@ def test_benchmark_train_writes_the_json(tmp_path, camvid_root, capsys):
     assert set(r["variants"]) == {"reference fp32", "fast fp32"} and r["trainer_path"] == f"fast {r['precision']}"
     assert r["peak_gflops"] > 0 and r["forward_gflops_per_image"] > 0 and r["variants"]["fast fp32"]["top_ops"]
     assert "fast fp32 / reference fp32" in r["speedups"] and "the trainer uses" in capsys.readouterr().out
+    assert r["onednn_primitive_cache_capacity"] == "8192"  # several models' primitives in one process
 
 
 def _bf16_close(got, want, what):
