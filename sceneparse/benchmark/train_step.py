@@ -103,7 +103,8 @@ def _own_process(cfg: DictConfig, variant: str, steps: int, warmup: int) -> dict
 
 # several models' convolutions in one process (fwd, bwd-data, bwd-weights per layer and dtype) overflow oneDNN's
 # default cache of 1024 primitives, so that each step rebuilds them: measured 1.47 instead of 1.23 s per pyramid
-# step on AMD EPYC. One training process (one model) stays well inside the default. Read at oneDNN's first use:
+# step on AMD EPYC. A single trainer measured no different (1.21 default vs 1.24 s, separate processes, noisy).
+# Read at oneDNN's first use:
 # set by the CLI before any convolution runs (and inherited by the own-process references).
 CACHE_ENV, CACHE_CAPACITY = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192"
 
