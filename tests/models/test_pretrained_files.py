@@ -130,3 +130,21 @@ def test_deep_stem_resnet_loads_everything_but_its_stem(tmp_path):
     torch.testing.assert_close(net.layer4[2].conv3.weight, ref.layer4[2].conv3.weight)
     torch.testing.assert_close(net.layer1[1].conv2.weight, ref.layer1[1].conv2.weight)
     assert net.layer1[0].conv1.weight.shape[1] == 128  # the widened first block keeps its init
+
+
+def test_a_pretrained_file_that_needs_unpickling_is_refused(tmp_path):
+    # model.pretrained=<file> goes through the same weights-only loader as checkpoints: nothing in it runs
+    import pickle
+
+    from sceneparse.checkpoint import UnsafeCheckpointError
+    from sceneparse.models.backbones.weights import load_state_file
+
+    class Evil:
+        def __reduce__(self):
+            import os
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load .*evil.pth"):
+        load_state_file(path)

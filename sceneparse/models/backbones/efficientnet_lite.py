@@ -7,6 +7,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from ...checkpoint import safe_torch_load
 from .common import _check_output_stride
 from .weights import (_LITE_PACKAGES, _set_bn_eps, convert_efficientnet_lite_state_dict, load_matching, load_state_file,
                       efficientnet_lite_weights_path)
@@ -69,7 +70,7 @@ class EfficientNetLiteBackbone(nn.Module):
         return feats
 
     def load_imagenet_weights(self) -> None:
-        src = torch.load(efficientnet_lite_weights_path(self.variant), map_location="cpu", weights_only=True)
+        src = safe_torch_load(efficientnet_lite_weights_path(self.variant))
         mapped = convert_efficientnet_lite_state_dict(src, self)
         missing, unexpected = self.load_state_dict(mapped, strict=False)
         if missing:

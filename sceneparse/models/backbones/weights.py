@@ -10,6 +10,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from ...checkpoint import UnsafeCheckpointError, safe_torch_load
 from ...utils.errors import first_line
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def efficientnet_lite_classifier(variant: int = 0, pretrained: bool = True) -> n
     model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
     _set_bn_eps(model, 1e-3)
     if pretrained:
-        src = torch.load(efficientnet_lite_weights_path(variant), map_location="cpu", weights_only=True)
+        src = safe_torch_load(efficientnet_lite_weights_path(variant))
         model.load_state_dict(convert_efficientnet_lite_state_dict(src, model), strict=True)
     return model
 
@@ -183,7 +184,9 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
             sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = safe_torch_load(path)  # the one weights-only loader (refuses files that need unpickling)
+    except UnsafeCheckpointError:
+        raise
     except Exception as e:
         raise ValueError(f"cannot read pretrained weights {path}: {type(e).__name__}: "
                          f"{first_line(e)}") from e
