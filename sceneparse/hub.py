@@ -75,10 +75,15 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
                      f"sceneparse/weights, ${MODELS_ENV} and {model_dirs()[-1]}) nor an existing checkpoint file")
 
 
+_RECIPE_HEAD_KEYS = ("bins", "aspp_rates", "image_pooling", "cascade_blocks", "strides", "context", "relabel_policy",
+                     "iterations", "grn", "lrn")
+
+
 def recipe_summary(cfg: dict, iters: int | None = None) -> str:
-    """One line saying how a checkpoint was trained, from its config, e.g. ``pspnet efficientnet_lite0
-    OS16, ImageNet init; camvid train, crops 360x480, scale 0.5-2.0, rotate 10, blur 0.5; batch 8, 2700
-    iterations (60 epochs), sgd lr 0.01 (head x10), poly 0.9, aux 0.4; loss CE``."""
+    """One line saying how a checkpoint was trained, from its config, e.g. ``pspnet efficientnet_lite0 OS16,
+    ImageNet init, head bins 1-2-3-6; camvid train, crops 360x480, scale 0.5-2.0, rotate 10, blur 0.5; batch 8,
+    2700 iterations (60 epochs), sgd lr 0.01 (head x10), poly 0.9, aux 0.4; loss CE`` (the head options the
+    papers' ablations vary: PPM bins, ASPP rates, image pooling, pyramid strides, ...)."""
     m, d, t = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
     if m.get("arch") is None:
         return "unknown (the checkpoint's config has no model section)"
@@ -86,6 +91,12 @@ def recipe_summary(cfg: dict, iters: int | None = None) -> str:
             else "random init")
     if m.get("init_weights"):
         init += f", fine-tuned from {Path(str(m['init_weights'])).name}"
+    head = m.get("head") or {}
+    shown = [(k, head[k]) for k in _RECIPE_HEAD_KEYS if k in head]  # the options the papers' ablations vary
+    if shown:
+        init += ", head " + " ".join(
+            f"{k} {'-'.join(str(x) for x in v)}" if isinstance(v, (list, tuple)) else
+            (k if v is True else f"no {k}" if v is False else f"{k} {v}") for k, v in shown)
     splits = "+".join(d.get("train_splits") or [d.get("train_split", "train")])
     aug = [f"crops {d['crop_size'][0]}x{d['crop_size'][1]}" if d.get("crop_size") else None,
            f"scale {d['scale_range'][0]}-{d['scale_range'][1]}" if d.get("scale_range") else None,

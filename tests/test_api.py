@@ -208,7 +208,8 @@ def test_pack_records_the_recipe_and_training_splits(tiny_run, tmp_path):
     assert main(["pack", str(tiny_run / "final.pt"), str(out), "--fp16"]) == 0
     meta = load_checkpoint(out)["meta"]
     assert meta["train_splits"] == ["train"]
-    assert meta["recipe"].startswith("pspnet efficientnet_lite0 OS16, random init; camvid train, crops 96x128")
+    assert meta["recipe"].startswith("pspnet efficientnet_lite0 OS16, random init, head bins 1-2-3-6; camvid train, "
+                                     "crops 96x128")
     assert "batch 2, 4 iterations" in meta["recipe"] and "loss CE" in meta["recipe"]
     seg = sceneparse.load(out, device="cpu")
     assert seg.meta["recipe"] == meta["recipe"] and seg.meta["train_splits"] == ["train"]
