@@ -1,4 +1,4 @@
-"""Constants shared by data, models, engine and CLI (this module imports nothing of ours)."""
+"""Constants shared by every package (this module imports nothing of ours)."""
 from pathlib import Path
 
 
@@ -16,5 +16,5 @@ DEFAULT_MODEL = "camvid_pspnet_effl0"
 # camvid/pspnet_effl0`` finds them after a wheel install too
 PACKAGED_CONFIGS_DIR = Path(__file__).parent / "configs"
 
-#: who can run a network in the inference engine (engine.backends)
+#: who can run a network in the inference engine (deploy.backends)
 BACKENDS = ("torch", "openvino", "onnxruntime")

@@ -3,8 +3,8 @@ folders beside it, their names, and the metadata they carry (``recipe``, ``train
 ``metrics``); ``pack_checkpoint`` makes one from a training run.
 
 Model folders, searched in this order (the first file of a name wins): ``sceneparse/weights`` (in the
-wheel: the default model), the ``zoo/`` folder of a source checkout (the other trained models, beside the
-package so that the wheel stays small), each folder of the ``SCENEPARSE_MODELS`` environment variable
+wheel: the default model), the ``zoo/`` folder of a source checkout when it exists (for trained models kept
+beside the package, so that the wheel stays small), each folder of the ``SCENEPARSE_MODELS`` environment variable
 (``os.pathsep`` separated), then ``$XDG_CACHE_HOME/sceneparse/models`` (default ``~/.cache/sceneparse/models``). A file
 ``NAME.pt`` or ``NAME.safetensors`` there is the model ``NAME`` for ``sceneparse.load(NAME)``,
 ``--checkpoint NAME`` and ``sceneparse models``.

@@ -1,5 +1,5 @@
 """Shared by the measurement scripts: ``python scripts/X.py [CKPT] [OUT.json]`` -> the checkpoint's model
-and its CamVid val split (``engine.evaluate.prepare_split``; the output path checked before any work)."""
+and its CamVid val split (``evaluation.evaluate.prepare_split``; the output path checked before any work)."""
 import sys
 
 from sceneparse.models.factory import model_from_checkpoint

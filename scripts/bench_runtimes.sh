@@ -7,7 +7,7 @@
 # them into the README's speed section. Usage: bash scripts/bench_runtimes.sh [model ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cpu=$(python -c "from sceneparse.benchmark.compare import cpu_model; import re; print(re.sub(r'[^a-z0-9]+', '_', cpu_model().lower()).strip('_'))")
+cpu=$(python -c "from sceneparse.utils.sysinfo import cpu_model; import re; print(re.sub(r'[^a-z0-9]+', '_', cpu_model().lower()).strip('_'))")
 out=results/bench/runtimes/$cpu
 mkdir -p "$out"
 int8=$out/camvid_pspnet_effl0_int8.xml

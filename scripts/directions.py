@@ -98,7 +98,7 @@ CHECKS: dict[str, str] = {
     "dlv3_t5_image_pooling": (
         "The branch is connected and trains: with it a corner of the output depends on the far corner of a "
         "23x30 map (no atrous rate reaches there) and its parameters get gradients "
-        "(tests/test_deeplabv3.py::test_image_pooling_gives_every_position_the_whole_image_and_trains). "
+        "(tests/models/test_deeplabv3.py::test_image_pooling_gives_every_position_the_whole_image_and_trains). "
         "The paper's margin (+0.63) is itself below our seed spread (0.62 of 2 seeds); more seeds are the "
         "next check, not a code fix."),
     "dlv3_eval_os8": (

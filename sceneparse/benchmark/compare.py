@@ -1,7 +1,7 @@
 """Side-by-side inference benchmark against the models users would pick instead.
 
 - ``torchvision``: ``deeplabv3_resnet50`` run as its users run it by default (eval, ``torch.no_grad``,
-  NCHW float32) against **the same weights** converted to sceneparse (``convert.py``), run with our
+  NCHW float32) against **the same weights** converted to sceneparse (``models/convert.py``), run with our
   inference path (BN folded, channels_last, ``torch.inference_mode``; optionally bf16 weights).
   The outputs are compared, so the speed-up is for the same function.
 - ``smp``: segmentation_models_pytorch ``PSPNet`` and ``DeepLabV3`` (ResNet-50 encoder, random

@@ -34,7 +34,7 @@ def _timed(fn, times: list[float]):
 
 def predict_latency(model, meta: dict, image_path: str | Path, repeats: int = 10, warmup: int = 2,
                     channels_last: bool = True, legend: bool = True) -> dict:
-    """Stage medians (s) of parsing ``image_path`` with ``model`` (prepared: ``engine.backends.prepare_model``)
+    """Stage medians (s) of parsing ``image_path`` with ``model`` (prepared: :func:`sceneparse.inference.pipeline.prepare`)
     into a palette label PNG, as ``predict`` does (whole image, single scale).
 
     Returns:

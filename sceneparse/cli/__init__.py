@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, ValueError, RunLockedError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    except ImportError as e:  # a missing extra, or a torch / torchvision pair that does not fit (sysinfo)
+    except ImportError as e:  # a missing extra, or a torch / torchvision pair that does not fit (utils.sysinfo)
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:  # file not found, permission denied, no space left (the message names the path)

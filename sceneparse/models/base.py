@@ -36,7 +36,7 @@ class SceneParser(nn.Module):
         """Training loss of ``outputs`` (the train-mode forward) against ``target`` ``(N, H, W)`` int64.
 
         ``criterion`` is the configured segmentation loss (main CE + weighted auxiliary CE,
-        ``losses.SegLoss``); a model with its own objective (the pyramidal output's Eq. 1) ignores it.
+        ``training.losses.SegLoss``); a model with its own objective (the pyramidal output's Eq. 1) ignores it.
         Returns ``(total, parts)``: ``parts["loss"]`` is the main term; ``"loss_aux"`` the auxiliary
         one if any; other entries are logged as diagnostics.
         """

@@ -35,7 +35,7 @@ class SegLoss(nn.Module):
         self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight).float())
         self.ohem_thresh, self.ohem_min_kept, self.dice_weight = ohem_thresh, ohem_min_kept, dice_weight
         self.lovasz_weight = lovasz_weight
-        # the training fast path (engine.fast_train): low-resolution logits are upsampled inside the fused
+        # the training fast path (training.fast_train): low-resolution logits are upsampled inside the fused
         # native upsampling + CE kernel (same value and gradient, no full-resolution tensors)
         self.fused_upsample = False
 

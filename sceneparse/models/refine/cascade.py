@@ -185,9 +185,9 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
 
     ``front`` is the front's architecture, a dict with ``arch``, ``backbone``, ``output_stride``,
     ``num_classes`` and optionally ``head``, ``deep_stem``, ``multi_grid``, ``mean``, ``std`` (the
-    engine's ``front_spec`` makes it from a checkpoint). The front is built untrained here: its
+    :func:`sceneparse.models.factory.front_spec` makes it from a checkpoint). The front is built untrained here: its
     weights come with the refinement checkpoint (``front.*``) or, for a GRN stage, from the front's
-    checkpoint (the engine loads them); this package reads no files.
+    checkpoint (:func:`sceneparse.models.factory.build_model_from_config` loads them); this module reads no files.
 
     The GRN network is the front's architecture (its arch and head options) on ``backbone``
     (pass the front's backbone name for the paper's setting), with ImageNet weights when
