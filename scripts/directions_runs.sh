@@ -19,7 +19,8 @@
 #              GRN + LRN, context module; needs psp_t1 first)
 #   SEEDS="0 1" (default) picks the seeds; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
-#   grn_aux<W>_on_fcn), LRN_BIAS (default 4) the LRN's centre bias,
+#   grn_aux<W>_on_fcn), GRN_LR (default 0.001, the paper's; another value: a row grn[_aux<W>]_lr<LR>_on_fcn,
+#   the GRN row only), LRN_BIAS (default 4) the LRN's centre bias,
 #   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
 #   about 2.5 TFLOPs per 360x480 image, days per run on a 2-core CPU: GPU work).
 set -euo pipefail
@@ -114,9 +115,11 @@ for group in "$@"; do
       for seed in $SEEDS; do
         front=$RUNS/fcn_e60${SUFFIX}_s$seed/final.pt
         [ -f "$front" ] || { echo "refine_t2 needs the FCN front $front (run psp_t1 first)" >&2; exit 2; }
-        grn=grn_on_fcn; [ "${AUX_GRN:-0.4}" = 0.4 ] || grn=grn_aux${AUX_GRN}_on_fcn  # a check's own row name
+        aux=${AUX_GRN:-0.4} glr=${GRN_LR:-0.001}
+        grn=grn; [ "$aux" = 0.4 ] || grn=${grn}_aux$aux; [ "$glr" = 0.001 ] || grn=${grn}_lr$glr
+        grn=${grn}_on_fcn  # a check's own row name
         row $grn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
-            train.lr=0.001 train.lr_policy=step "train.lr_step_epochs=[10]" train.aux_weight=${AUX_GRN:-0.4} \
+            train.lr=$glr train.lr_policy=step "train.lr_step_epochs=[10]" train.aux_weight=$aux \
             model.head.supervise_steps=all
         ev $grn $seed os16
         [ "$grn" = grn_on_fcn ] || continue  # the auxiliary-weight check trains the GRN row only
