@@ -6,7 +6,7 @@ from sceneparse.models.factory import model_from_checkpoint
 from sceneparse.evaluation.evaluate import prepare_split
 
 
-def model_and_val(default_out: str, default_ckpt: str = "sceneparse/weights/camvid_pspnet_effl0.pt"):
+def model_and_val(default_out: str, default_ckpt: str = "camvid_pspnet_effl0"):
     """``(checkpoint path, output path, model, split job)`` from ``sys.argv``."""
     ckpt = sys.argv[1] if len(sys.argv) > 1 else default_ckpt
     out = sys.argv[2] if len(sys.argv) > 2 else default_out

@@ -12,7 +12,7 @@ t() { local s=$(date +%s); "$@"; echo "wall_s $(( $(date +%s) - s )) :: $*" >> r
 t sceneparse evaluate --checkpoint $R/final.pt --out $R/eval_os16.json --no-progress
 t sceneparse evaluate --checkpoint $R/final.pt --output-stride 8 --out $R/eval_os8.json --no-progress
 t sceneparse evaluate --checkpoint $R/final.pt $MS --out $R/eval_os16_msflip.json --no-progress
-t sceneparse pack $R/final.pt sceneparse/weights/camvid_pspnet_effl0.pt --fp16 --metrics $R/eval_os16.json
+t sceneparse pack $R/final.pt src/sceneparse/weights/camvid_pspnet_effl0.pt --fp16 --metrics $R/eval_os16.json
 # DeepLabv3 ablation: 10 epochs each, identical except image pooling
 for ip in true false; do
   t sceneparse train configs/camvid/deeplabv3_effl0.yaml train.epochs=10 train.eval_interval=10000 \

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Loss ablation, fine-tuning the shipped 60-epoch CE model for 3 epochs (135 its) each, seed 0.
 cd "$(dirname "$0")/.." && . .venv/bin/activate && mkdir -p runs/ft runs/mini
-COMMON="model.init_weights=sceneparse/weights/camvid_pspnet_effl0.pt train.epochs=3 train.lr=0.002 train.warmup_iters=15 train.amp=bf16 train.eval_interval=135 train.ckpt_interval=45 train.seed=0"
+COMMON="model.init_weights=camvid_pspnet_effl0 train.epochs=3 train.lr=0.002 train.warmup_iters=15 train.amp=bf16 train.eval_interval=135 train.ckpt_interval=45 train.seed=0"
 for v in ce inverse_log median_freq ohem; do
   [ -f runs/ft/$v/final.pt ] && continue
   case $v in

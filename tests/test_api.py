@@ -222,7 +222,7 @@ def test_packaged_weights_named_like_in_a_checkout_are_found_from_anywhere(tmp_p
     from sceneparse.constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
     from sceneparse.hub import resolve_weights
 
-    monkeypatch.chdir(tmp_path)  # the refine configs name sceneparse/weights/camvid_pspnet_effl0.pt
+    monkeypatch.chdir(tmp_path)  # configs written before the src/ layout name sceneparse/weights/<name>.pt
     expect = PACKAGED_WEIGHTS_DIR / f"{DEFAULT_MODEL}.pt"
     assert resolve_weights(f"sceneparse/weights/{DEFAULT_MODEL}.pt") == expect == resolve_weights(DEFAULT_MODEL)
     with pytest.raises(ValueError, match="neither a model name"):

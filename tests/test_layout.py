@@ -3,7 +3,7 @@ import (optional extras are outside the package and not counted)."""
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "sceneparse"
+ROOT = Path(__file__).resolve().parents[1] / "src" / "sceneparse"
 # each package may import only those before it (docs/architecture.md)
 ORDER = ["constants", "utils", "config", "kernels", "data", "checkpoint", "hub", "models", "deploy", "inference",
          "evaluation", "training", "benchmark", "api", "demo", "cli", "__main__"]
@@ -127,3 +127,17 @@ def test_every_import_names_a_module_of_the_package():
             if not owner:
                 bad.append(f"{mod}:{line}: no module for {name}")
     assert not bad, "\n".join(bad)
+
+
+def test_a_clone_named_sceneparse_does_not_shadow_the_install(tmp_path):
+    """Python run from the folder that holds a clone named ``sceneparse`` imports the installed package, not
+    the clone's folder as an empty namespace package (the src/ layout: an editable install puts ``src`` on
+    ``sys.path``, and a regular package anywhere on the path wins over a namespace folder)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sceneparse").symlink_to(ROOT.parents[1], target_is_directory=True)
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", "import sceneparse; print(callable(sceneparse.load))"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-500:]

@@ -144,6 +144,20 @@ def test_init_weights_fine_tunes_from_a_checkpoint(tmp_path, camvid_root, tiny_r
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0 and frozen BN: the weights are the loaded ones
 
 
+def test_init_weights_takes_a_model_name(tmp_path, camvid_root):
+    """model.init_weights, like every --checkpoint, takes a packaged model's name."""
+    from sceneparse.constants import DEFAULT_MODEL
+    from sceneparse.hub import resolve_weights
+
+    work = tmp_path / "ft"
+    cfg = _cfg(camvid_root, work, "train.iters=1", f"model.init_weights={DEFAULT_MODEL}", "model.head.head_channels=256",
+               "model.head.aux_channels=128", "train.lr=0", "train.head_lr_mult=0", "train.freeze_bn=true")
+    train(cfg, progress=False)
+    a = torch.load(resolve_weights(DEFAULT_MODEL), weights_only=True)["model"]
+    b = torch.load(work / "final.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k].float(), b[k].float()) for k in a)
+
+
 def test_keep_best_bf16_ohem_and_class_weights_through_the_config(tmp_path, camvid_root):
     """Issue 17 training features end to end: bf16 autocast on CPU, OHEM, median-frequency class weights,
     and best.pt = the validation with the best mIoU."""

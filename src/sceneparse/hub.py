@@ -19,8 +19,8 @@ from .checkpoint import atomic_save, load_checkpoint, require_torch_weights, sav
 from .constants import DEFAULT_MODEL, PACKAGED_WEIGHTS_DIR
 
 MODELS_ENV = "SCENEPARSE_MODELS"
-_CHECKOUT = Path(__file__).resolve().parents[1]
-# a source checkout's zoo/ (editable install); an installed wheel's parent folder (site-packages) is no checkout
+_CHECKOUT = Path(__file__).resolve().parents[2]
+# a source checkout's zoo/ (editable install: src/sceneparse/hub.py); an installed wheel's folders are no checkout
 CHECKOUT_ZOO = _CHECKOUT / "zoo" if (_CHECKOUT / "pyproject.toml").is_file() else None
 
 
@@ -55,8 +55,8 @@ def available_models() -> dict[str, Path]:
 
 def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     """A model's file by name (``None``: the default one; see :func:`available_models`; also
-    ``sceneparse/weights/<name>.pt`` given relative to a repository checkout, found after a wheel install
-    too) or an existing file path.
+    ``[src/]sceneparse/weights/<name>.pt`` given relative to a repository checkout, found after a wheel
+    install too) or an existing file path.
 
     Raises:
         ValueError: neither a model name nor an existing file (the message lists the names and folders).

@@ -35,6 +35,7 @@ from ..config import save_config, to_dict
 from ..data import DataError, build_dataset, build_eval_transform, build_train_transform
 from ..evaluation.evaluate import evaluate_model
 from ..evaluation.report import json_safe
+from ..hub import resolve_weights
 from ..inference.engine import InferenceConfig
 from ..models.factory import build_model_from_config, load_model_weights
 from ..utils.device import resolve_device
@@ -708,7 +709,7 @@ def _init_from(model: torch.nn.Module, path: str) -> None:
     anything else missing, e.g. the GRN of a cascade whose LRN stage starts from a checkpoint without one,
     is an error."""
     new = model.trained_weight_prefixes()
-    state = load_checkpoint(path)["model"]
+    state = load_checkpoint(resolve_weights(path))["model"]
     require_finite(state, f"model.init_weights={path}")
     try:
         fresh = load_model_weights(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
