@@ -49,6 +49,8 @@ ROWS = {
                    "(SUFFIX=_rerun AUX_GRN=0.1 refine_t2)", "refine_t2"),
     "grn_lr0.01": ("grn_lr0.01_on_fcn_rerun", "os16", "check: that front + GRN, auxiliary weight 0.4, lr 0.01 "
                    "then 0.001 (the front's own lr; SUFFIX=_rerun GRN_LR=0.01 refine_t2)", "refine_t2"),
+    "grn_aux0_lr0.01": ("grn_aux0_lr0.01_on_fcn_rerun", "os16", "check: that front + GRN, no auxiliary loss, lr "
+                        "0.01 then 0.001 (SUFFIX=_rerun GRN_LR=0.01 AUX_GRN=0 refine_t2)", "refine_t2"),
     "lrn": ("lrn_on_fcn", "os16", "front + LRN (1/8 of Table 1's width)", "refine_t2"),
     "grn_lrn": ("grn_lrn_on_fcn", "os16", "front + GRN + LRN (cascade; LRN at 1/8 width)", "refine_t2"),
     "context": ("context_on_fcn", "os16", "front + context module (Yu & Koltun)", "refine_t2"),
