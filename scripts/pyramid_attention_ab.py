@@ -6,7 +6,7 @@ import json, statistics, sys, tempfile, time
 import torch
 from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
 from sceneparse.config import load_config
 from sceneparse.benchmark.train_step import _trainer, _step
 from sceneparse.models.pyramid.model import ContextAggregation

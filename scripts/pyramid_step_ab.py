@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
 from sceneparse.benchmark.train_step import _step, _trainer  # noqa: E402
 from sceneparse.config import load_config  # noqa: E402
 from sceneparse.models.heads import adaptive_pool2d  # noqa: E402

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STAGE=${STAGE:-grn}
-FRONT=${FRONT:-sceneparse/weights/camvid_pspnet_effl0.pt}
+FRONT=${FRONT:-camvid_pspnet_effl0}
 ITERS=${ITERS:-30}
 CROP=${CROP:-[240,320]}
 OUT=runs/ablation_$STAGE

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-0 1}
 CASCADE_SEEDS=${CASCADE_SEEDS:-0 1}
 EPOCHS=${EPOCHS:-2}
-FRONT=${FRONT:-sceneparse/weights/camvid_pspnet_effl0.pt}
+FRONT=${FRONT:-src/sceneparse/weights/camvid_pspnet_effl0.pt}
 R=runs/refine
 OUT=results/camvid/refine
 mkdir -p $R $OUT

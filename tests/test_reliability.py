@@ -29,7 +29,7 @@ def _wait_for(path, proc, timeout=120):
 
 
 def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])

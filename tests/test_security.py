@@ -325,7 +325,7 @@ def test_lock_held_by_another_process_is_refused(tmp_path):
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from sceneparse.utils.runlock import RunLock\n"
                                f"with RunLock({str(tmp_path)!r}):\n print('held', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
@@ -348,7 +348,7 @@ def test_failed_write_names_the_file_removes_the_temporary_and_keeps_the_old_one
               "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
               f"atomic_save({{'model': {{'w': torch.zeros(1 << 20)}}}}, {str(target)!r})\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO)})
+                       env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert r.returncode != 0 and f"cannot write {target}" in r.stderr
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
 

@@ -40,7 +40,7 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, camvid_root):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m",
            "sceneparse", "train", str(REPO / "configs/camvid/pspnet_effl0.yaml"), *TINY, *extra,
            f"data.root={camvid_root}", f"work_dir={ddp}", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = _losses(single), _losses(ddp)
@@ -100,7 +100,7 @@ def test_signal_to_one_rank_stops_all_ranks_with_a_checkpoint(tmp_path, camvid_r
            "sceneparse", "train", str(REPO / "configs/camvid/pspnet_effl0.yaml"), *TINY, "train.iters=500",
            "train.batch_size=4", "train.ckpt_interval=1", "train.eval_interval=100000", "train.threads=1",
            "data.max_train_samples=8", f"data.root={camvid_root}", f"work_dir={work}", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         t0 = time.time()
