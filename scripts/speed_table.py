@@ -82,7 +82,29 @@ def cpu_tables(folder: Path) -> str:
         out += ["", "`predict` end to end, one CamVid val image (`sceneparse benchmark --end-to-end`), ms:", "",
                 "| path | image | decode | normalise | network | upsample + argmax | palette encode | write | total | "
                 "upsample + softmax + argmax before | same labels as before |", "|---|---|---|---|---|---|---|---|---|---|---|", *e2e]
+    repeats = repeat_rows(folder / "repeats")
+    if repeats:
+        out += ["", "The same command run again (files in `repeats/`, each a separate process; the table above holds "
+                "the last run): a ratio is a tie when 1.0 lies within its runs' range.", "",
+                "| model | precision | output | runtime | ours / runtime, each run | median | range |",
+                "|---|---|---|---|---|---|---|", *repeats]
     return "\n".join(out)
+
+
+def repeat_rows(folder: Path) -> list[str]:
+    """One row per repeated comparison: ``repeats/<row>_<run>.json`` files sharing ``<row>``, runs in name order."""
+    groups: dict[str, list[dict]] = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        groups.setdefault(path.stem.rsplit("_", 1)[0], []).append(json.loads(path.read_text()))
+    rows = []
+    for stem, runs in groups.items():
+        ratios = [r["ratio_ours_over_runtime"] for r in runs]
+        mid = sorted(ratios)[len(ratios) // 2] if len(ratios) % 2 else sum(sorted(ratios)[len(ratios) // 2 - 1:][:2]) / 2
+        r = runs[0]
+        rows.append(f"| {MODEL_NAMES.get(_model_key(Path(stem)), stem)} | {r['precision']} | {r.get('output', 'logits')} | "
+                    f"{r['runtime']} | {', '.join(f'{x:.2f}x' for x in ratios)} | **{mid:.2f}x** | "
+                    f"{min(ratios):.2f}-{max(ratios):.2f} |")
+    return rows
 
 
 def main() -> None:

@@ -1,0 +1,26 @@
+"""The speed tables' repeated-runs section (scripts/speed_table.py): runs grouped by row, median and range."""
+import importlib.util
+import json
+
+from .conftest import REPO
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("speed_table", REPO / "scripts/speed_table.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_repeat_rows_group_runs_and_give_median_and_range(tmp_path):
+    run = {"precision": "bf16", "output": "logits", "runtime": "openvino"}
+    for name, ratio in [("pspnet_effl0_os8_openvino_bf16_logits_a", 0.95), ("pspnet_effl0_os8_openvino_bf16_logits_b", 1.06),
+                        ("pspnet_effl0_os8_openvino_bf16_logits_c", 0.98), ("camvid_openvino_bf16_logits_a", 0.99),
+                        ("camvid_openvino_bf16_logits_b", 1.03)]:
+        (tmp_path / f"{name}.json").write_text(json.dumps({**run, "ratio_ours_over_runtime": ratio}))
+    rows = _module().repeat_rows(tmp_path)
+    assert len(rows) == 2
+    camvid, os8 = rows
+    assert camvid.startswith("| shipped CamVid PSPNet-Lite0 OS16 | bf16 | logits | openvino | 0.99x, 1.03x | **1.01x** | 0.99-1.03 |")
+    assert "| 0.95x, 1.06x, 0.98x | **0.98x** | 0.95-1.06 |" in os8
+    assert _module().repeat_rows(tmp_path / "missing") == []
