@@ -8,6 +8,7 @@ Usage: python scripts/zoo_page.py [--image IMG] [--label LABEL_PNG] [--repeats N
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -83,10 +84,30 @@ def page(models: dict, speeds: dict, picture: str, image: Path, with_truth: bool
         for c in classes:
             cells = [models[n]["metrics"]["IoU"].get(c) for n in names]
             lines.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in cells) + " |")
+    lines += resolution_section(REPO / "results/camvid/class_resolution.json")
     lines += ["", "## The same image, parsed by each model", "",
               f"`{image.name}`: {'ground truth first, then ' if with_truth else ''}each model's "
               "overlay.", "", f"![overlays]({picture})", ""]
     return "\n".join(lines)
+
+
+def resolution_section(path: Path) -> list[str]:
+    """Why thin classes score low at a coarse output stride: the table of ``scripts/class_resolution.py``."""
+    if not path.is_file():
+        return []
+    r = json.loads(path.read_text())
+    strides = [k.split("_")[1] for k in next(iter(r["share"].values()))]
+    lines = ["", "## Thin classes and the output stride", "",
+             f"Share of each class's pixels, {r['split']}, inside a cell of the output grid where that class is "
+             "the most frequent label: what a classifier reading one feature per cell can win with per-pixel "
+             "cross-entropy (`python scripts/class_resolution.py`). At output stride 16 only "
+             f"{r['share']['Pole']['stride_16']:.0f}% of Pole pixels are, so an OS16 model almost never "
+             "predicts Pole; a stride-4 output (the pyramid's finest level) reaches "
+             f"{r['share']['Pole']['stride_4']:.0f}%.", "",
+             "| class | " + " | ".join(f"stride {s}" for s in strides) + " |", "|---|" + "---|" * len(strides)]
+    for c, v in r["share"].items():
+        lines.append(f"| {c} | " + " | ".join(f"{v[f'stride_{s}']:.1f}" for s in strides) + " |")
+    return lines
 
 
 def main() -> None:
