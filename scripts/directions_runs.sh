@@ -18,6 +18,7 @@
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
 #              GRN + LRN, context module; needs psp_t1 first)
 #   SEEDS="0 1" (default) picks the seeds; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
+#   FRONT_SUFFIX (default SUFFIX): the suffix of the FCN front the refine_t2 rows start from;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
 #   grn_aux<W>_on_fcn), GRN_LR (default 0.001, the paper's; another value: a row grn[_aux<W>]_lr<LR>_on_fcn,
 #   the GRN row only), LRN_BIAS (default 4) the LRN's centre bias,
@@ -113,7 +114,7 @@ for group in "$@"; do
     refine_t2)
       LRN_CHANNELS=${LRN_CHANNELS:-[32,32,32,64,64,64]}
       for seed in $SEEDS; do
-        front=$RUNS/fcn_e60${SUFFIX}_s$seed/final.pt
+        front=$RUNS/fcn_e60${FRONT_SUFFIX-$SUFFIX}_s$seed/final.pt
         [ -f "$front" ] || { echo "refine_t2 needs the FCN front $front (run psp_t1 first)" >&2; exit 2; }
         aux=${AUX_GRN:-0.4} glr=${GRN_LR:-0.001}
         grn=grn; [ "$aux" = 0.4 ] || grn=${grn}_aux$aux; [ "$glr" = 0.001 ] || grn=${grn}_lr$glr

@@ -2,7 +2,8 @@
 transform, whole 360x480 images): CE and mIoU of the front and of the refined output, with the model in
 eval mode and in train mode (a BatchNorm train/eval gap would show as a difference), per-class IoU, and the
 GRN residual's per-class mean and spatial spread against the front logits' spread (a residual whose mean
-dominates its spread is a class prior, not a correction).
+dominates its spread is a class prior, not a correction), and how much the first residual depends on the
+front's confidences (replaced by uniform ones) next to the input convolution's weight scale per input.
 
 Usage: python scripts/grn_check.py RUN/final.pt [SPLIT=train] [N=16]
 """
@@ -66,6 +67,15 @@ def main(ckpt: str, split: str = "train", n: int = 16) -> None:
             "front logit std": front.std((0, 2, 3)), "sum of residuals": (g["out"] - front).mean((0, 2, 3))}
     for name, v in rows.items():
         print(f"{name:<15}", " ".join(f"{a:6.2f}" for a in v.tolist()))
+    # does the GRN read its front? its first residual from the front's confidences against from uniform ones
+    img = unnormalize(x, model.mean, model.std)
+    with torch.no_grad():
+        r_front, r_uniform = model.grn.step(img, front), model.grn.step(img, torch.zeros_like(front))
+    change = (r_front - r_uniform).norm() / r_front.norm().clamp(min=1e-12)
+    stem = next(w for w in model.grn.net.parameters() if w.dim() == 4 and w.shape[1] == 3 + k)
+    print(f"first residual changed by {100 * change.item():.1f}% when the front's confidences are replaced by "
+          f"uniform ones; input-conv weight rms: RGB {stem[:, :3].pow(2).mean().sqrt().item():.4f}, "
+          f"confidences {stem[:, 3:].pow(2).mean().sqrt().item():.4f}")
 
 
 if __name__ == "__main__":

@@ -412,3 +412,36 @@ def test_psp_head_keeps_its_field_when_the_output_stride_changes():
     with torch.no_grad():
         err_undilated = (model.decode_head(model.backbone(x))[..., ::2, ::2] - l16).abs().max()
     assert err < 0.2 * err_undilated
+
+
+def test_grn_reads_the_front_confidences_as_strongly_as_the_image():
+    """Sec. 3.1: the confidences are scaled to the image's amplitude so that the GRN reads both. Their new
+    input-convolution weights start at the scale of the (pretrained) RGB weights, so replacing the front's
+    confidences by uniform ones moves the first layer's output by a sizeable fraction of what the image does."""
+    torch.manual_seed(0)
+    net = build_model("fcn", "resnet18", 5, output_stride=16, head_channels=8)
+    rgb_weights = net.backbone.conv1.weight.detach().clone()
+    rgb_rms = rgb_weights.pow(2).mean().sqrt().item()
+    grn = GRN(net, 5).eval()
+    w = grn.net.backbone.conv1.weight
+    assert w.shape[1] == 3 + 5
+    conf_rms = w[:, 3:].pow(2).mean().sqrt().item()
+    assert conf_rms == pytest.approx(rgb_rms, rel=0.2)
+    torch.testing.assert_close(w[:, :3], rgb_weights)  # the RGB weights are kept
+    img = torch.rand(2, 3, 32, 40)
+    rgb = (img - grn.mean) / grn.std
+    one_hot = F.one_hot(torch.randint(0, 5, (2, 32, 40)), 5).permute(0, 3, 1, 2).float()
+    uniform = torch.full_like(one_hot, 1 / 5)
+    conv = lambda conf: F.conv2d(torch.cat([rgb, conf], 1), w, stride=2, padding=3)  # noqa: E731
+    with torch.no_grad():
+        by_confidences = (conv(one_hot) - conv(uniform)).norm()
+        by_image = (conv(uniform) - F.conv2d(torch.cat([torch.zeros_like(rgb), uniform], 1), w, stride=2, padding=3)).norm()
+    assert by_confidences > 0.3 * by_image
+
+
+def test_grn_confidence_init_can_be_set():
+    net = build_model("fcn", "resnet18", 4, output_stride=16, head_channels=8)
+    w = GRN(net, 4, confidence_init_std=0.01).net.backbone.conv1.weight[:, 3:]
+    assert w.std().item() == pytest.approx(0.01, rel=0.3)
+    with pytest.raises(ValueError, match="confidence_init_std"):
+        GRN(build_model("fcn", "resnet18", 4, output_stride=16, head_channels=8), 4, confidence_init_std=-1.0)

@@ -180,7 +180,8 @@ class RefinementCascade(SceneParser):
 def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: bool = True, lrn: bool = True,
                   iterations: int = 3, m: int = 7, lrn_channels: Sequence[int] = (256, 256, 256, 512, 512, 512),
                   lrn_center_bias: float = 12.0, fusion: str = "cascade", train_stage: str | None = None,
-                  local: str = "lrn", supervise_steps: str = "last") -> nn.Module:
+                  local: str = "lrn", supervise_steps: str = "last",
+                  grn_confidence_init_std: float | None = None) -> nn.Module:
     """GRN/LRN refinement (Sec. 3.3, Fig. 4) after a front model described by ``front``.
 
     ``front`` is the front's architecture, a dict with ``arch``, ``backbone``, ``output_stride``,
@@ -194,6 +195,7 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
     ``pretrained``; ``train_stage`` picks the network being trained ("grn" or "lrn").
     ``local="context"`` puts the dilated context module baseline (Yu & Koltun) in the local
     (LRN) slot, for the "+context module" row of Table 2. ``supervise_steps``: see ``RefinementCascade``.
+    ``grn_confidence_init_std``: the GRN's ``confidence_init_std`` (``None``: the RGB weights' scale).
 
     Raises:
         ValueError: ``front`` is not such a dict (e.g. a checkpoint path given to ``build_model``
@@ -215,7 +217,8 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
             raise ValueError(f"model.output_stride {backbone.output_stride} differs from the front's "
                              f"({front_model.output_stride}); the GRN works at the front's stride")
         head_opts = {**front.get("head", {}), "aux_head": False}
-        grn_net = GRN(ARCHS[front["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm)
+        grn_net = GRN(ARCHS[front["arch"]](backbone, num_classes, **head_opts), num_classes, iterations, **norm,
+                      confidence_init_std=grn_confidence_init_std)
     if local not in ("lrn", "context"):
         raise ValueError(f"local must be 'lrn' or 'context', got {local!r}")
     lrn_net = None
