@@ -26,7 +26,8 @@ OUT_JSON = REPO / "results/camvid/directions.json"
 OUT_MD = REPO / "docs/directions.md"
 MS = "--scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip"
 
-# row name -> (run name in directions_runs.sh, eval tag, one-line description, group of directions_runs.sh)
+# row name -> (run name in directions_runs.sh, eval tag, one-line description, group of directions_runs.sh
+#              [, the environment the group ran with])
 ROWS = {
     "fcn": ("fcn_e60", "os16", "dilated FCN (no PPM), Lite0 OS16, 60 epochs", "psp_t1"),
     "pspnet": ("psp_e60", "os16", "PSPNet (PPM 1-2-3-6, aux 0.4), Lite0 OS16, 60 epochs", "psp_t1"),
@@ -40,9 +41,13 @@ ROWS = {
     "dlv3_ip_rates_4_8_12": ("dlv3_ip_true_r4_8_12_e30", "os16", "extra: DeepLabv3 + image pooling, ASPP rates "
                              "4-8-12 (6-12-18 scaled from 33x33 to 23x30 features), 30 epochs", "dlv3_rates"),
     "front_fcn": ("fcn_e60", "os16", "the FCN front (the GRN/LRN paper's setting)", "psp_t1"),
-    "grn": ("grn_on_fcn", "os16", "front + GRN (3 iterations)", "refine_t2"),
-    "front_fcn_rerun": ("fcn_e60_rerun", "os16", "check: the FCN front retrained (same seed and recipe, another "
-                        "session and CPU; SUFFIX=_rerun, psp_t1's FCN row)", "psp_t1"),
+    "grn": ("grn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN (3 iterations, auxiliary weight 0.4, 1e-3 "
+            "then 1e-4), its confidence inputs weighted at the RGB weights' scale", "refine_t2",
+            "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun"),
+    "grn_conf0.01": ("grn_on_fcn", "os16", "check: the GRN row with its confidence inputs' weights at std 0.01 "
+                     "(earlier code; on the first FCN front, fcn_e60)", "refine_t2"),
+    "front_fcn_rerun": ("fcn_e60_rerun", "os16", "the FCN front of the refinement rows (psp_t1's FCN row retrained: "
+                        "same seed and recipe, another session and CPU; SUFFIX=_rerun)", "psp_t1", "SUFFIX=_rerun"),
     "grn_aux0": ("grn_aux0_on_fcn_rerun", "os16", "check: that front + GRN, auxiliary weight 0 "
                  "(SUFFIX=_rerun AUX_GRN=0 refine_t2)", "refine_t2"),
     "grn_aux0.1": ("grn_aux0.1_on_fcn_rerun", "os16", "check: that front + GRN, auxiliary weight 0.1 "
@@ -51,9 +56,12 @@ ROWS = {
                    "then 0.001 (the front's own lr; SUFFIX=_rerun GRN_LR=0.01 refine_t2)", "refine_t2"),
     "grn_aux0_lr0.01": ("grn_aux0_lr0.01_on_fcn_rerun", "os16", "check: that front + GRN, no auxiliary loss, lr "
                         "0.01 then 0.001 (SUFFIX=_rerun GRN_LR=0.01 AUX_GRN=0 refine_t2)", "refine_t2"),
-    "lrn": ("lrn_on_fcn", "os16", "front + LRN (1/8 of Table 1's width)", "refine_t2"),
-    "grn_lrn": ("grn_lrn_on_fcn", "os16", "front + GRN + LRN (cascade; LRN at 1/8 width)", "refine_t2"),
-    "context": ("context_on_fcn", "os16", "front + context module (Yu & Koltun)", "refine_t2"),
+    "lrn": ("lrn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + LRN (1/8 of Table 1's width)", "refine_t2",
+            "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun"),
+    "grn_lrn": ("grn_lrn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN + LRN (cascade; LRN at 1/8 width)",
+                "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun"),
+    "context": ("context_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + context module (Yu & Koltun)", "refine_t2",
+                "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun"),
     "sf_single": ("pyr_single_e20", "os16", "single output (stride 4), context modules", "sf"),
     "sf_final": ("pyr_final_e20", "os16", "pyramid, final relabelling, context modules", "sf"),
     "sf_simple_fix": ("pyr_simple_fix_e20", "os16", "pyramid, simple_fix relabelling, no context", "sf"),
@@ -77,9 +85,9 @@ CLAIMS = [
     ("dlv3_msflip", "DeepLabv3", "Table 6", "Multi-scale + flip inputs beat a single scale.",
      "mIoU", "dlv3_ip_msflip", "dlv3_ip", "+1.26 mIoU (VOC val at OS8: 78.51 -> 79.77)"),
     ("grn_vs_front", "GRN/LRN", "Table 2", "The GRN improves its front's mIoU.",
-     "mIoU", "grn", "front_fcn", "+1.57 mIoU (ADE20K val: 38.45 -> 40.02)"),
+     "mIoU", "grn", "front_fcn_rerun", "+1.57 mIoU (ADE20K val: 38.45 -> 40.02)"),
     ("lrn_vs_front", "GRN/LRN", "Table 2", "The LRN improves its front's boundaries.",
-     "boundary_F", "lrn", "front_fcn", "+1.34 mIoU (ADE20K val: 38.45 -> 39.79; the paper gives no boundary F)"),
+     "boundary_F", "lrn", "front_fcn_rerun", "+1.34 mIoU (ADE20K val: 38.45 -> 39.79; the paper gives no boundary F)"),
     ("grn_lrn_vs_grn", "GRN/LRN", "Table 2", "GRN followed by LRN beats the GRN alone.",
      "mIoU", "grn_lrn", "grn", "+1.10 mIoU (ADE20K val: 40.02 -> 41.12)"),
     ("grn_lrn_vs_context", "GRN/LRN", "Table 2", "GRN + LRN beats the context module (MS-Dilation).",
@@ -113,43 +121,22 @@ CHECKS: dict[str, str] = {
         "Fig. 4 effect on 33x33 maps is larger here); an evaluation with rates kept at 6-12-18 at OS8 would "
         "show it."),
     "grn_vs_front": (
-        "Not yet ruled out as our bug (seed 0: 46.96 vs the front's 60.20). Checked: the untrained cascade "
-        "returns the front exactly (step 0: refined 60.20 = front 60.20), so the evaluation path is right. "
-        "On the same training batches the refined CE stays above the front's from the first logged "
-        "iterations to the end (iteration 90: 0.27 vs 0.20; 900: 0.31 vs 0.20) while the residual's own "
-        "auxiliary CE (weight 0.4) stays high (1.9 -> 0.94): the GRN hurts on the training split too, so it "
-        "is not over-fitting; the likely cause is the auxiliary CE, which asks the residual to be a "
-        "classifier on its own and adds its large, poorer logits to the front's (the 30-iteration runs "
-        "showed the same sign; weight 0 left the GRN at identity, +0.05). "
-        "Weight 0 at the full schedule (20 epochs, 1e-3 then 1e-4, every iteration supervised), on a front "
-        "retrained with the same seed (60.74): 60.50 mIoU, and on the same training batches the refined "
-        "CE stays within 0.001 of the front's throughout (iterations 700-900: 0.2258 vs 0.2263): without "
-        "the auxiliary CE the GRN barely leaves the identity it starts from, the small-gradient problem the "
-        "paper adds that loss for; with it (0.4) the residual becomes a poorer classifier of its own (CE 0.94 "
-        "vs the front's 0.20) whose logits are added to the front's. So neither end reproduces the paper's "
-        "+1.57 with a Lite0 GRN at lr 1e-3; not a wiring bug (step 0 = front, identity without the auxiliary "
-        "loss). Weight 0.1 (same front, same schedule): 55.12 mIoU. `scripts/grn_check.py` on 16 training "
-        "images (eval transform, the model in eval and in train mode alike, so no BatchNorm train/eval gap): "
-        "front 60.78 mIoU / CE 0.270, refined 56.50 / 0.296 (train mode 55.35 / 0.317), so the GRN hurts on "
-        "the training split too. Per class the loss is on rare, thin classes (Pavement 76 -> 58, Pedestrian "
-        "38 -> 26, Bicyclist 5 -> 0) and the residual is a class prior: its mean per class is +0.59 Road, "
-        "-0.54 Bicyclist, -0.36 Fence, with a spatial spread (0.08-0.5) far below the front's logits' "
-        "(2-6). Each of the 3 unfolded iterations adds it (every residual carries the auxiliary CE), so the "
-        "refined logits are the front's plus about 3x the log class prior (+1.8 Road, -1.6 Bicyclist): the "
-        "argmax tilts to frequent classes, mIoU falls while CE barely moves. The residual's own CE (1.8 at "
-        "weight 0.1, 0.94 at 0.4) shows why: at lr 1e-3 (x weight 0.1-0.4 on the auxiliary term) and 900 "
-        "iterations the GRN network learns the prior and little of the image, where the paper's 1e-3 ran "
-        "about 40x more iterations on ADE20K. At the front's own lr (0.01 for 10 epochs, then 0.001; weight "
-        "0.4, row grn_lr0.01): 59.69 val mIoU, closer but still 1.05 below the front; on the training images "
-        "57.32 vs 60.78 (CE 0.400 vs 0.270), and the logged training CE of the refined output stays above "
-        "the front's on the same batches to the end (iteration 900: 0.275 vs 0.203). Its residual now "
-        "carries the image (spatial spread 1.1-3.7, like the front's 2-6) but also a larger prior (mean "
-        "+2.6 Building, -2.3 Bicyclist per iteration, +7.8 / -6.9 summed over the 3): the auxiliary CE makes "
-        "each unfolded residual a classifier of its own, weaker than the front after 20 epochs, and the sum "
-        "counts its prior three times over the front's own. So far: not a wiring bug, the auxiliary CE as "
-        "we read it (CE of each residual alone) is what the GRN cannot turn into a gain at this budget. "
-        "Next: the same lr without the auxiliary CE (row grn_aux0_lr0.01): a gain there puts the loss, "
-        "not the network, behind the drop."),
+        "Found and fixed in our code: the GRN hardly read its front. The confidences enter through new input "
+        "channels of the GRN's first convolution, which we initialised at std 0.01 while its pretrained RGB "
+        "weights have an rms of 0.77; training left them at 0.010-0.014, and the trained GRN's first residual "
+        "changed by only 15% when the front's confidences were replaced by uniform ones "
+        "(`scripts/grn_check.py`): an image-only network adding a residual it cannot condition on the front's "
+        "prediction, so it learns the class prior. Sec. 3.1 scales the confidences to the image's amplitude "
+        "so that both are read; the new input weights now start at the RGB weights' scale "
+        "(`model.head.grn_confidence_init_std`, tests/models/test_refinement.py). The rows before the fix "
+        "(front 60.74, 20 epochs, one seed each): auxiliary weight 0 at 1e-3 60.50, 0.1 55.12, 0.4 at 0.01 "
+        "then 0.001 59.69 (0.4 at 1e-3 on the first front 60.20: 46.96). Other checks, all passed: the "
+        "untrained cascade returns the front exactly (so the evaluation path is right); eval and train mode "
+        "give the same scores (no BatchNorm gap); on 8 fixed training images without augmentation the GRN "
+        "(old initialisation, lr 0.01, 100 iterations) fits them, CE 0.213 -> 0.158 and mIoU 61.2 -> 67.2 "
+        "there (eval mode), so it trains. With the auxiliary CE (every unfolded residual classifying on its "
+        "own) the blind residual was a class prior added three times (+7.8 Building, -6.9 Bicyclist summed "
+        "at lr 0.01), which is how mIoU fell. The row above is the GRN at the paper's settings after the fix."),
 }
 
 
@@ -197,8 +184,8 @@ def verdict(better: list[float], worse: list[float]) -> tuple[str, float | None,
 
 
 def _commands(row: str) -> list[str]:
-    run, tag, _, group = ROWS[row]
-    return [f"bash scripts/directions_runs.sh {group}",
+    run, tag, _, group, *env = ROWS[row]
+    return [" ".join([*env, f"bash scripts/directions_runs.sh {group}"]),
             f"sceneparse evaluate --checkpoint ~/sceneparse-runs/directions/{run}_s<seed>/final.pt"
             + {"os16": "", "os8": " --output-stride 8", "os16_msflip": " " + MS}[tag]]
 
