@@ -85,7 +85,7 @@ def cpu_tables(folder: Path) -> str:
     repeats = repeat_rows(folder / "repeats")
     if repeats:
         out += ["", "The same command run again (files in `repeats/`, each a separate process; the table above holds "
-                "the last run): a ratio is a tie when 1.0 lies within its runs' range.", "",
+                "the last run).", "",
                 "| model | precision | output | runtime | ours / runtime, each run | median | range |",
                 "|---|---|---|---|---|---|---|", *repeats]
     return "\n".join(out)
@@ -101,6 +101,9 @@ def repeat_rows(folder: Path) -> list[str]:
         ratios = [r["ratio_ours_over_runtime"] for r in runs]
         mid = sorted(ratios)[len(ratios) // 2] if len(ratios) % 2 else sum(sorted(ratios)[len(ratios) // 2 - 1:][:2]) / 2
         r = runs[0]
+        kinds = {(x["precision"], x.get("output", "logits"), x["runtime"]) for x in runs}
+        if len(kinds) > 1:
+            raise ValueError(f"{folder}/{stem}_*.json mix precisions / outputs / runtimes: {sorted(kinds)}")
         rows.append(f"| {MODEL_NAMES.get(_model_key(Path(stem)), stem)} | {r['precision']} | {r.get('output', 'logits')} | "
                     f"{r['runtime']} | {', '.join(f'{x:.2f}x' for x in ratios)} | **{mid:.2f}x** | "
                     f"{min(ratios):.2f}-{max(ratios):.2f} |")

@@ -24,3 +24,12 @@ def test_repeat_rows_group_runs_and_give_median_and_range(tmp_path):
     assert camvid.startswith("| shipped CamVid PSPNet-Lite0 OS16 | bf16 | logits | openvino | 0.99x, 1.03x | **1.01x** | 0.99-1.03 |")
     assert "| 0.95x, 1.06x, 0.98x | **0.98x** | 0.95-1.06 |" in os8
     assert _module().repeat_rows(tmp_path / "missing") == []
+
+
+def test_repeat_rows_refuse_runs_of_different_kinds_under_one_name(tmp_path):
+    for name, precision in [("camvid_openvino_x_a", "bf16"), ("camvid_openvino_x_b", "fp32")]:
+        (tmp_path / f"{name}.json").write_text(json.dumps({"precision": precision, "runtime": "openvino",
+                                                           "ratio_ours_over_runtime": 1.0}))
+    import pytest
+    with pytest.raises(ValueError, match="mix precisions"):
+        _module().repeat_rows(tmp_path)

@@ -445,3 +445,5 @@ def test_grn_confidence_init_can_be_set():
     assert w.std().item() == pytest.approx(0.01, rel=0.3)
     with pytest.raises(ValueError, match="confidence_init_std"):
         GRN(build_model("fcn", "resnet18", 4, output_stride=16, head_channels=8), 4, confidence_init_std=-1.0)
+    with pytest.raises(ValueError, match="confidence_init_std"):
+        GRN(build_model("fcn", "resnet18", 4, output_stride=16, head_channels=8), 4, confidence_init_std=float("inf"))
