@@ -157,6 +157,25 @@ def row_values(row: str, metric: str) -> tuple[list[float], list[int], dict]:
     return values, seeds, budget
 
 
+def supervision_share(row: str) -> dict[int, dict[str, float]]:
+    """For a pyramid row, per seed: the share (%) of labelled pixels supervised at each level (``sup_s32`` ...,
+    ``sup_none``: at none), the mean over the last tenth of the iterations in its ``diagnostics.jsonl``
+    (what shows the relabelling at work: coarse levels supervise only the cells it keeps). ``{}`` when the
+    row has no diagnostics."""
+    run = ROWS[row][0]
+    out = {}
+    for path in sorted(SRC.glob(f"{run}_s*_diagnostics.jsonl")):
+        m = re.fullmatch(rf"{re.escape(run)}_s(\d+)_diagnostics\.jsonl", path.name)
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        if not m or not entries:
+            continue
+        tail = entries[-max(1, len(entries) // 10):]
+        keys = sorted((k for k in tail[0] if k.startswith("sup_s")), key=lambda k: -int(k[5:]))
+        keys += [k for k in tail[0] if k == "sup_none"]
+        out[int(m.group(1))] = {k: round(statistics.mean(e[k] for e in tail), 1) for k in keys}
+    return out
+
+
 def _budget(config: Path, log: Path) -> dict:
     if not config.is_file():
         return {}
@@ -204,7 +223,8 @@ def collect() -> list[dict]:
                     "rows": {better: ROWS[better][2], worse: ROWS[worse][2]},
                     "budget": {better: bb, worse: wb},
                     "commands": sorted(set(_commands(better) + _commands(worse))),
-                    "checks": CHECKS.get(cid, "")})
+                    "checks": CHECKS.get(cid, ""),
+                    "supervision_share": {r: sh for r in (better, worse) if (sh := supervision_share(r))}})
     return out
 
 
@@ -247,6 +267,21 @@ def markdown(claims: list[dict]) -> str:
     if extra:
         lines += ["", "## Extra rows (in no claim)", "", "| row | val mIoU per seed |", "|---|---|"]
         lines += [f"| {ROWS[row][2]} | {_fmt(values)} (seeds {', '.join(map(str, seeds))}) |" for row, values, seeds in extra]
+    shares = {}
+    for c in claims:
+        shares.update(c.get("supervision_share", {}))
+    if shares:
+        levels = list(next(iter(next(iter(shares.values())).values())))
+        lines += ["", "## Supervision per level (pyramid rows)", "",
+                  "Share (%) of labelled pixels whose class is supervised at each level of the pyramid, mean over "
+                  "the last tenth of training (`diagnostics.jsonl`). Coarse levels supervise only the cells the "
+                  "relabelling keeps (none with `final` until unity predictions pass tau), so these columns show "
+                  "whether it was active.", "",
+                  "| row | seed | " + " | ".join(k.replace("sup_s", "stride ").replace("sup_none", "no level")
+                                                 for k in levels) + " |", "|---|---|" + "---|" * len(levels)]
+        for row, per_seed in shares.items():
+            for seed, v in per_seed.items():
+                lines.append(f"| {ROWS[row][2]} | {seed} | " + " | ".join(f"{v.get(k, float('nan')):.1f}" for k in levels) + " |")
     checks = [c for c in claims if c["checks"]]
     if checks:
         lines += ["", "## Checks of the claims that do not hold", ""]

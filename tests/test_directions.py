@@ -43,3 +43,19 @@ def test_collect_reads_per_seed_results_and_budget(directions, tmp_path):
     assert claims["dlv3_eval_os8"]["verdict"] == "not run"  # no os8 evaluation written
     md = directions.markdown(list(claims.values()))
     assert "| +1.95 (0.60) |" in md and md.count("not run") >= 14
+
+
+def test_pyramid_rows_report_how_much_each_level_supervised(directions, tmp_path):
+    """The relabelling is shown active: the supervised share per level at the end of training (the mean over
+    the last tenth of the logged iterations), per row and seed, in the claim and the page."""
+    lines = [{"iter": i, "sup_s32": 0.0 if i <= 90 else 20.0, "sup_s16": 30.0, "sup_s8": 50.0, "sup_s4": 100.0,
+              "sup_none": 0.0} for i in range(1, 101)]
+    (tmp_path / "pyr_final_e20_s0_diagnostics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (tmp_path / "pyr_final_e20_s0_eval_os16.json").write_text(json.dumps({"mIoU": 50.0, "boundary": {"F": 50}}))
+    share = directions.supervision_share("sf_final")
+    assert share == {0: {"sup_s32": 20.0, "sup_s16": 30.0, "sup_s8": 50.0, "sup_s4": 100.0, "sup_none": 0.0}}
+    assert directions.supervision_share("dlv3_ip") == {}
+    claims = {c["id"]: c for c in directions.collect()}
+    assert claims["sf_fuse_vs_finest"]["supervision_share"]["sf_final"] == share
+    assert "| pyramid, final relabelling, context modules | 0 | 20.0 | 30.0 | 50.0 | 100.0 | 0.0 |" in \
+        directions.markdown(list(claims.values()))
