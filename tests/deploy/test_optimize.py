@@ -264,8 +264,10 @@ def test_inference_rules_follow_the_cpu_family():
 
     amx = inference_rules(["amx_bf16", "amx_tile", "avx512_bf16", "avx512f"])  # Intel Xeon with AMX
     avx = inference_rules(["avx512_bf16", "avx512f"])  # AMD EPYC: native bf16 dot products, no AMX
-    assert amx == {"prepad_dense_dilated": True, "float32_dilated_depthwise": True, "prepad_depthwise": False}
-    assert avx == {"prepad_dense_dilated": False, "float32_dilated_depthwise": False, "prepad_depthwise": True}
+    assert amx == {"prepad_dense_dilated": True, "float32_dilated_depthwise": True, "prepad_depthwise": False,
+                   "native_depthwise_bf16": False}
+    assert avx == {"prepad_dense_dilated": False, "float32_dilated_depthwise": False, "prepad_depthwise": True,
+                   "native_depthwise_bf16": True}
     # CPUs of neither measured family (older x86, ARM, flags unknown) keep the rules from before the choice
     assert inference_rules([]) == amx and inference_rules(["avx512f", "avx512_vnni"]) == amx
     assert inference_rules(["fp", "asimd", "bf16"]) == amx  # ARM's flags
@@ -333,9 +335,10 @@ def test_an_os8_efficientnet_model_keeps_its_output_through_each_familys_rewrite
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         want = ref(x)["out"]
-    for flags, counts in ((["avx512_bf16"], {"prepadded_dense": 0, "prepadded_depthwise": 3, "float32_depthwise": 0}),
+    for flags, counts in ((["avx512_bf16"], {"prepadded_dense": 0, "prepadded_depthwise": 3, "float32_depthwise": 0,
+                                             "native_depthwise_bf16": 0}),  # fp32: the bf16 kernel not used
                           (["amx_bf16", "avx512_bf16"], {"prepadded_dense": 0, "prepadded_depthwise": 0,
-                                                         "float32_depthwise": 0})):
+                                                         "float32_depthwise": 0, "native_depthwise_bf16": 0})):
         fast = optimize_for_inference(copy.deepcopy(ref), cpu_flags=flags)
         assert rewrite_counts(fast) == counts
         with torch.no_grad():

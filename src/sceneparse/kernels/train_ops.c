@@ -294,3 +294,93 @@ void sp_upce(const float *rows, int64_t N, int64_t K, int64_t h, int64_t W, int6
         upce_hback(dr, R, W, w, x0, x1, wx0, wx1, dlogits + n * R * w);
     }
 }
+
+/* ------------------------------------------------------------------ bf16 depthwise forward with AVX512-BF16 */
+
+/* 4. Depthwise convolution of bfloat16 NHWC tensors with the AVX512-BF16 dot product (vdpbf16ps): each
+      instruction multiplies 16 channels by two taps at once (x_t * w_t + x_t' * w_t', products exact, summed in
+      float32), on pairs of taps interleaved by unpacklo / unpackhi, so that a tap costs half an instruction per
+      16 channels and no bfloat16 -> float32 conversion (the float32 kernel above spends three: two to convert,
+      one to multiply-add). Weights are bfloat16 (what a bf16 model holds); the result is rounded to bfloat16
+      once. Any kernel size, stride, zero padding and dilation; C a multiple of 32. */
+#if defined(__AVX512BF16__) && defined(__AVX512BW__)
+#include <immintrin.h>
+
+int sp_has_dpbf16(void) { return 1; }
+
+/* Packs wt (T = KH*KW taps, C) float32 (bfloat16 values) and bias (C, may be NULL) for sp_dw_fwd_dpbf16:
+   wp (P = ceil(T / 2) pairs, C / 32 chunks, 2, 32) bfloat16, the pair's two taps interleaved in the order of
+   unpacklo / unpackhi (a zero second tap when T is odd); bias_perm (C / 32, 2, 16) float32, the bias in the
+   channel order of the two float32 accumulators. */
+void sp_dw_pack_dpbf16(const float *wt, const float *bias, int64_t T, int64_t C, uint16_t *wp, float *bias_perm)
+{
+    const int64_t P = (T + 1) / 2, K = C / 32;
+    for (int64_t p = 0; p < P; p++)
+        for (int64_t k = 0; k < K; k++)
+            for (int64_t h = 0; h < 2; h++)
+                for (int64_t lane = 0; lane < 4; lane++)
+                    for (int64_t i = 0; i < 4; i++)
+                        for (int64_t q = 0; q < 2; q++) {
+                            const int64_t t = 2 * p + q, c = 32 * k + lane * 8 + h * 4 + i;
+                            wp[((p * K + k) * 2 + h) * 32 + lane * 8 + i * 2 + q] = f2b(t < T ? wt[t * C + c] : 0.0f);
+                        }
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t h = 0; h < 2; h++)
+            for (int64_t lane = 0; lane < 4; lane++)
+                for (int64_t i = 0; i < 4; i++)
+                    bias_perm[(k * 2 + h) * 16 + lane * 4 + i] = bias ? bias[32 * k + lane * 8 + h * 4 + i] : 0.0f;
+}
+
+/* y (N, OH, OW, C) = the depthwise convolution of x (N, H, W, C) with the packed weights; zeros: C bfloat16
+   zeros, read by the taps that fall in the padding. Rows of the output in parallel. Returns -1 when out of
+   memory (nothing written), else 0. */
+int sp_dw_fwd_dpbf16(const uint16_t *x, const uint16_t *wp, const float *bias_perm, uint16_t *y, const dwshape *s,
+                     const uint16_t *zeros)
+{
+    const int64_t C = s->C, K = C / 32, T = s->KH * s->KW, P = (T + 1) / 2;
+    uint16_t order[32]; /* vcvtne2ps2bf16(hi, lo) holds [lo | hi]: output channel j sits at order[j] */
+    for (int j = 0; j < 32; j++) order[j] = (uint16_t)(j % 8 < 4 ? (j / 8) * 4 + j % 8 : 16 + (j / 8) * 4 + j % 8 - 4);
+    const __m512i idx = _mm512_loadu_si512(order);
+    const int nt = omp_get_max_threads();
+    const uint16_t **all = malloc(sizeof(*all) * nt * s->OW * 2 * P); /* per thread: each column's tap rows */
+    if (!all) return -1;
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t q = 0; q < s->N * s->OH; q++) {
+        const int64_t n = q / s->OH, oh = q % s->OH;
+        const uint16_t *xn = x + n * s->H * s->W * C;
+        uint16_t *yrow = y + q * s->OW * C;
+        const uint16_t **ptrs = all + (size_t)omp_get_thread_num() * s->OW * 2 * P;
+        for (int64_t ow = 0; ow < s->OW; ow++)
+            for (int64_t t = 0; t < 2 * P; t++) {
+                const uint16_t *ptr = zeros;
+                if (t < T) {
+                    const int64_t ih = oh * s->sh - s->ph + (t / s->KW) * s->dh, iw = ow * s->sw - s->pw + (t % s->KW) * s->dw;
+                    if (ih >= 0 && ih < s->H && iw >= 0 && iw < s->W) ptr = xn + (ih * s->W + iw) * C;
+                }
+                ptrs[ow * 2 * P + t] = ptr;
+            }
+        for (int64_t k = 0; k < K; k++) {
+            const uint16_t *wk = wp + k * 64;
+            const __m512 b_lo = _mm512_loadu_ps(bias_perm + k * 32), b_hi = _mm512_loadu_ps(bias_perm + k * 32 + 16);
+            for (int64_t ow = 0; ow < s->OW; ow++) {
+                __m512 lo = b_lo, hi = b_hi;
+                const uint16_t *const *pt = ptrs + ow * 2 * P;
+                for (int64_t p = 0; p < P; p++) {
+                    const __m512i a = _mm512_loadu_si512(pt[2 * p] + 32 * k), b = _mm512_loadu_si512(pt[2 * p + 1] + 32 * k);
+                    const uint16_t *w = wk + p * K * 64;
+                    lo = _mm512_dpbf16_ps(lo, (__m512bh)_mm512_unpacklo_epi16(a, b), (__m512bh)_mm512_loadu_si512(w));
+                    hi = _mm512_dpbf16_ps(hi, (__m512bh)_mm512_unpackhi_epi16(a, b), (__m512bh)_mm512_loadu_si512(w + 32));
+                }
+                _mm512_storeu_si512(yrow + ow * C + 32 * k, _mm512_permutexvar_epi16(idx, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+            }
+        }
+    }
+    free(all);
+    return 0;
+}
+#else
+int sp_has_dpbf16(void) { return 0; }
+void sp_dw_pack_dpbf16(const float *wt, const float *bias, int64_t T, int64_t C, uint16_t *wp, float *bias_perm) {}
+int sp_dw_fwd_dpbf16(const uint16_t *x, const uint16_t *wp, const float *bias_perm, uint16_t *y, const dwshape *s,
+                     const uint16_t *zeros) { return -1; }
+#endif

@@ -56,9 +56,13 @@ def _build() -> ctypes.CDLL:
     # the activation kernels exist for float32 (_f32) and bfloat16 (_bf16) tensors (train_ops_act.h)
     sigs = {f"{name}_{suffix}": args for name, args in base.items() for suffix in ("f32", "bf16")}
     sigs["sp_upce"] = [p, i64, i64, i64, i64, i64, i64, p, p, p, p, p, p, p, p, p, i64, p, p, p, p, p]
+    sigs["sp_has_dpbf16"] = []
+    sigs["sp_dw_pack_dpbf16"] = [p, p, i64, i64, p, p]
+    sigs["sp_dw_fwd_dpbf16"] = [p, p, p, p, ctypes.POINTER(_DWShape), p]
+    returns_int = ("sp_bn_stats", "sp_bn_act_bwd_reduce", "sp_has_dpbf16", "sp_dw_fwd_dpbf16")
     for name, args in sigs.items():
         f = getattr(lib, name)
-        f.argtypes, f.restype = args, ctypes.c_int if name.startswith(("sp_bn_stats", "sp_bn_act_bwd_reduce")) else None
+        f.argtypes, f.restype = args, ctypes.c_int if name.startswith(returns_int) else None
     return lib
 
 
