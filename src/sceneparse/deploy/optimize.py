@@ -226,11 +226,16 @@ class NativeDepthwiseBF16(nn.Module):
         return torch.ops.sceneparse.depthwise_bf16(x, self.packed, self.bias_bits, *self.geometry)
 
 
-def native_depthwise_bf16(model: nn.Module) -> int:
+def native_depthwise_bf16(model: nn.Module, min_padding: int = 7) -> int:
     """Replace (in place) every depthwise ``nn.Conv2d`` of a bf16 model that our AVX512-BF16 kernel computes
-    (:func:`sceneparse.kernels.depthwise_bf16.supports`; also inside a ``PrePaddedConv2d``, whose padding goes
-    back into the kernel) by a :class:`NativeDepthwiseBF16`; returns how many (0 where the kernel is not
-    available)."""
+    (:func:`sceneparse.kernels.depthwise_bf16.supports`) and that pads at least ``min_padding`` pixels (also
+    inside a ``PrePaddedConv2d``, whose padding goes back into the kernel) by a :class:`NativeDepthwiseBF16`;
+    returns how many (0 where the kernel is not available).
+
+    The default, 7, takes the layers oneDNN's depthwise kernel cannot pad itself (:func:`prepad_depthwise_convs`).
+    Inside a model the others are faster on oneDNN, which fuses their activation: PSPNet-Lite0 at OS8, bf16,
+    512x512, 2-core AMD EPYC, one process: 156.5 ms per image with the three padding-8 layers on the kernel,
+    158.8 ms all on oneDNN, 161.4 ms every supported layer on the kernel (eager); compiled 140.3 vs 144.7 ms."""
     from ..kernels import depthwise_bf16 as dw
 
     if not dw.available():
@@ -242,7 +247,8 @@ def native_depthwise_bf16(model: nn.Module) -> int:
             if isinstance(child, PrePaddedConv2d) and max(child.conv.padding) == 0:
                 conv = child.conv
                 conv.padding = (child.pad[2], child.pad[0])
-            if type(conv) is nn.Conv2d and conv.weight.dtype == torch.bfloat16 and dw.supports(conv):
+            if (type(conv) is nn.Conv2d and conv.weight.dtype == torch.bfloat16 and dw.supports(conv)
+                    and max(conv.padding) >= min_padding):
                 setattr(parent, name, NativeDepthwiseBF16(conv))
                 n += 1
             elif conv is not child:
@@ -286,9 +292,9 @@ def inference_rules(flags: Iterable[str] | None = None) -> dict[str, bool]:
     ARM, no flags known) keeps the first set, the rules from before this choice existed, until measured.
 
     - ``native_depthwise_bf16`` (bf16 only, not with ``compile="aot"``): with avx512_bf16 and no AMX, depthwise
-      convolutions of a multiple of 32 channels run on our AVX512-BF16 kernel (:class:`NativeDepthwiseBF16`),
-      2x faster than oneDNN's there (2.05 vs 4.51 ms for EfficientNet-Lite0's 5x5 rate-4 layer at OS8).
-      On AMX CPUs not yet measured, so not applied.
+      convolutions of a multiple of 32 channels padding more than 6 run on our AVX512-BF16 kernel
+      (:func:`native_depthwise_bf16`) instead of being padded first for oneDNN: 2.05 vs 4.51 ms alone for
+      EfficientNet-Lite0's 5x5 rate-4 layer at OS8. On AMX CPUs not yet measured, so not applied.
 
     Returns ``{"prepad_dense_dilated", "float32_dilated_depthwise", "prepad_depthwise", "native_depthwise_bf16"}``
     -> bool.

@@ -87,4 +87,4 @@ def _(x, packed, bias_bits, kernel, stride, padding, dilation):
     n, c, h, w = x.shape
     oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
-    return x.new_empty((n, c, oh, ow), dtype=torch.bfloat16, memory_format=torch.channels_last)
+    return torch.empty((n, c, oh, ow), dtype=torch.bfloat16, device=x.device, memory_format=torch.channels_last)
