@@ -115,3 +115,53 @@ def test_only_layers_padding_more_than_six_go_to_the_kernel_by_default():
                           nn.Conv2d(32, 32, 5, padding=4, dilation=2, groups=32)).eval().bfloat16()
     assert native_depthwise_bf16(model) == 1
     assert [type(m) for m in model] == [NativeDepthwiseBF16, nn.Conv2d]
+
+
+@needs_kernel
+def test_kernel_non_square_uneven_geometry_no_bias_and_nchw_input():
+    torch.manual_seed(0)
+    x = torch.randn(3, 64, 11, 14).bfloat16()  # NCHW: made channels_last inside
+    weight = torch.randn(64, 1, 3, 4).bfloat16()  # 12 taps: an even count
+    packed, bias_bits = dw.pack(weight, None)
+    y = dw.depthwise_bf16(x, packed, bias_bits, [3, 4], [1, 2], [2, 1], [2, 3])
+    ref = F.conv2d(x.float(), weight.float(), None, (1, 2), (2, 1), (2, 3), 64)
+    torch.testing.assert_close(y.float(), ref, rtol=2 ** -8, atol=1e-5 * ref.abs().max().item())
+
+
+@needs_kernel
+def test_kernel_refuses_inputs_that_do_not_match_its_weights():
+    packed, bias_bits = dw.pack(torch.randn(64, 1, 3, 3), torch.randn(64))
+    with pytest.raises(ValueError, match="packed for 64 channels"):
+        dw.depthwise_bf16(torch.randn(1, 32, 8, 8).bfloat16(), packed, bias_bits, [3, 3], [1, 1], [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="multiple of 32"):
+        dw.depthwise_bf16(torch.randn(1, 48, 8, 8).bfloat16(), packed, bias_bits, [3, 3], [1, 1], [1, 1], [1, 1])
+    with pytest.raises(ValueError, match="bfloat16"):
+        dw.depthwise_bf16(torch.randn(1, 64, 8, 8), packed, bias_bits, [3, 3], [1, 1], [1, 1], [1, 1])
+
+
+@needs_kernel
+def test_prepadded_layers_are_replaced_whole_and_counted_once():
+    from sceneparse.deploy.optimize import PrePaddedConv2d, prepad_depthwise_convs
+
+    model = nn.Sequential(nn.Conv2d(32, 32, 5, padding=8, dilation=4, groups=32)).eval().bfloat16()
+    x = torch.randn(1, 32, 12, 13).bfloat16().contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x).float()
+    assert prepad_depthwise_convs(model) == 1 and isinstance(model[0], PrePaddedConv2d)
+    assert native_depthwise_bf16(model) == 1
+    assert isinstance(model[0], NativeDepthwiseBF16) and rewrite_counts(model)["prepadded_depthwise"] == 0
+    assert model[0].geometry[2] == [8, 8]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).float(), ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
+
+
+@needs_kernel
+def test_layer_falls_back_to_conv2d_where_the_kernel_is_missing(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(32, 32, 5, padding=8, dilation=4, groups=32)).eval().bfloat16()
+    x = torch.randn(1, 32, 12, 13).bfloat16().contiguous(memory_format=torch.channels_last)
+    assert native_depthwise_bf16(model) == 1
+    with torch.no_grad():
+        fast = model(x).float()
+        monkeypatch.setattr(dw, "available", lambda: False)  # e.g. a saved model loaded on another CPU
+        slow = model(x).float()
+    torch.testing.assert_close(slow, fast, rtol=2e-2, atol=2e-2 * fast.abs().max().item())

@@ -6,7 +6,7 @@ that the speed we report is the speed of the model whose accuracy we report.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
@@ -201,15 +201,15 @@ class NativeDepthwiseBF16(nn.Module):
     """A bf16 depthwise convolution computed by our AVX512-BF16 kernel
     (:func:`sceneparse.kernels.depthwise_bf16.depthwise_bf16`, a custom op that compiled graphs call too).
 
-    Same function as the wrapped ``nn.Conv2d`` on bf16 inputs ``(N, C, H, W)`` -> ``(N, C, H', W')`` (products
-    exact, float32 sums, one rounding to bf16, as oneDNN's bf16 kernel; only the summation order differs), padding
-    read as zeros in place. Inputs of another dtype or device go to the wrapped convolution. It exists for speed
-    on CPUs with avx512_bf16 and no AMX, where oneDNN's bf16 depthwise kernel converts every bf16 input: 1152
-    channels at 64x64, 5x5 rate 4 (EfficientNet-Lite0 at output stride 8) 2.05 ms against 4.51 ms for oneDNN
-    padded first (2-core AMD EPYC, alone).
+    Same function as the wrapped ``nn.Conv2d`` (with ``padding``, default the conv's own) on bf16 inputs
+    ``(N, C, H, W)`` -> ``(N, C, H', W')``: products exact, float32 sums, one rounding to bf16, as oneDNN's bf16
+    kernel (only the summation order differs), padding read as zeros in place. Inputs of another dtype or
+    device, or a machine without the kernel, get ``F.conv2d`` with the same weights. It exists for speed on CPUs
+    with avx512_bf16 and no AMX: 1152 channels at 64x64, 5x5 rate 4 (EfficientNet-Lite0 at output stride 8)
+    2.05 ms against 4.51 ms for oneDNN padded first (2-core AMD EPYC, alone).
     """
 
-    def __init__(self, conv: nn.Conv2d):
+    def __init__(self, conv: nn.Conv2d, padding: Sequence[int] | None = None):
         super().__init__()
         from ..kernels import depthwise_bf16 as dw
 
@@ -217,20 +217,24 @@ class NativeDepthwiseBF16(nn.Module):
         self.register_buffer("packed", packed)
         self.register_buffer("bias_bits", bias_bits)
         self.geometry = ([int(k) for k in conv.kernel_size], [int(v) for v in conv.stride],
-                         [int(v) for v in conv.padding], [int(v) for v in conv.dilation])
+                         [int(v) for v in (padding if padding is not None else conv.padding)],
+                         [int(v) for v in conv.dilation])
         self.conv = conv
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != torch.bfloat16 or x.device.type != "cpu":
-            return self.conv(x)
+        from ..kernels import depthwise_bf16 as dw
+
+        if x.dtype != torch.bfloat16 or x.device.type != "cpu" or not dw.available():
+            _, stride, padding, dilation = self.geometry
+            return nn.functional.conv2d(x, self.conv.weight, self.conv.bias, stride, padding, dilation, self.conv.groups)
         return torch.ops.sceneparse.depthwise_bf16(x, self.packed, self.bias_bits, *self.geometry)
 
 
 def native_depthwise_bf16(model: nn.Module, min_padding: int = 7) -> int:
     """Replace (in place) every depthwise ``nn.Conv2d`` of a bf16 model that our AVX512-BF16 kernel computes
     (:func:`sceneparse.kernels.depthwise_bf16.supports`) and that pads at least ``min_padding`` pixels (also
-    inside a ``PrePaddedConv2d``, whose padding goes back into the kernel) by a :class:`NativeDepthwiseBF16`;
-    returns how many (0 where the kernel is not available).
+    one inside a ``PrePaddedConv2d``: the whole wrapper is replaced, its padding given to the kernel) by a
+    :class:`NativeDepthwiseBF16`; returns how many (0 where the kernel is not available).
 
     The default, 7, takes the layers oneDNN's depthwise kernel cannot pad itself (:func:`prepad_depthwise_convs`).
     Inside a model the others are faster on oneDNN, which fuses their activation: PSPNet-Lite0 at OS8, bf16,
@@ -242,17 +246,16 @@ def native_depthwise_bf16(model: nn.Module, min_padding: int = 7) -> int:
         return 0
     n = 0
     for parent in list(model.modules()):
+        if isinstance(parent, (PrePaddedConv2d, NativeDepthwiseBF16)):  # replaced as a whole, or done
+            continue
         for name, child in list(parent.named_children()):
-            conv = child
-            if isinstance(child, PrePaddedConv2d) and max(child.conv.padding) == 0:
-                conv = child.conv
-                conv.padding = (child.pad[2], child.pad[0])
+            conv, padding = child, None
+            if isinstance(child, PrePaddedConv2d):
+                conv, padding = child.conv, (child.pad[2], child.pad[0])
             if (type(conv) is nn.Conv2d and conv.weight.dtype == torch.bfloat16 and dw.supports(conv)
-                    and max(conv.padding) >= min_padding):
-                setattr(parent, name, NativeDepthwiseBF16(conv))
+                    and max(padding if padding is not None else conv.padding) >= min_padding):
+                setattr(parent, name, NativeDepthwiseBF16(conv, padding))
                 n += 1
-            elif conv is not child:
-                conv.padding = (0, 0)  # not ours: leave the pre-padded layer as it was
     return n
 
 

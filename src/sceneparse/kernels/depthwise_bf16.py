@@ -19,10 +19,17 @@ import torch
 from . import train_ops
 
 
+_available: bool | None = None
+
+
 def available() -> bool:
-    """Whether the kernel library is built and was compiled with AVX512-BF16 (this CPU has it)."""
-    lib = train_ops.load()
-    return lib is not None and lib.sp_has_dpbf16() == 1
+    """Whether the kernel library is built and was compiled with AVX512-BF16 (this CPU has it). Asked once per
+    process (a plain global afterwards, which torch.compile reads without a graph break)."""
+    global _available
+    if _available is None:
+        lib = train_ops.load()
+        _available = lib is not None and lib.sp_has_dpbf16() == 1
+    return _available
 
 
 def supports(conv: torch.nn.Conv2d) -> bool:
@@ -69,10 +76,22 @@ def depthwise_bf16(x: torch.Tensor, packed: torch.Tensor, bias_bits: torch.Tenso
         ``(N, C, OH, OW)`` bfloat16, channels_last.
 
     Raises:
+        ValueError: ``x`` is not a 4-D bfloat16 CPU tensor of a multiple of 32 channels matching the packed
+            weights, or the geometry gives an empty output.
         MemoryError: the kernel could not allocate its per-thread tap table.
     """
+    if x.dim() != 4 or x.dtype != torch.bfloat16 or x.device.type != "cpu" or x.shape[1] % 32:
+        raise ValueError(f"depthwise_bf16 needs a (N, C, H, W) bfloat16 CPU tensor with C a multiple of 32, got "
+                         f"{tuple(x.shape)} {x.dtype} on {x.device}")
+    c = x.shape[1]
+    if bias_bits.numel() != c or packed.numel() != (kernel[0] * kernel[1] + 1) // 2 * c * 2:
+        raise ValueError(f"depthwise_bf16: weights packed for {bias_bits.numel()} channels and {packed.numel()} "
+                         f"values, input has {c} channels and a {kernel[0]}x{kernel[1]} kernel")
     x = x.contiguous(memory_format=torch.channels_last)
     s = train_ops._dw_shape(x, kernel[0], kernel[1], stride, padding, dilation)
+    if s.OH <= 0 or s.OW <= 0 or min(stride) <= 0 or min(dilation) <= 0 or min(padding) < 0:
+        raise ValueError(f"depthwise_bf16: no output for input {tuple(x.shape)}, kernel {kernel}, stride {stride}, "
+                         f"padding {padding}, dilation {dilation}")
     y = torch.empty((s.N, s.C, s.OH, s.OW), dtype=torch.bfloat16, memory_format=torch.channels_last)
     zeros = torch.zeros(s.C, dtype=torch.bfloat16)
     status = train_ops.load().sp_dw_fwd_dpbf16(x.data_ptr(), packed.data_ptr(), bias_bits.data_ptr(), y.data_ptr(),
