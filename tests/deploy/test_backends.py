@@ -330,7 +330,7 @@ def test_compare_with_runtime_reports_ratio_and_agreement():
     assert r["max_abs_diff_vs_fp32_torch"]["openvino"] < 1e-3 and r["argmax_agreement_ours_vs_runtime"] > 0.999
     assert r["cpu"] and r["threads"] == torch.get_num_threads() and r["settle"] == 1
     assert set(r["settings"]["ours_eager"]["layer_rewrites"]) == {"prepadded_dense", "prepadded_depthwise",
-                                                                  "float32_depthwise"}
+                                                                  "float32_depthwise", "native_depthwise_bf16"}
     # labels: also our engine with the OpenVINO backend (what predict --backend openvino runs), apart from "ours"
     r = compare_with_runtime("openvino", _small(True), "tiny pspnet", (64, 64), repeats=2, warmup=1, compile=False,
                              output="labels", settle=0)
