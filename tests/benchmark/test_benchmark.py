@@ -43,7 +43,8 @@ def test_benchmark_cli_writes_json(tmp_path, capsys):
                                                               torch.randn(1, 3, 64, 80)) / 1e9, rel=1e-6)
     assert r["achieved_gflops_per_s"] == pytest.approx(r["gflops_per_image"] * r["images_per_s"], rel=1e-6)
     # fcn-resnet18 at OS32 has no dilated or depthwise convolution: no layer was rewritten, whatever the CPU
-    assert r["layer_rewrites"] == {"prepadded_dense": 0, "prepadded_depthwise": 0, "float32_depthwise": 0}
+    assert r["layer_rewrites"] == {"prepadded_dense": 0, "prepadded_depthwise": 0, "float32_depthwise": 0,
+                                   "native_depthwise_bf16": 0}
 
 
 class Dilated(nn.Module):
