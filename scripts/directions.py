@@ -181,6 +181,26 @@ def supervision_share(row: str) -> dict[int, dict[str, float]]:
     return out
 
 
+def same_batch_ce(row: str) -> dict[int, dict[str, float]]:
+    """For a refinement row, per seed: its main CE minus the frozen front's CE on the same training batches
+    (``log.csv`` columns ``loss`` - ``loss_front``), the mean over the first and the last tenth of the logged
+    iterations, and the last iteration. Positive: the refined output fits the training batches worse than
+    its front. ``{}`` for a row whose log has no ``loss_front``."""
+    run = ROWS[row][0]
+    out = {}
+    for path in sorted(SRC.glob(f"{run}_s*_log.csv")):
+        m = re.fullmatch(rf"{re.escape(run)}_s(\d+)_log\.csv", path.name)
+        with path.open() as f:
+            rows = [r for r in csv.DictReader(f) if r.get("loss") and r.get("loss_front")]
+        if not m or not rows:
+            continue
+        gaps = [float(r["loss"]) - float(r["loss_front"]) for r in rows]
+        n = max(1, len(gaps) // 10)
+        out[int(m.group(1))] = {"first": round(statistics.mean(gaps[:n]), 4), "last": round(statistics.mean(gaps[-n:]), 4),
+                                "iterations": int(rows[-1]["iter"])}
+    return out
+
+
 def _budget(config: Path, log: Path) -> dict:
     if not config.is_file():
         return {}
@@ -229,7 +249,8 @@ def collect() -> list[dict]:
                     "budget": {better: bb, worse: wb},
                     "commands": sorted(set(_commands(better) + _commands(worse))),
                     "checks": CHECKS.get(cid, ""),
-                    "supervision_share": {r: sh for r in (better, worse) if (sh := supervision_share(r))}})
+                    "supervision_share": {r: sh for r in (better, worse) if (sh := supervision_share(r))},
+                    "same_batch_ce": {r: g for r in (better, worse) if (g := same_batch_ce(r))}})
     return out
 
 
@@ -287,6 +308,17 @@ def markdown(claims: list[dict]) -> str:
         for row, per_seed in shares.items():
             for seed, v in per_seed.items():
                 lines.append(f"| {ROWS[row][2]} | {seed} | " + " | ".join(f"{v.get(k, float('nan')):.1f}" for k in levels) + " |")
+    gaps = {row: g for row in ROWS if (g := same_batch_ce(row))}  # the claims' rows and the checks
+    if gaps:
+        lines += ["", "## Refined against front on the same training batches (refinement rows)", "",
+                  "Main CE of the refined output minus the frozen front's CE on the same training batch (`log.csv`: "
+                  "`loss` - `loss_front`), mean over the first and the last tenth of the logged iterations. "
+                  "A refiner that helps drives it below zero; above zero it fits its own training batches worse "
+                  "than the front it started from (it starts at 0: every refiner begins as the identity).", "",
+                  "| row | seed | first tenth | last tenth | iterations |", "|---|---|---|---|---|"]
+        for row, per_seed in gaps.items():
+            for seed, g in per_seed.items():
+                lines.append(f"| {ROWS[row][2]} | {seed} | {g['first']:+.3f} | {g['last']:+.3f} | {g['iterations']} |")
     checks = [c for c in claims if c["checks"]]
     if checks:
         lines += ["", "## Checks of the claims that do not hold", ""]

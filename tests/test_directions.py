@@ -59,3 +59,20 @@ def test_pyramid_rows_report_how_much_each_level_supervised(directions, tmp_path
     assert claims["sf_fuse_vs_finest"]["supervision_share"]["sf_final"] == share
     assert "| pyramid, final relabelling, context modules | 0 | 20.0 | 30.0 | 50.0 | 100.0 | 0.0 |" in \
         directions.markdown(list(claims.values()))
+
+
+def test_refinement_rows_report_their_ce_against_the_front_on_the_same_batches(directions, tmp_path):
+    """The same-batches check of a refinement row: its main CE minus the frozen front's CE on the same
+    training batches (log.csv loss - loss_front), mean over the first and the last tenth of the logged
+    iterations, per seed, in the claim and on the page."""
+    rows = ["iter,epoch,lr,loss,loss_aux,loss_front,val_mIoU", "0,0,,,,,60.7"]
+    rows += [f"{i},0,0.001,{0.30 + (0.1 if i <= 20 else 0.2)},1.0,0.30," for i in range(10, 210, 10)]
+    (tmp_path / "grn_on_fcn_rgbscale_s0_log.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "grn_on_fcn_rgbscale_s0_eval_os16.json").write_text(json.dumps({"mIoU": 50.0, "boundary": {"F": 50}}))
+    gap = directions.same_batch_ce("grn")
+    assert gap == {0: {"first": pytest.approx(0.1), "last": pytest.approx(0.2), "iterations": 200}}
+    assert directions.same_batch_ce("dlv3_ip") == {}
+    claims = {c["id"]: c for c in directions.collect()}
+    assert claims["grn_vs_front"]["same_batch_ce"]["grn"] == gap
+    md = directions.markdown(list(claims.values()))
+    assert "| front (fcn_e60_rerun) + GRN" in md and "| 0 | +0.100 | +0.200 | 200 |" in md
