@@ -56,6 +56,12 @@ ROWS = {
                    "then 0.001 (the front's own lr; SUFFIX=_rerun GRN_LR=0.01 refine_t2)", "refine_t2"),
     "grn_aux0_lr0.01": ("grn_aux0_lr0.01_on_fcn_rerun", "os16", "check: front fcn_e60_rerun + GRN (confidence weights std 0.01), no auxiliary loss, lr "
                         "0.01 then 0.001 (SUFFIX=_rerun GRN_LR=0.01 AUX_GRN=0 refine_t2)", "refine_t2"),
+    "grn_fixed_aux0": ("grn_aux0_on_fcn_rgbscale", "os16", "check: the GRN row (confidence weights at the RGB scale) "
+                       "without auxiliary loss, 1e-3; stopped at iteration 260 of 900 (still the identity), not "
+                       "evaluated", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 AUX_GRN=0"),
+    "grn_fixed_aux0_lr0.01": ("grn_aux0_lr0.01_on_fcn_rgbscale", "os16", "check: the GRN row (confidence weights at the "
+                              "RGB scale) without auxiliary loss, lr 0.01 then 0.001", "refine_t2",
+                              "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 AUX_GRN=0 GRN_LR=0.01"),
     "lrn": ("lrn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + LRN (1/8 of Table 1's width)", "refine_t2",
             "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0"),
     "grn_lrn": ("grn_lrn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN + LRN (cascade; LRN at 1/8 width)",

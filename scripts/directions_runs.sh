@@ -21,7 +21,7 @@
 #   FRONT_SUFFIX (default SUFFIX): the suffix of the FCN front the refine_t2 rows start from;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
 #   grn_aux<W>_on_fcn), GRN_LR (default 0.001, the paper's; another value: a row grn[_aux<W>]_lr<LR>_on_fcn,
-#   the GRN row only), LRN_BIAS (default 4) the LRN's centre bias,
+#   the GRN row only), GRN_ROW (default grn_on_fcn) the GRN run the GRN + LRN row starts from, LRN_BIAS (default 4) the LRN's centre bias,
 #   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
 #   about 2.5 TFLOPs per 360x480 image, days per run on a 2-core CPU: GPU work).
 set -euo pipefail
@@ -128,7 +128,7 @@ for group in "$@"; do
             train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
         ev lrn_on_fcn $seed os16
         row grn_lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front \
-            model.init_weights=$RUNS/grn_on_fcn${SUFFIX}_s$seed/final.pt train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} \
+            model.init_weights=$RUNS/${GRN_ROW:-grn_on_fcn}${SUFFIX}_s$seed/final.pt train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} \
             "model.head.lrn_channels=$LRN_CHANNELS"
         ev grn_lrn_on_fcn $seed os16
         row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front
