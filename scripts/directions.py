@@ -47,7 +47,7 @@ ROWS = {
     "grn_conf0.01": ("grn_on_fcn", "os16", "check: the GRN row with its confidence inputs' weights at std 0.01 "
                      "(model.head.grn_confidence_init_std=0.01; on the first FCN front, fcn_e60)", "refine_t2"),
     "front_fcn_rerun": ("fcn_e60_rerun", "os16", "the FCN front of the refinement rows (psp_t1's FCN row retrained: "
-                        "same seed and recipe, another session and CPU; SUFFIX=_rerun)", "psp_t1", "SUFFIX=_rerun"),
+                        "same seed and recipe, on another CPU; SUFFIX=_rerun)", "psp_t1", "SUFFIX=_rerun"),
     "grn_aux0": ("grn_aux0_on_fcn_rerun", "os16", "check: front fcn_e60_rerun + GRN (confidence weights std 0.01), auxiliary weight 0 "
                  "(SUFFIX=_rerun AUX_GRN=0 refine_t2)", "refine_t2"),
     "grn_aux0.1": ("grn_aux0.1_on_fcn_rerun", "os16", "check: front fcn_e60_rerun + GRN (confidence weights std 0.01), auxiliary weight 0.1 "

@@ -63,7 +63,7 @@ def page(models: dict, speeds: dict, picture: str, image: Path, with_truth: bool
              "split named, whole image, single scale, from the model's own metadata (`sceneparse evaluate "
              "--checkpoint NAME` reproduces them). Speed: `load(NAME)(image)` on a 480x360 RGB array "
              "(fp32, BatchNorm folded), median, on the machine named below the table.", "",
-             "| model | system | val mIoU | aAcc | mAcc | boundary F | size (MB) | ms / image | trained on | recipe |",
+             "| model | system | val mIoU | aAcc | mAcc | boundary F | size (MiB) | ms / image | trained on | recipe |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in models.items():
         s = m.get("metrics", {})

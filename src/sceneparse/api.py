@@ -38,7 +38,7 @@ def _summary(path: Path, ckpt: dict) -> dict:
 
 def list_models() -> dict[str, dict]:
     """The models of the zoo (:func:`sceneparse.hub.available_models`: packaged, then the model folders):
-    ``{name: summary}``, the summary holding ``path``, ``size_mb``, ``dataset``, ``num_classes``, ``arch``,
+    ``{name: summary}``, the summary holding ``path``, ``size_mb`` (MiB), ``dataset``, ``num_classes``, ``arch``,
     ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the validation ``metrics`` (mIoU / aAcc /
     mAcc / boundary_F in percent, per-class ``IoU``, and the split) and the ``recipe`` when the file carries
     them, ``packaged`` (inside the package or from a model folder) and ``default: True`` for the one

@@ -103,7 +103,7 @@ def add_run_flags(p: argparse.ArgumentParser, handler) -> None:
     p.add_argument("--compile-mode", choices=("inductor", "aot"),
                    help="aot: AOTInductor instead of torch.compile (implies --compile; no guards, a few percent "
                         "faster on CPU, 15-25 s to compile each new input size)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
     add_inference_flags(p)
     p.set_defaults(func=handler)
 

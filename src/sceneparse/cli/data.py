@@ -57,7 +57,7 @@ def add_check_data_parser(sub) -> None:
     c.add_argument("overrides", nargs="*")
     c.add_argument("--splits", nargs="+", help="default: data.train_split and data.val_split")
     c.add_argument("--out", help="JSON report path")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
     c.set_defaults(func=_check_data)
 
 
@@ -67,7 +67,7 @@ def add_converter_parsers(sub) -> None:
         for arg, arg_help in positionals:
             c.add_argument(arg, help=arg_help)
         if progress:
-            c.add_argument("--no-progress", action="store_true")
+            c.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
         c.set_defaults(func=handler)
 
 

@@ -88,7 +88,7 @@ def add_quantize_parser(sub) -> None:
     q.add_argument("--split", help="calibration split (default: data.train_split)")
     q.add_argument("--num-images", type=POSITIVE, default=128, help="calibration images")
     q.add_argument("--seed", type=int, default=0, help="which calibration images")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
     q.add_argument("--force", action="store_true", help="replace OUT.xml and OUT.bin if it exists (default: refuse)")
     q.set_defaults(func=_quantize)
 

@@ -81,5 +81,5 @@ def add_analyze_parser(sub) -> None:
     a.add_argument("--split")
     a.add_argument("--out")
     a.add_argument("--device", default="auto")
-    a.add_argument("--no-progress", action="store_true")
+    a.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
     a.set_defaults(func=_analyze)

@@ -33,7 +33,7 @@ def _models(args) -> int:
         where = "" if m["packaged"] else f", from {Path(m['path']).parent}"
         print(f"{name}{' (default)' if m['default'] else ''}: {m['arch']} {m['backbone']} OS{m['output_stride']}, "
               f"{m['num_classes']} classes of {m['dataset']}, trained on {'+'.join(m['train_splits'])}, "
-              f"{scored}, {m['size_mb']} MB{where}")
+              f"{scored}, {m['size_mb']} MiB{where}")
         if "speed" in m:
             sp = m["speed"]
             print(f"    speed: {1000 * sp['s_per_image']:.0f} ms per {sp['image'][1]}x{sp['image'][0]} image "

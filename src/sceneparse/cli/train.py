@@ -20,7 +20,8 @@ def _train(args) -> int:
 
 def add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train a model from a YAML config")
-    t.add_argument("config")
+    t.add_argument("config", help="a YAML config file, or a shipped one by name (e.g. camvid/pspnet_effl0; "
+                                  "an unknown name lists them)")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.iters=100")
     t.add_argument("--resume", help="checkpoint path, or 'auto' for the newest in the run's checkpoints/")
     t.add_argument("--work-dir", help="run directory (default runs/<name>)")
@@ -29,5 +30,5 @@ def add_train_parser(sub) -> None:
     t.add_argument("--allow-config-change", nargs="+", metavar="KEY",
                    help="with --resume: config keys (e.g. train.lr train.iters) allowed to differ from the "
                         "checkpoint's; the new values are used and recorded in resumes.jsonl")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
     t.set_defaults(func=_train)
