@@ -67,8 +67,8 @@ def test_refinement_rows_report_their_ce_against_the_front_on_the_same_batches(d
     iterations, per seed, in the claim and on the page."""
     rows = ["iter,epoch,lr,loss,loss_aux,loss_front,val_mIoU", "0,0,,,,,60.7"]
     rows += [f"{i},0,0.001,{0.30 + (0.1 if i <= 20 else 0.2)},1.0,0.30," for i in range(10, 210, 10)]
-    (tmp_path / "grn_on_fcn_rgbscale_s0_log.csv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "grn_on_fcn_rgbscale_s0_eval_os16.json").write_text(json.dumps({"mIoU": 50.0, "boundary": {"F": 50}}))
+    (tmp_path / "grn_aux0_lr0.01_on_fcn_rgbscale_s0_log.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "grn_aux0_lr0.01_on_fcn_rgbscale_s0_eval_os16.json").write_text(json.dumps({"mIoU": 50.0, "boundary": {"F": 50}}))
     gap = directions.same_batch_ce("grn")
     assert gap == {0: {"first": pytest.approx(0.1), "last": pytest.approx(0.2), "iterations": 200}}
     assert directions.same_batch_ce("dlv3_ip") == {}
