@@ -63,10 +63,12 @@ ROWS = {
     "grn_fixed_aux0": ("grn_aux0_on_fcn_rgbscale", "os16", "check: the GRN row (confidence weights at the RGB scale) "
                        "without auxiliary loss, 1e-3; stopped at iteration 260 of 900 (still the identity), not "
                        "evaluated", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 AUX_GRN=0"),
-    "lrn": ("lrn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + LRN (1/8 of Table 1's width)", "refine_t2",
-            "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0"),
-    "grn_lrn": ("grn_lrn_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN (the claim row's) + LRN (cascade; "
-                "LRN at 1/8 width)", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn"),
+    "lrn": ("lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + LRN (1/8 of Table 1's width, centre bias 4; "
+            "lr 0.01 for 20 epochs: at the paper's 1e-4 it does not move)", "refine_t2",
+            "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
+    "grn_lrn": ("grn_lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN (the claim row's) + LRN "
+                "(cascade; LRN at 1/8 width, lr 0.01)", "refine_t2",
+                "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
     "context": ("context_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + context module (Yu & Koltun)", "refine_t2",
                 "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0"),
     "sf_single": ("pyr_single_e20", "os16", "single output (stride 4), context modules", "sf"),

@@ -21,7 +21,8 @@
 #   FRONT_SUFFIX (default SUFFIX): the suffix of the FCN front the refine_t2 rows start from;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
 #   grn_aux<W>_on_fcn), GRN_LR (default 0.001, the paper's; another value: a row grn[_aux<W>]_lr<LR>_on_fcn,
-#   the GRN row only), GRN_ROW (default grn_on_fcn) the GRN run the GRN + LRN row starts from, LRN_BIAS (default 4) the LRN's centre bias,
+#   the GRN row only), GRN_ROW (default grn_on_fcn) the GRN run the GRN + LRN row starts from, LRN_LR (default
+#   0.0001, the paper's; another value: rows lrn_lr<LR>_on_fcn and grn_lrn_lr<LR>_on_fcn), LRN_BIAS (default 4) the LRN's centre bias,
 #   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
 #   about 2.5 TFLOPs per 360x480 image, days per run on a 2-core CPU: GPU work).
 set -euo pipefail
@@ -124,13 +125,15 @@ for group in "$@"; do
             model.head.supervise_steps=all
         ev $grn $seed os16
         [ "$grn" = grn_on_fcn ] || continue  # the auxiliary-weight check trains the GRN row only
-        row lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
-            train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
-        ev lrn_on_fcn $seed os16
-        row grn_lrn_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front \
-            model.init_weights=$RUNS/${GRN_ROW:-grn_on_fcn}${SUFFIX}_s$seed/final.pt train.lr=0.0001 model.head.lrn_center_bias=${LRN_BIAS:-4} \
-            "model.head.lrn_channels=$LRN_CHANNELS"
-        ev grn_lrn_on_fcn $seed os16
+        llr=${LRN_LR:-0.0001} lrn=lrn grn_lrn=grn_lrn
+        [ "$llr" = 0.0001 ] || { lrn=lrn_lr$llr; grn_lrn=grn_lrn_lr$llr; }
+        row ${lrn}_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
+            train.lr=$llr model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
+        ev ${lrn}_on_fcn $seed os16
+        row ${grn_lrn}_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front \
+            model.init_weights=$RUNS/${GRN_ROW:-grn_on_fcn}${SUFFIX}_s$seed/final.pt train.lr=$llr \
+            model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
+        ev ${grn_lrn}_on_fcn $seed os16
         row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front
         ev context_on_fcn $seed os16
       done ;;
