@@ -11,6 +11,7 @@
 #          dlv3_rates (extra row: ASPP rates 4-8-12, the paper's 6-12-18 scaled from its 33x33 features to
 #              CamVid's 23x30 at OS16, with image pooling, 30 epochs)
 #          psp_t1 (PSPNet Table 1: dilated FCN vs PSPNet, 60 epochs, eval OS16 / MS+flip),
+#          fcn_front (psp_t1's FCN row alone: the front of refine_t2)
 #          psp_t2 (PSPNet Table 2: auxiliary weight 0 vs 0.4, 30 epochs)
 #          sf (Specialize and Fuse Tables 6-8 + context: single / final with context, final / simple_fix /
 #              naive without, 20 epochs; the finest level alone through `sceneparse analyze`)
@@ -22,7 +23,8 @@
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
 #   grn_aux<W>_on_fcn), GRN_LR (default 0.001, the paper's; another value: a row grn[_aux<W>]_lr<LR>_on_fcn,
 #   the GRN row only), GRN_ROW (default grn_on_fcn) the GRN run the GRN + LRN row starts from, LRN_LR (default
-#   0.0001, the paper's; another value: rows lrn_lr<LR>_on_fcn and grn_lrn_lr<LR>_on_fcn), LRN_BIAS (default 4) the LRN's centre bias,
+#   0.0001, the paper's; another value: rows lrn_lr<LR>_on_fcn and grn_lrn_lr<LR>_on_fcn), GRN_STAGE=skip (refine_t2
+#   without its GRN row: the rows after it, from the GRN_ROW run), LRN_BIAS (default 4) the LRN's centre bias,
 #   LRN_CHANNELS (default 1/8 of Table 1's width: Table 1's own, 256-512 channels at full resolution, is
 #   about 2.5 TFLOPs per 360x480 image, days per run on a 2-core CPU: GPU work).
 set -euo pipefail
@@ -112,6 +114,10 @@ for group in "$@"; do
           fi
         done
       done ;;
+    fcn_front)  # the FCN row of psp_t1 alone (the refinement rows' front)
+      for seed in $SEEDS; do
+        row fcn_e60 $seed configs/camvid/fcn_effl0.yaml; ev fcn_e60 $seed os16
+      done ;;
     refine_t2)
       LRN_CHANNELS=${LRN_CHANNELS:-[32,32,32,64,64,64]}
       for seed in $SEEDS; do
@@ -120,11 +126,13 @@ for group in "$@"; do
         aux=${AUX_GRN:-0.4} glr=${GRN_LR:-0.001}
         grn=grn; [ "$aux" = 0.4 ] || grn=${grn}_aux$aux; [ "$glr" = 0.001 ] || grn=${grn}_lr$glr
         grn=${grn}_on_fcn  # a check's own row name
-        row $grn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
-            train.lr=$glr train.lr_policy=step "train.lr_step_epochs=[10]" train.aux_weight=$aux \
-            model.head.supervise_steps=all
-        ev $grn $seed os16
-        [ "$grn" = grn_on_fcn ] || continue  # the auxiliary-weight check trains the GRN row only
+        if [ "${GRN_STAGE:-train}" = train ]; then  # GRN_STAGE=skip: only the rows after the GRN (LRN, GRN + LRN, context)
+          row $grn $seed configs/camvid/refine/grn_stage.yaml model.head.front=$front train.epochs=20 \
+              train.lr=$glr train.lr_policy=step "train.lr_step_epochs=[10]" train.aux_weight=$aux \
+              model.head.supervise_steps=all
+          ev $grn $seed os16
+          [ "$grn" = grn_on_fcn ] || continue  # the auxiliary-weight check trains the GRN row only
+        fi
         llr=${LRN_LR:-0.0001} lrn=lrn grn_lrn=grn_lrn
         [ "$llr" = 0.0001 ] || { lrn=lrn_lr$llr; grn_lrn=grn_lrn_lr$llr; }
         row ${lrn}_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
@@ -137,7 +145,7 @@ for group in "$@"; do
         row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front
         ev context_on_fcn $seed os16
       done ;;
-    *) echo "unknown group '$group' (dlv3_t5, dlv3_rates, psp_t1, psp_t2, sf, refine_t2)" >&2; exit 2 ;;
+    *) echo "unknown group '$group' (dlv3_t5, dlv3_rates, psp_t1, fcn_front, psp_t2, sf, refine_t2)" >&2; exit 2 ;;
   esac
 done
 echo "done: $*"
