@@ -147,9 +147,10 @@ CHECKS: dict[str, str] = {
         "(4) Why there is little to gain (oracle, `scripts/front_errors.py`, results/camvid/refine/front_errors_*.json): "
         "94% of this front's wrong training pixels (88% on val) lie within 8 px of a label boundary, half an OS16 cell; "
         "an oracle fixing every error farther from a boundary lifts it only 61.89 -> 63.44 on train and 60.74 -> 62.73 "
-        "on val. The GRN reasons globally but outputs at the front's stride (Sec. 3.1: the front's architecture), so "
-        "its reachable gain on this front is below +2 (the paper's +1.57 on ADE20K, whose 150 classes leave more "
-        "confusions between similar categories). Not yet run: a second seed (it needs the FCN front retrained, "
+        "on val. Correcting region-level confusions, what the GRN is for, can win at most that (under +2; the "
+        "paper's +1.57 is on ADE20K, whose 150 classes leave more such confusions); the rest lies within half an "
+        "OS16 cell of a boundary, where a residual at the front's stride (Sec. 3.1: the front's architecture), "
+        "bilinearly upsampled, can hardly place a correction. Not yet run: a second seed (it needs the FCN front retrained, "
         "fcn_e60_rerun_s1)."),
 }
 
