@@ -43,6 +43,8 @@ def test_collect_reads_per_seed_results_and_budget(directions, tmp_path):
     assert claims["dlv3_eval_os8"]["verdict"] == "not run"  # no os8 evaluation written
     md = directions.markdown(list(claims.values()))
     assert "| +1.95 (0.60) |" in md and md.count("not run") >= 14
+    # every row with results, its mIoU and boundary F per seed
+    assert "| 59.40 / 58.80 | 50.00 / 50.00 | 0, 1 |" in md
 
 
 def test_pyramid_rows_report_how_much_each_level_supervised(directions, tmp_path):
