@@ -26,6 +26,38 @@ def test_propagate_equals_unfold_reference(m):
     torch.testing.assert_close(propagate(coeffs, conf), _unfold_reference(coeffs, conf))
 
 
+@pytest.mark.parametrize("m", [1, 3, 7])
+def test_propagate_gradients_equal_the_unfold_reference(m):
+    """Eq. 5's backward, written by hand (no per-neighbour autograd graph): the same gradients for both inputs
+    as autograd through the unfold reference, and a numerical gradient check in float64."""
+    torch.manual_seed(0)
+    c0, u0 = torch.randn(2, m * m, 6, 7).softmax(1), torch.randn(2, 3, 6, 7)
+    g = torch.randn(2, 3, 6, 7)
+    grads = []
+    for fn in (propagate, _unfold_reference):
+        c, u = c0.clone().requires_grad_(), u0.clone().requires_grad_()
+        (fn(c, u) * g).sum().backward()
+        grads.append((c.grad, u.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    c = c0.double().requires_grad_()
+    assert torch.autograd.gradcheck(propagate, (c, u0.double().requires_grad_()))
+    assert torch.autograd.gradcheck(propagate, (c, u0.double()))  # the frozen-front case: coefficients only
+
+
+def test_propagate_promotes_dtypes_like_the_plain_expression():
+    """bf16 coefficients (a bf16 coefficient network) on float32 confidences give float32, and the
+    coefficients' gradient comes back in their own dtype."""
+    torch.manual_seed(0)
+    c = torch.randn(1, 9, 5, 6).softmax(1).bfloat16().requires_grad_()
+    u = torch.randn(1, 4, 5, 6)
+    out = propagate(c, u)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, _unfold_reference(c.detach().float(), u))
+    out.sum().backward()
+    assert c.grad.dtype == torch.bfloat16 and c.grad.shape == c.shape
+
+
 def test_propagate_hand_case_and_errors():
     conf = torch.arange(9.0).view(1, 1, 3, 3)
     coeffs = torch.zeros(1, 9, 3, 3)

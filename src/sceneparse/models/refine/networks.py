@@ -31,6 +31,51 @@ def unnormalize(image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
     return image * s + m
 
 
+def _propagate_forward(coeffs: torch.Tensor, padded: torch.Tensor, m: int) -> torch.Tensor:
+    n, mm, h, w = coeffs.shape
+    out = torch.zeros(padded.shape[:2] + (h, w), dtype=torch.promote_types(coeffs.dtype, padded.dtype),
+                      device=padded.device)
+    for p in range(mm):  # one in-place multiply-add per neighbour: no per-neighbour temporaries
+        dy, dx = divmod(p, m)
+        out.addcmul_(coeffs[:, p: p + 1], padded[:, :, dy: dy + h, dx: dx + w])
+    return out
+
+
+class _Propagate(torch.autograd.Function):
+    """Eq. 5 with a hand-written backward. Autograd through the m*m shifted products kept one graph node
+    per neighbour and, for each, a zero-filled gradient of the whole coefficient tensor (slice backward):
+    8 s per training step at 8 x 360 x 480, m = 7, against 0.5 s here (2 AMD EPYC cores)."""
+
+    @staticmethod
+    def forward(ctx, coeffs: torch.Tensor, conf: torch.Tensor, m: int) -> torch.Tensor:
+        r = m // 2
+        padded = F.pad(conf, (r, r, r, r))
+        ctx.save_for_backward(coeffs, padded)
+        ctx.m = m
+        return _propagate_forward(coeffs, padded, m)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        coeffs, padded = ctx.saved_tensors
+        m, (n, mm, h, w) = ctx.m, coeffs.shape
+        r = m // 2
+        grad = grad.contiguous()
+        grad_coeffs = grad_conf = None
+        if ctx.needs_input_grad[0]:  # dL/dc_p = sum_k dL/dg_k * f_k(i + offset_p)
+            gc = torch.empty((n, mm, h, w), dtype=grad.dtype, device=grad.device)
+            for p in range(mm):
+                dy, dx = divmod(p, m)
+                torch.sum(grad * padded[:, :, dy: dy + h, dx: dx + w], dim=1, out=gc[:, p])
+            grad_coeffs = gc.to(coeffs.dtype)
+        if ctx.needs_input_grad[1]:  # dL/df(j) = sum_p c_p(j - offset_p) * dL/dg(j - offset_p)
+            gp = torch.zeros(padded.shape, dtype=grad.dtype, device=grad.device)
+            for p in range(mm):
+                dy, dx = divmod(p, m)
+                gp[:, :, dy: dy + h, dx: dx + w].addcmul_(grad, coeffs[:, p: p + 1])
+            grad_conf = gp[:, :, r: r + h, r: r + w].to(padded.dtype)
+        return grad_coeffs, grad_conf, None
+
+
 def propagate(coeffs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
     """Eq. 5: ``g[n, k, i] = sum_p coeffs[n, p, i] * conf[n, k, i + offset_p]``.
 
@@ -40,8 +85,12 @@ def propagate(coeffs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         conf: ``(N, K, H, W)`` confidences f; neighbours outside the image count as 0.
 
     Returns:
-        ``(N, K, H, W)``. Computed as a sum of m*m shifted products, so memory stays
-        O(N K H W) instead of the O(N K m^2 H W) of an unfold-based implementation.
+        ``(N, K, H, W)`` in the promoted dtype of the two inputs. Computed as m*m shifted multiply-adds, so
+        memory stays O(N K H W) instead of the O(N K m^2 H W) of an unfold-based implementation; when a
+        gradient is needed, a hand-written backward does the same (see ``_Propagate``).
+
+    Raises:
+        ValueError: ``coeffs`` does not have m*m channels with odd m, or the shapes do not match.
     """
     n, mm, h, w = coeffs.shape
     m = math.isqrt(mm)
@@ -49,13 +98,10 @@ def propagate(coeffs: torch.Tensor, conf: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"coeffs must have m*m channels with odd m, got {mm}")
     if conf.shape[0] != n or conf.shape[-2:] != (h, w):
         raise ValueError(f"coeffs {tuple(coeffs.shape)} and conf {tuple(conf.shape)} do not match")
+    if torch.is_grad_enabled() and (coeffs.requires_grad or conf.requires_grad):
+        return _Propagate.apply(coeffs, conf, m)
     r = m // 2
-    padded = F.pad(conf, (r, r, r, r))
-    out = torch.zeros_like(conf)
-    for p in range(mm):
-        dy, dx = divmod(p, m)
-        out = out + coeffs[:, p: p + 1] * padded[:, :, dy: dy + h, dx: dx + w]
-    return out
+    return _propagate_forward(coeffs, F.pad(conf, (r, r, r, r)), m)
 
 
 def identity_init_coefficients(center_bias: float, m: int = 7) -> tuple[float, float]:
