@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7 numbers (README "Speed" table): peers side by side in one process at 512x512, batch 1,
+# Speed against peers (docs/inference.md): peers side by side in one process at 512x512, batch 1,
 # this machine's threads; bf16 accuracy check on CamVid val. Writes results/bench/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."

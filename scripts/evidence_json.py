@@ -1,4 +1,4 @@
-"""Collect evaluate JSONs into the machine-readable evidence tables of issue 14 and print the README table.
+"""Collect evaluate JSONs into the machine-readable evidence tables of the refinement and pyramid rows and print the README table.
 
 Usage: python scripts/evidence_json.py SPEC.json OUT.json
 SPEC: {"protocol": {...}, "rows": [{"name": ..., "label": ..., "evals": [eval.json per seed],

@@ -1,4 +1,4 @@
-"""Issue 14, defect 7, second measurement: does the *resampling geometry* explain the OS8 loss?
+"""Second measurement of why OS16-trained weights lose mIoU at OS8: does the *resampling geometry* explain the OS8 loss?
 A stride-s network with centred taps puts feature i at input pixel s*i; the segmentor's bilinear
 upsampling with align_corners=False instead maps the n = ceil(H/s) features over the H pixels, a
 position-dependent shift (at OS16 on 360 rows: 7.5 px at the top, 0 at the bottom; at OS8: 3.5 px

@@ -1,4 +1,4 @@
-"""Issue 14, defect 7: why OS16-trained PSPNet-Lite0 weights lose mIoU at OS8, measured.
+"""Why OS16-trained PSPNet-Lite0 weights lose mIoU at OS8, measured.
 (1) the backbone's OS8 features at the OS16 sample positions equal its OS16 features (max |diff|);
 (2) CamVid val mIoU at OS16, at OS8 with the PSP bottleneck undilated (the old behaviour: the 3x3
 bottleneck sees half its trained field) and at OS8 with the bottleneck dilated by 2 (now the default).

@@ -1,4 +1,4 @@
-"""Issue 14, defect 4, measured on CamVid train labels (resized to 352x480 by nearest neighbour, as the
+"""Measured on CamVid train labels (resized to 352x480 by nearest neighbour, as the
 pyramid model sees them): share of labelled pixels that no level supervises, per class, with the finest
 level on its 4x4 cells (before) and on every labelled pixel (now), pyramid 32-16-8-4, simple_fix relabelling.
 Usage: python scripts/pyramid_supervision_share.py [OUT.json]"""

@@ -1,4 +1,4 @@
-"""Issue 17: collect the recipe ablation runs (scripts/recipe_loss_finetune.sh, scripts/recipe_equal_budget.sh)
+"""Collect the recipe ablation runs (scripts/recipe_loss_finetune.sh, scripts/recipe_equal_budget.sh)
 into results/camvid/recipe/ablation.json and .md. Usage: python scripts/recipe_collect.py"""
 import json
 import platform

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# 30-iteration ablations of the refinement stages' loss weight and learning rate (issue 14): every run
+# 30-iteration ablations of the refinement stages' loss weight and learning rate: every run
 # sees the same batches (same seed), logs the frozen front's CE next to the refined CE on each batch,
 # and scores the first 26 CamVid val images at step 0 (front and untrained refiner) and at the end.
 # Front: the packaged PSPNet-Lite0 (CamVid, 62.1 val mIoU). Crops CROP (240x320 by default), batch 8.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GRN/LRN Table 2 in miniature on CamVid val (101 images, 360x480, whole image), issue 14.
+# GRN/LRN Table 2 in miniature on CamVid val (101 images, 360x480, whole image).
 # Front: the packaged PSPNet-EfficientNet-Lite0 (src/sceneparse/weights/camvid_pspnet_effl0.pt, 60 epochs
 # on CamVid train), frozen. Every trained row: EPOCHS epochs of CamVid train (45 iterations each,
 # batch 8), the stage configs' learning rate / auxiliary weight (chosen by scripts/refine_ablation.sh),

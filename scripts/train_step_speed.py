@@ -1,4 +1,4 @@
-"""Issue 17: training-step speed of fp32 vs bf16 autocast on this CPU, side by side in one process.
+"""Training-step speed of fp32 vs bf16 autocast on this CPU, side by side in one process.
 PSPNet-Lite0 (the packaged model's architecture), 360x480 crops, channels_last, SGD step included;
 the two precisions alternate step by step so that both see the same machine state.
 Usage: python scripts/train_step_speed.py [BATCH] [STEPS] [OUT.json]"""

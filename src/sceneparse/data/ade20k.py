@@ -44,7 +44,7 @@ class ADE20K(SegmentationDataset):
     """
 
     CLASSES = ADE20K_CLASSES
-    # sceneparse before issue 15 cut every name to its first word (149 distinct: 'screen' twice)
+    # older sceneparse releases cut every name to its first word (149 distinct: 'screen' twice)
     LEGACY_CLASS_NAMES = (tuple(n.split()[0] for n in ADE20K_CLASSES),)
     PALETTE = _palette(150)
 

@@ -146,7 +146,7 @@ class PSPHead(DecodeHead):
     rates (Sec. 3.3). The backbone's OS8 features equal its OS16 features at the OS16 sample
     positions (tested), so with the dilated bottleneck the OS8 logits at those positions equal the
     OS16 logits up to the pyramid pooling's averages over a denser grid; without it, the bottleneck
-    sees half the context it was trained with (measured in the README, issue 14).
+    sees half the context it was trained with (measured: docs/results.md).
     """
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, bins: Sequence[int] = (1, 2, 3, 6),
