@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 import statistics
 import sys
@@ -162,7 +163,9 @@ CHECKS: dict[str, str] = {
 
 
 def _metric(scores: dict, metric: str) -> float:
-    return float(scores["boundary"]["F"]) if metric == "boundary_F" else float(scores[metric])
+    if metric == "boundary_F":  # nan where an evaluation has none (the finest level alone, from `analyze`)
+        return float(scores["boundary"]["F"]) if "boundary" in scores else math.nan
+    return float(scores[metric])
 
 
 def row_values(row: str, metric: str) -> tuple[list[float], list[int], dict]:
@@ -270,7 +273,7 @@ def collect() -> list[dict]:
 
 
 def _fmt(values: list[float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in values) if values else "not run"
+    return " / ".join("-" if math.isnan(v) else f"{v:.2f}" for v in values) if values else "not run"
 
 
 def markdown(claims: list[dict]) -> str:

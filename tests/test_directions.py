@@ -78,3 +78,12 @@ def test_refinement_rows_report_their_ce_against_the_front_on_the_same_batches(d
     assert claims["grn_vs_front"]["same_batch_ce"]["grn"] == gap
     md = directions.markdown(list(claims.values()))
     assert "| front (fcn_e60_rerun) + GRN" in md and "| 0 | +0.100 | +0.200 | 200 |" in md
+
+
+def test_a_row_without_boundary_f_shows_a_dash(directions, tmp_path):
+    """The finest level alone (from `sceneparse analyze`) has an mIoU but no boundary F."""
+    (tmp_path / "pyr_final_finest_e20_s0_eval_os16.json").write_text(json.dumps({"mIoU": 61.99}))
+    assert directions.row_values("sf_finest", "mIoU")[0] == [61.99]
+    md = directions.markdown(directions.collect())
+    assert "| 61.99 | - | 0 |" in md
+
