@@ -79,11 +79,12 @@ _RECIPE_HEAD_KEYS = ("bins", "aspp_rates", "image_pooling", "cascade_blocks", "s
                      "iterations", "grn", "lrn")
 
 
-def recipe_summary(cfg: dict, iters: int | None = None) -> str:
+def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = None) -> str:
     """One line saying how a checkpoint was trained, from its config, e.g. ``pspnet efficientnet_lite0 OS16,
     ImageNet init, head bins 1-2-3-6; camvid train, crops 360x480, scale 0.5-2.0, rotate 10, blur 0.5; batch 8,
     2700 iterations (60 epochs), sgd lr 0.01 (head x10), poly 0.9, aux 0.4; loss CE`` (the head options the
-    papers' ablations vary: PPM bins, ASPP rates, image pooling, pyramid strides, ...)."""
+    papers' ablations vary: PPM bins, ASPP rates, image pooling, pyramid strides, ...). ``front`` (a refinement
+    cascade's ``meta["front"]``: arch, backbone, output_stride) names the frozen front it refines."""
     m, d, t = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
     if m.get("arch") is None:
         return "unknown (the checkpoint's config has no model section)"
@@ -113,11 +114,17 @@ def recipe_summary(cfg: dict, iters: int | None = None) -> str:
     length = f"{iters} iterations" if iters else (f"{t['iters']} iterations" if t.get("iters") else "")
     if t.get("epochs") and not t.get("iters"):
         length = f"{length} ({t['epochs']} epochs)" if length else f"{t['epochs']} epochs"
-    parts = [f"{m.get('arch')} {m.get('backbone')} OS{m.get('output_stride')}, {init}",
+    schedule = f"poly {t.get('poly_power', 0.9)}"
+    if t.get("lr_policy") == "step":
+        drops = [f"{e:g}" for e in t.get("lr_step_epochs") or []]
+        schedule = f"step x{t.get('lr_step_gamma', 0.1):g} at epoch{'s' if len(drops) > 1 else ''} {', '.join(drops)}"
+    on = (f" on a frozen {front.get('arch')} {front.get('backbone')} OS{front.get('output_stride')} front"
+          if front else "")
+    parts = [f"{m.get('arch')} {m.get('backbone')} OS{m.get('output_stride')}{on}, {init}",
              ", ".join([f"{d.get('dataset')} {splits}"] + [a for a in aug if a]),
              ", ".join(x for x in [f"batch {t.get('batch_size')}", length,
                                    f"{t.get('optimizer', 'sgd')} lr {t.get('lr')} (head x{t.get('head_lr_mult', 10.0):g})",
-                                   f"poly {t.get('poly_power', 0.9)}", f"aux {t.get('aux_weight')}"] + [e for e in extras if e] if x),
+                                   schedule, f"aux {t.get('aux_weight')}"] + [e for e in extras if e] if x),
              "loss " + " + ".join(loss)]
     return "; ".join(parts)
 
@@ -143,7 +150,7 @@ def pack_checkpoint(src: str | Path, out: str | Path, fp16: bool = False, metric
     if "train_splits" not in meta:
         meta["train_splits"] = list(data.get("train_splits") or [data.get("train_split", "train")])
     if "recipe" not in meta:
-        meta["recipe"] = recipe_summary(ckpt["config"], ckpt.get("iter"))
+        meta["recipe"] = recipe_summary(ckpt["config"], ckpt.get("iter"), meta.get("front"))
     packed = {"model": state, "config": ckpt["config"], "meta": meta, "iter": ckpt.get("iter")}
     if not metrics and ckpt.get("metrics"):  # repacking a packed file keeps its scores
         packed["metrics"] = ckpt["metrics"]
