@@ -26,6 +26,7 @@ SRC = REPO / "results/camvid/directions"
 OUT_JSON = REPO / "results/camvid/directions.json"
 OUT_MD = REPO / "docs/directions.md"
 MS = "--scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip"
+CRF = "--crf --crf-param bilateral_compat=3.0 --crf-param bilateral_sxy=30.0 --crf-param bilateral_srgb=5.0"
 
 # row name -> (run name in directions_runs.sh, eval tag, one-line description, group of directions_runs.sh
 #              [, the environment the group ran with])
@@ -72,6 +73,9 @@ ROWS = {
                 "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
     "context": ("context_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + context module (Yu & Koltun)", "refine_t2",
                 "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0"),
+    "crf": ("fcn_e60_rerun", "os16_crf", "front (fcn_e60_rerun) + dense CRF (5 mean-field steps; kernel weights "
+            "from a 12-setting grid on the last 30 training images, which the front trained on (scripts/crf_grid.py): "
+            "bilateral_compat 3, sxy 30, srgb 5)", "psp_t1", "SUFFIX=_rerun"),
     "sf_single": ("pyr_single_e20", "os16", "single output (stride 4), context modules", "sf"),
     "sf_final": ("pyr_final_e20", "os16", "pyramid, final relabelling, context modules", "sf"),
     "sf_simple_fix": ("pyr_simple_fix_e20", "os16", "pyramid, simple_fix relabelling, no context", "sf"),
@@ -250,7 +254,7 @@ def _commands(row: str) -> list[str]:
     run, tag, _, group, *env = ROWS[row]
     return [" ".join([*env, f"bash scripts/directions_runs.sh {group}"]),
             f"sceneparse evaluate --checkpoint ~/sceneparse-runs/directions/{run}_s<seed>/final.pt"
-            + {"os16": "", "os8": " --output-stride 8", "os16_msflip": " " + MS}[tag]]
+            + {"os16": "", "os8": " --output-stride 8", "os16_msflip": " " + MS, "os16_crf": " " + CRF}[tag]]
 
 
 def collect() -> list[dict]:

@@ -87,3 +87,14 @@ def test_a_row_without_boundary_f_shows_a_dash(directions, tmp_path):
     md = directions.markdown(directions.collect())
     assert "| 61.99 | - | 0 |" in md
 
+
+
+def test_the_crf_row_is_the_front_evaluated_with_the_chosen_crf(directions, tmp_path):
+    (tmp_path / "fcn_e60_rerun_s0_eval_os16.json").write_text(json.dumps({"mIoU": 60.7, "boundary": {"F": 54.3}}))
+    (tmp_path / "fcn_e60_rerun_s0_eval_os16_crf.json").write_text(json.dumps({"mIoU": 61.8, "boundary": {"F": 58.9}}))
+    assert directions.row_values("crf", "mIoU")[0] == [61.8]
+    assert directions.row_values("front_fcn_rerun", "boundary_F")[0] == [54.3]
+    cmd = directions._commands("crf")[1]
+    assert "fcn_e60_rerun_s<seed>/final.pt --crf --crf-param bilateral_compat=3.0" in cmd
+    md = directions.markdown(directions.collect())
+    assert "dense CRF" in md and "| 61.80 | 58.90 | 0 |" in md
