@@ -71,6 +71,9 @@ ROWS = {
     "grn_lrn": ("grn_lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN (the claim row's) + LRN "
                 "(cascade; LRN at 1/8 width, lr 0.01)", "refine_t2",
                 "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
+    "parallel": ("parallel_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + mean(GRN, LRN): the GRN row and "
+                 "the LRN row, trained apart on the same front, averaged (parallel fusion; scripts/merge_parallel.py)",
+                 "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
     "context": ("context_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + context module (Yu & Koltun)", "refine_t2",
                 "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0"),
     "crf": ("fcn_e60_rerun", "os16_crf", "front (fcn_e60_rerun) + dense CRF (5 mean-field steps; kernel weights "

@@ -17,7 +17,8 @@
 #              naive without, 20 epochs; the finest level alone through `sceneparse analyze`)
 #          refine_t2 (GRN/LRN Table 2 on the psp_t1 FCN front of the same seed: GRN 10 + 10 epochs at
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
-#              GRN + LRN, context module; needs psp_t1 first)
+#              parallel fusion (the GRN_ROW run and the LRN row averaged), the front + dense CRF, GRN + LRN,
+#              context module; needs psp_t1 first)
 #   SEEDS="0 1" (default) picks the seeds; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
 #   FRONT_SUFFIX (default SUFFIX): the suffix of the FCN front the refine_t2 rows start from;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
@@ -34,7 +35,10 @@ OUT=results/camvid/directions
 SEEDS=${SEEDS:-"0 1"}
 SUFFIX=${SUFFIX:-}  # appended to every row name: a repeat of rows beside the committed ones (e.g. _rerun)
 MS="--scales 0.5 0.75 1.0 1.25 1.5 1.75 --flip"
+# the dense CRF's kernel weights, from a grid on the last 30 training images (python scripts/crf_grid.py FRONT OUT 30)
+CRF="--crf --crf-param bilateral_compat=3.0 --crf-param bilateral_sxy=30.0 --crf-param bilateral_srgb=5.0"
 SP=${SCENEPARSE:-.venv/bin/sceneparse}
+PY=${PYTHON:-$(dirname "$SP")/python}
 mkdir -p "$RUNS" "$OUT"
 
 # row NAME SEED CONFIG [key=value ...]: train (resumable), then copy log and config
@@ -138,6 +142,16 @@ for group in "$@"; do
         row ${lrn}_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
             train.lr=$llr model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
         ev ${lrn}_on_fcn $seed os16
+        # parallel fusion (Sec. 4.2, Table 2): the GRN row and the LRN row, trained apart on one front, averaged
+        par=parallel; [ "$llr" = 0.0001 ] || par=parallel_lr$llr
+        pdir=$RUNS/${par}_on_fcn${SUFFIX}_s$seed
+        if [ ! -f "$pdir/final.pt" ]; then
+          mkdir -p "$pdir"
+          "$PY" scripts/merge_parallel.py "$RUNS/${GRN_ROW:-grn_on_fcn}${SUFFIX}_s$seed/final.pt" \
+              "$RUNS/${lrn}_on_fcn${SUFFIX}_s$seed/final.pt" "$pdir/final.pt" >> "$pdir.out" 2>&1
+        fi
+        ev ${par}_on_fcn $seed os16
+        SUFFIX=${FRONT_SUFFIX-$SUFFIX} ev fcn_e60 $seed os16_crf $CRF  # +dense CRF: the front itself
         row ${grn_lrn}_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front \
             model.init_weights=$RUNS/${GRN_ROW:-grn_on_fcn}${SUFFIX}_s$seed/final.pt train.lr=$llr \
             model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"

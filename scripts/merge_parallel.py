@@ -14,7 +14,8 @@ if gh["front"] != lh["front"]:
     raise SystemExit(f"the two runs have different fronts: {gh['front']} vs {lh['front']}")
 cfg = copy.deepcopy(g["config"])
 cfg["model"]["head"].update({k: lh[k] for k in ("m", "lrn_channels", "lrn_center_bias") if k in lh},
-                            grn=True, lrn=True, fusion="parallel", train_stage=None)
+                            grn=True, lrn=True, fusion="parallel", train_stage=None,
+                            supervise_steps="last")  # the GRN run's "all" is a training setting for cascade fusion
 state = {k: v for k, v in g["model"].items() if not k.startswith("lrn.")}
 state.update({k: v for k, v in l_["model"].items() if k.startswith("lrn.")})
 atomic_save({"model": state, "config": cfg, "meta": g["meta"]}, sys.argv[3])

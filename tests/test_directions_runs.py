@@ -21,11 +21,14 @@ def _run(tmp_path, group, **env):
     stub, log, runs = tmp_path / "sceneparse", tmp_path / "calls.txt", tmp_path / "runs"
     stub.write_text(STUB)
     stub.chmod(0o755)
+    py = tmp_path / "python"  # stands for the interpreter running scripts/merge_parallel.py GRN LRN OUT
+    py.write_text('#!/usr/bin/env bash\necho "python $*" >> "$STUB_LOG"\ntouch "$4"\n')
+    py.chmod(0o755)
     (runs / "fcn_e60_rerun_s0").mkdir(parents=True)
     (runs / "fcn_e60_rerun_s0" / "final.pt").touch()
     repo = tmp_path / "repo"
     repo.mkdir()
-    full = {**os.environ, "SCENEPARSE": str(stub), "STUB_LOG": str(log), "RUNS": str(runs), "REPO": str(repo), **env}
+    full = {**os.environ, "SCENEPARSE": str(stub), "PYTHON": str(py), "STUB_LOG": str(log), "RUNS": str(runs), "REPO": str(repo), **env}
     subprocess.run(["bash", str(REPO / "scripts/directions_runs.sh"), group], env=full, check=True,
                    capture_output=True, text=True)
     return log.read_text().splitlines(), repo / "results/camvid/directions"
@@ -42,9 +45,18 @@ def test_refine_rows_after_a_chosen_grn_at_another_lrn_lr(tmp_path):
     assert "train.lr=0.01" in lrn.split() and lrn.split()[-4].endswith("/lrn_lr0.01_on_fcn_x_s0")
     assert f"model.init_weights={tmp_path}/runs/grn_aux0_lr0.01_on_fcn_x_s0/final.pt" in grn_lrn.split()
     assert "train.lr=0.01" in grn_lrn.split() and f"model.head.front={tmp_path}/runs/fcn_e60_rerun_s0/final.pt" in lrn
-    assert sorted(p.name for p in out.glob("*_eval_os16.json")) == [
-        "context_on_fcn_x_s0_eval_os16.json", "grn_lrn_lr0.01_on_fcn_x_s0_eval_os16.json",
-        "lrn_lr0.01_on_fcn_x_s0_eval_os16.json"]
+    assert sorted(p.name for p in out.glob("*_eval_os16*.json")) == [
+        "context_on_fcn_x_s0_eval_os16.json", "fcn_e60_rerun_s0_eval_os16_crf.json",
+        "grn_lrn_lr0.01_on_fcn_x_s0_eval_os16.json", "lrn_lr0.01_on_fcn_x_s0_eval_os16.json",
+        "parallel_lr0.01_on_fcn_x_s0_eval_os16.json"]
+    # parallel fusion: the chosen GRN row and the LRN row, averaged, then evaluated
+    merge = next(c for c in calls if c.startswith("python "))
+    assert merge.split()[1:] == ["scripts/merge_parallel.py", f"{tmp_path}/runs/grn_aux0_lr0.01_on_fcn_x_s0/final.pt",
+                                 f"{tmp_path}/runs/lrn_lr0.01_on_fcn_x_s0/final.pt",
+                                 f"{tmp_path}/runs/parallel_lr0.01_on_fcn_x_s0/final.pt"]
+    # the dense CRF row: the front itself, evaluated with the CRF settings chosen on training images
+    crf = next(c for c in calls if c.startswith("evaluate ") and "--crf" in c)
+    assert crf.split()[2] == f"{tmp_path}/runs/fcn_e60_rerun_s0/final.pt" and "bilateral_compat=3.0" in crf
 
 
 def test_a_grn_check_trains_the_grn_row_only_and_the_default_lrn_lr_is_the_papers(tmp_path):

@@ -336,7 +336,7 @@ def test_frozen_parts_get_no_gradient():
 
 # issue 14, defects 5 and 6
 def _cascade_ckpt(front_path, **head):
-    """A refinement checkpoint as written before issue 16 (no meta.front: rebuilt from the front's file)."""
+    """A refinement checkpoint without meta.front (as older versions wrote it: rebuilt from the front's file)."""
     from sceneparse.models.factory import build_model_from_config
     from sceneparse.checkpoint import load_checkpoint
 
@@ -479,3 +479,31 @@ def test_grn_confidence_init_can_be_set():
         GRN(build_model("fcn", "resnet18", 4, output_stride=16, head_channels=8), 4, confidence_init_std=-1.0)
     with pytest.raises(ValueError, match="confidence_init_std"):
         GRN(build_model("fcn", "resnet18", 4, output_stride=16, head_channels=8), 4, confidence_init_std=float("inf"))
+
+
+def test_merge_parallel_averages_a_grn_run_and_an_lrn_run_on_one_front(tmp_path, tiny_run):
+    """scripts/merge_parallel.py: Table 2's parallel fusion from two stage runs; the GRN run supervised every
+    unfolded iteration (supervise_steps='all', a training-only setting that parallel fusion refuses)."""
+    import subprocess
+    import sys
+
+    from sceneparse.models.factory import model_from_checkpoint
+
+    from ..conftest import REPO
+
+    torch.manual_seed(0)
+    g = _cascade_ckpt(tiny_run / "final.pt", grn=True, lrn=False, supervise_steps="all", train_stage="grn")
+    g["model"] = {k: (v + 0.01 * torch.randn_like(v) if k.startswith("grn.") and v.is_floating_point() else v)
+                  for k, v in g["model"].items()}  # a GRN that is not the identity
+    l_ = _cascade_ckpt(tiny_run / "final.pt", grn=False, lrn=True, train_stage="lrn", lrn_center_bias=1.0)
+    torch.save(g, tmp_path / "grn.pt")
+    torch.save(l_, tmp_path / "lrn.pt")
+    subprocess.run([sys.executable, str(REPO / "scripts/merge_parallel.py"), str(tmp_path / "grn.pt"),
+                    str(tmp_path / "lrn.pt"), str(tmp_path / "par.pt")], check=True, capture_output=True)
+    models = {n: model_from_checkpoint(str(tmp_path / f"{n}.pt"))[0].eval() for n in ("grn", "lrn", "par")}
+    assert models["par"].fusion == "parallel"
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        out = {n: m(x)["out"] for n, m in models.items()}
+    assert not torch.allclose(out["grn"], out["lrn"])
+    torch.testing.assert_close(out["par"], (out["grn"] + out["lrn"]) / 2)
