@@ -67,18 +67,19 @@ ROWS = {
                        "evaluated", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 AUX_GRN=0"),
     "lrn": ("lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + LRN (1/8 of Table 1's width, centre bias 4; "
             "lr 0.01 for 20 epochs: at the paper's 1e-4 it does not move)", "refine_t2",
-            "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
+            "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip"),
     "grn_lrn": ("grn_lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN (the claim row's) + LRN "
                 "(cascade; LRN at 1/8 width, lr 0.01)", "refine_t2",
-                "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
-    "parallel": ("parallel_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + mean(GRN, LRN): the GRN row and "
-                 "the LRN row, trained apart on the same front, averaged (parallel fusion; scripts/merge_parallel.py)",
-                 "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01"),
+                "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip"),
+    "parallel": ("parallel_grn_aux0_lr0.01_lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + mean(GRN, "
+                 "LRN) logits: the GRN row and the LRN row, trained apart on the same front, averaged (the parallel "
+                 "pipeline of Sec. 3.3; scripts/merge_parallel.py)",
+                 "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip"),
     "context": ("context_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + context module (Yu & Koltun)", "refine_t2",
                 "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0"),
     "crf": ("fcn_e60_rerun", "os16_crf", "front (fcn_e60_rerun) + dense CRF (5 mean-field steps; kernel weights "
             "from a 12-setting grid on the last 30 training images, which the front trained on (scripts/crf_grid.py): "
-            "bilateral_compat 3, sxy 30, srgb 5)", "psp_t1", "SUFFIX=_rerun"),
+            "bilateral_compat 3, sxy 30, srgb 5)", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip"),
     "sf_single": ("pyr_single_e20", "os16", "single output (stride 4), context modules", "sf"),
     "sf_final": ("pyr_final_e20", "os16", "pyramid, final relabelling, context modules", "sf"),
     "sf_simple_fix": ("pyr_simple_fix_e20", "os16", "pyramid, simple_fix relabelling, no context", "sf"),

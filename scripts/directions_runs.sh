@@ -142,12 +142,14 @@ for group in "$@"; do
         row ${lrn}_on_fcn $seed configs/camvid/refine/lrn_stage.yaml model.head.front=$front model.head.grn=false \
             train.lr=$llr model.head.lrn_center_bias=${LRN_BIAS:-4} "model.head.lrn_channels=$LRN_CHANNELS"
         ev ${lrn}_on_fcn $seed os16
-        # parallel fusion (Sec. 4.2, Table 2): the GRN row and the LRN row, trained apart on one front, averaged
-        par=parallel; [ "$llr" = 0.0001 ] || par=parallel_lr$llr
+        # the parallel pipeline (Sec. 3.3): the GRN_ROW run and the LRN row, trained apart on one front, averaged;
+        # named after both (another GRN_ROW is another row, never a stale merge)
+        gr=${GRN_ROW:-grn_on_fcn}
+        par=parallel_${gr%_on_fcn}_${lrn}
         pdir=$RUNS/${par}_on_fcn${SUFFIX}_s$seed
         if [ ! -f "$pdir/final.pt" ]; then
           mkdir -p "$pdir"
-          "$PY" scripts/merge_parallel.py "$RUNS/${GRN_ROW:-grn_on_fcn}${SUFFIX}_s$seed/final.pt" \
+          "$PY" scripts/merge_parallel.py "$RUNS/${gr}${SUFFIX}_s$seed/final.pt" \
               "$RUNS/${lrn}_on_fcn${SUFFIX}_s$seed/final.pt" "$pdir/final.pt" >> "$pdir.out" 2>&1
         fi
         ev ${par}_on_fcn $seed os16

@@ -1,6 +1,8 @@
-"""Parallel fusion row of Table 2 (GRN/LRN paper Sec. 4.2: "employed individually or in a cascading
-architecture"): a cascade checkpoint with fusion=parallel averaging the GRN(front) and LRN(front) of two
-separately trained stage runs that share the front. Usage: python scripts/merge_parallel.py GRN.pt LRN.pt OUT.pt"""
+"""The parallel pipeline of the GRN/LRN paper (Sec. 3.3: "the parallel pipeline which combines the two
+refinement results by average fusion", the alternative the cascade is said to outperform; the paper gives no
+number for it): a cascade checkpoint with fusion=parallel from two stage runs trained apart on the same front,
+one with the GRN and one with the LRN. The average is over logits (our choice; the paper does not say).
+Usage: python scripts/merge_parallel.py GRN.pt LRN.pt OUT.pt"""
 import copy
 import sys
 
@@ -10,8 +12,11 @@ from sceneparse.checkpoint import atomic_save, load_checkpoint
 
 g, l_ = load_checkpoint(sys.argv[1]), load_checkpoint(sys.argv[2])
 gh, lh = g["config"]["model"]["head"], l_["config"]["model"]["head"]
-if gh["front"] != lh["front"]:
-    raise SystemExit(f"the two runs have different fronts: {gh['front']} vs {lh['front']}")
+front = {k: v for k, v in g["model"].items() if k.startswith("front.")}
+other = {k: v for k, v in l_["model"].items() if k.startswith("front.")}
+if gh["front"] != lh["front"] or front.keys() != other.keys() or any(not torch.equal(v, other[k]) for k, v in front.items()):
+    raise SystemExit(f"the two runs have different fronts ({gh['front']} vs {lh['front']}, or the same file retrained "
+                     "between them): the merged model would not be the mean of the two")
 cfg = copy.deepcopy(g["config"])
 cfg["model"]["head"].update({k: lh[k] for k in ("m", "lrn_channels", "lrn_center_bias") if k in lh},
                             grn=True, lrn=True, fusion="parallel", train_stage=None,

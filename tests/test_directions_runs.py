@@ -48,12 +48,12 @@ def test_refine_rows_after_a_chosen_grn_at_another_lrn_lr(tmp_path):
     assert sorted(p.name for p in out.glob("*_eval_os16*.json")) == [
         "context_on_fcn_x_s0_eval_os16.json", "fcn_e60_rerun_s0_eval_os16_crf.json",
         "grn_lrn_lr0.01_on_fcn_x_s0_eval_os16.json", "lrn_lr0.01_on_fcn_x_s0_eval_os16.json",
-        "parallel_lr0.01_on_fcn_x_s0_eval_os16.json"]
+        "parallel_grn_aux0_lr0.01_lrn_lr0.01_on_fcn_x_s0_eval_os16.json"]
     # parallel fusion: the chosen GRN row and the LRN row, averaged, then evaluated
     merge = next(c for c in calls if c.startswith("python "))
     assert merge.split()[1:] == ["scripts/merge_parallel.py", f"{tmp_path}/runs/grn_aux0_lr0.01_on_fcn_x_s0/final.pt",
                                  f"{tmp_path}/runs/lrn_lr0.01_on_fcn_x_s0/final.pt",
-                                 f"{tmp_path}/runs/parallel_lr0.01_on_fcn_x_s0/final.pt"]
+                                 f"{tmp_path}/runs/parallel_grn_aux0_lr0.01_lrn_lr0.01_on_fcn_x_s0/final.pt"]
     # the dense CRF row: the front itself, evaluated with the CRF settings chosen on training images
     crf = next(c for c in calls if c.startswith("evaluate ") and "--crf" in c)
     assert crf.split()[2] == f"{tmp_path}/runs/fcn_e60_rerun_s0/final.pt" and "bilateral_compat=3.0" in crf

@@ -495,13 +495,21 @@ def test_merge_parallel_averages_a_grn_run_and_an_lrn_run_on_one_front(tmp_path,
     g = _cascade_ckpt(tiny_run / "final.pt", grn=True, lrn=False, supervise_steps="all", train_stage="grn")
     g["model"] = {k: (v + 0.01 * torch.randn_like(v) if k.startswith("grn.") and v.is_floating_point() else v)
                   for k, v in g["model"].items()}  # a GRN that is not the identity
-    l_ = _cascade_ckpt(tiny_run / "final.pt", grn=False, lrn=True, train_stage="lrn", lrn_center_bias=1.0)
+    l_ = _cascade_ckpt(tiny_run / "final.pt", grn=False, lrn=True, train_stage="lrn", m=5,
+                       lrn_channels=[4, 4, 4, 8, 8, 8])  # the LRN's own shape, not the GRN run's (m 3, 8-16)
     torch.save(g, tmp_path / "grn.pt")
     torch.save(l_, tmp_path / "lrn.pt")
     subprocess.run([sys.executable, str(REPO / "scripts/merge_parallel.py"), str(tmp_path / "grn.pt"),
                     str(tmp_path / "lrn.pt"), str(tmp_path / "par.pt")], check=True, capture_output=True)
     models = {n: model_from_checkpoint(str(tmp_path / f"{n}.pt"))[0].eval() for n in ("grn", "lrn", "par")}
-    assert models["par"].fusion == "parallel"
+    assert models["par"].fusion == "parallel" and models["par"].lrn.m == 5
+    # two runs on different fronts are refused (the merged file keeps one front)
+    other = {**l_, "model": {k: (v + 1 if k.startswith("front.") and v.is_floating_point() else v)
+                             for k, v in l_["model"].items()}}
+    torch.save(other, tmp_path / "lrn_other_front.pt")
+    r = subprocess.run([sys.executable, str(REPO / "scripts/merge_parallel.py"), str(tmp_path / "grn.pt"),
+                        str(tmp_path / "lrn_other_front.pt"), str(tmp_path / "bad.pt")], capture_output=True, text=True)
+    assert r.returncode != 0 and "front" in r.stderr and not (tmp_path / "bad.pt").exists()
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         out = {n: m(x)["out"] for n, m in models.items()}

@@ -10,7 +10,8 @@ trained is given by ``train_stage``:
   (``CE(u_n) + w * CE(r_n)``, averaged over n); ``"last"`` supervises u_N and r_N only.
 - ``"lrn"``: front and GRN frozen, LRN trained.
 
-``fusion="parallel"`` averages the GRN and LRN outputs (the alternative the paper compares with).
+``fusion="parallel"`` averages the GRN and LRN logits (Sec. 3.3: the "parallel pipeline which combines the two
+refinement results by average fusion", which the paper says the cascade outperforms; it gives no number).
 
 A local module with ``native_resolution = True`` (the Yu & Koltun context module) runs on the
 front's logits at the front's output stride, as in Yu & Koltun; its residual is upsampled
