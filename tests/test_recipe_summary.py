@@ -28,3 +28,8 @@ def test_a_refinement_cascade_names_its_frozen_front():
     s = recipe_summary(_cfg(), 900, front=front)
     assert s.startswith("refine efficientnet_lite0 OS16 on a frozen fcn efficientnet_lite0 OS16 front, ImageNet init")
     assert "frozen" not in recipe_summary(_cfg(), 900)
+
+
+def test_a_config_without_lr_policy_is_poly():
+    assert "lr_policy" not in _cfg()["train"]  # configs written before the step schedule existed
+    assert ", poly 0.9, aux 0.0" in recipe_summary(_cfg(), 900)
