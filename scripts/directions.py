@@ -152,7 +152,9 @@ CHECKS: dict[str, str] = {
         "alone; (4) Table 9's analysis (`sceneparse analyze`, val): simple_fix assigns 48% of the pixels to the "
         "finest level (final 34%) and each of its finer levels alone scores higher (strides 16 / 8 / 4: 59.8 / "
         "63.8 / 63.4 against 54.1 / 60.3 / 62.1): supervised on fewer, harder pixels (each level's CE is a mean "
-        "over its supervised pixels, so a boundary pixel weighs more), the levels learn more. Not ruled out: "
+        "over its supervised pixels, so a boundary pixel weighs more), the levels learn more; (5) the three "
+        "policies order by how much they take away from the finer levels, on val and train alike: naive 56.49 "
+        "(train 56.87; its finest level alone 56.4) < final 62.29 (62.27) < simple_fix 64.98 (63.50). Not ruled out: "
         "the paper may threshold true positives at another tau in training than in the fusion (it gives 0.9 for "
         "inference only; we use 0.9 for both); a second seed and the 120-epoch length, where the unity head is "
         "surer and final nears simple_fix, are still to run."),
