@@ -76,6 +76,16 @@ def page(models: dict, speeds: dict, picture: str, image: Path, with_truth: bool
     if speeds:
         sp = next(iter(speeds.values()))
         lines += ["", f"Speed measured on {sp['cpu']}, {sp['threads']} threads, median of {sp['repeats']} calls."]
+    lines += ["", "Each row is one training run (seed 0). The default is the model `load()` uses without a name; "
+              "another model replaces it only when its recipe beats the default's by more than the seed spread, "
+              "over at least two runs each (the README gives the default's reruns). The package holds the default "
+              "only: after a wheel install, copy the others from the repository's `zoo/` folder into "
+              "`~/.cache/sceneparse/models` (an editable install of a checkout finds them as they are)."]
+    commands = {n: m["retrain"] for n, m in models.items() if m.get("retrain")}
+    if commands:
+        lines += ["", "## Retrain", "",
+                  "The shipped config and the keys that differ from it (`sceneparse models` prints the same):", ""]
+        lines += [f"- {n}: `{c}`" for n, c in commands.items()]
     classes = list(next((m["metrics"]["IoU"] for m in models.values() if "IoU" in m.get("metrics", {})), {}))
     if classes:
         names = [n for n in models if "IoU" in models[n].get("metrics", {})]

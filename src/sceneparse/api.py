@@ -18,11 +18,13 @@ ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
 
 def _summary(path: Path, ckpt: dict) -> dict:
+    from .hub import output_stride_of, retrain_command
+
     cfg, meta = ckpt.get("config", {}), ckpt.get("meta", {})
     m, metrics = cfg.get("model", {}), ckpt.get("metrics") or {}
     out = {"path": str(path), "size_mb": round(path.stat().st_size / 2**20, 1), "dataset": meta.get("dataset"),
            "num_classes": len(meta.get("classes", [])), "arch": m.get("arch"), "backbone": m.get("backbone"),
-           "output_stride": m.get("output_stride"), "crop_size": cfg.get("data", {}).get("crop_size"),
+           "output_stride": output_stride_of(m), "crop_size": cfg.get("data", {}).get("crop_size"),
            "train_splits": meta.get("train_splits", [cfg.get("data", {}).get("train_split", "train")])}
     if metrics:
         out["metrics"] = {k: round(float(metrics[k]), 2) for k in ("mIoU", "aAcc", "mAcc") if k in metrics}
@@ -33,6 +35,8 @@ def _summary(path: Path, ckpt: dict) -> dict:
             out["metrics"]["IoU"] = {k: None if v is None else round(float(v), 2) for k, v in metrics["IoU"].items()}
     if "recipe" in meta:
         out["recipe"] = meta["recipe"]
+    if m and (command := retrain_command(cfg)):
+        out["retrain"] = command
     return out
 
 
@@ -41,7 +45,8 @@ def list_models() -> dict[str, dict]:
     ``{name: summary}``, the summary holding ``path``, ``size_mb`` (MiB), ``dataset``, ``num_classes``, ``arch``,
     ``backbone``, ``output_stride``, ``crop_size``, ``train_splits``, the validation ``metrics`` (mIoU / aAcc /
     mAcc / boundary_F in percent, per-class ``IoU``, and the split) and the ``recipe`` when the file carries
-    them, ``packaged`` (inside the package or from a model folder) and ``default: True`` for the one
+    them, ``retrain`` (the ``sceneparse train`` command, :func:`sceneparse.hub.retrain_command`) where a shipped
+    config has the model's config name, ``packaged`` (inside the package or from a model folder) and ``default: True`` for the one
     ``load()`` uses without a name. A file that cannot be read is listed with its ``error`` only."""
     from .checkpoint import load_checkpoint
     from .hub import available_models, packaged_weights

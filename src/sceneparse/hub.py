@@ -71,20 +71,38 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
     packaged = packaged_weights()
     if path.parent.as_posix().endswith("sceneparse/weights") and path.stem in packaged:
         return packaged[path.stem]
-    raise ValueError(f"model {name!r} is neither a model name ({', '.join(models) or 'none installed'}; found in "
-                     f"sceneparse/weights, ${MODELS_ENV} and {model_dirs()[-1]}) nor an existing checkpoint file")
+    raise ValueError(f"model {name!r} is neither a model name ({', '.join(models) or 'none installed'}; searched "
+                     f"{', '.join(str(d) for d in model_dirs())}; ${MODELS_ENV} adds folders; a source checkout's "
+                     "zoo/ files can be copied into any of them) nor an existing checkpoint file")
 
 
 _RECIPE_HEAD_KEYS = ("bins", "aspp_rates", "image_pooling", "cascade_blocks", "strides", "context", "relabel_policy",
                      "iterations", "grn", "lrn")
 
 
-def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = None) -> str:
+def output_stride_of(model_cfg: dict) -> int | None:
+    """The stride of a model's output from its ``model`` config: ``output_stride``, except for the pyramidal
+    output (an undilated backbone whose finest level, ``min(head.strides)``, is the output)."""
+    strides = (model_cfg.get("head") or {}).get("strides")
+    if model_cfg.get("arch") == "pyramid_output" and strides:
+        return int(min(strides))
+    return model_cfg.get("output_stride")
+
+
+# architectures built with an auxiliary FCN head unless ``head.aux_head`` says otherwise (the others: without)
+_AUX_BY_DEFAULT = ("pspnet",)
+
+
+def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = None,
+                   precision: str | None = None) -> str:
     """One line saying how a checkpoint was trained, from its config, e.g. ``pspnet efficientnet_lite0 OS16,
     ImageNet init, head bins 1-2-3-6; camvid train, crops 360x480, scale 0.5-2.0, rotate 10, blur 0.5; batch 8,
     2700 iterations (60 epochs), sgd lr 0.01 (head x10), poly 0.9, aux 0.4; loss CE`` (the head options the
     papers' ablations vary: PPM bins, ASPP rates, image pooling, pyramid strides, ...). ``front`` (a refinement
-    cascade's ``meta["front"]``: arch, backbone, output_stride) names the frozen front it refines."""
+    cascade's ``meta["front"]``: arch, backbone, output_stride) names the frozen front it refines; ``precision``
+    (``meta["train_precision"]``) adds ``bf16`` when training ran in bf16. The auxiliary weight is named only
+    where it weighs something: a model with an auxiliary head, or a refinement cascade (the GRN's residual CE);
+    the pyramidal output names its finest stride as the output stride and its own loss (Eq. 1)."""
     m, d, t = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
     if m.get("arch") is None:
         return "unknown (the checkpoint's config has no model section)"
@@ -109,7 +127,8 @@ def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = Non
     for key, name in (("dice_weight", "Dice"), ("lovasz_weight", "Lovasz")):
         if t.get(key):
             loss.append(f"{t[key]:g} {name}")
-    extras = [f"EMA {t['ema_decay']}" if t.get("ema_decay") else None, f"amp {t['amp']}" if t.get("amp") == "bf16" else None,
+    bf16 = t.get("amp") == "bf16" or str(precision or "").startswith("bf16")
+    extras = [f"EMA {t['ema_decay']}" if t.get("ema_decay") else None, "bf16" if bf16 else None,
               f"warmup {t['warmup_iters']}" if t.get("warmup_iters") else None]
     length = f"{iters} iterations" if iters else (f"{t['iters']} iterations" if t.get("iters") else "")
     if t.get("epochs") and not t.get("iters"):
@@ -120,20 +139,66 @@ def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = Non
         schedule = f"step x{t.get('lr_step_gamma', 0.1):g} at epoch{'s' if len(drops) > 1 else ''} {', '.join(drops)}"
     on = (f" on a frozen {front.get('arch')} {front.get('backbone')} OS{front.get('output_stride')} front"
           if front else "")
-    parts = [f"{m.get('arch')} {m.get('backbone')} OS{m.get('output_stride')}{on}, {init}",
+    arch, stride = m.get("arch"), output_stride_of(m)
+    pyramid = arch == "pyramid_output"
+    aux = (arch == "refine" or head.get("aux_head", arch in _AUX_BY_DEFAULT)) and not pyramid
+    if pyramid:
+        loss = ["Eq. 1 (CE per level + unity BCE)"]
+    parts = [f"{arch} {m.get('backbone')} OS{stride}{on}, {init}",
              ", ".join([f"{d.get('dataset')} {splits}"] + [a for a in aug if a]),
              ", ".join(x for x in [f"batch {t.get('batch_size')}", length,
                                    f"{t.get('optimizer', 'sgd')} lr {t.get('lr')} (head x{t.get('head_lr_mult', 10.0):g})",
-                                   schedule, f"aux {t.get('aux_weight')}"] + [e for e in extras if e] if x),
+                                   schedule, f"aux {t.get('aux_weight')}" if aux else None]
+                        + [e for e in extras if e] if x),
              "loss " + " + ".join(loss)]
     return "; ".join(parts)
+
+
+# keys that do not change what is trained (where it runs, how often it logs or evaluates)
+_HOUSEKEEPING = {"name", "work_dir", "data.root", "data.num_workers", "train.eval_interval", "train.ckpt_interval",
+                 "train.keep_checkpoints", "train.log_interval", "train.device", "train.threads", "train.tensorboard",
+                 "train.tensorboard_images", "train.keep_best"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _override_value(v) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_override_value(x) for x in v) + "]"
+    return "null" if v is None else str(v)
+
+
+def retrain_command(cfg: dict) -> str | None:
+    """The ``sceneparse train`` command that trains ``cfg`` again: the shipped config of the same name
+    (``camvid_pyramid_effl0`` -> ``camvid/pyramid_effl0``) and a ``key=value`` for every key that differs from
+    it, less the housekeeping ones (work folder, data root, logging and evaluation intervals). ``None`` when no
+    shipped config has that name. A refinement cascade's front is a path on the training machine."""
+    from .config import load_config, packaged_configs, to_dict
+
+    name = str(cfg.get("name", ""))
+    shipped = [n for n in packaged_configs() if n.replace("/", "_") == name]
+    if not shipped:
+        return None
+    base, mine = _flat(to_dict(load_config(shipped[0]))), _flat(cfg)
+    missing = object()
+    changed = [f"{k}={_override_value(v)}" for k, v in mine.items()
+               if k not in _HOUSEKEEPING and base.get(k, missing) != v]
+    return " ".join(["sceneparse train", shipped[0], *changed])
 
 
 def pack_checkpoint(src: str | Path, out: str | Path, fp16: bool = False, metrics: str | Path | None = None) -> int:
     """Strip a checkpoint to deployment weights: no optimizer state, no auxiliary head; ``fp16`` halves
     the floating-point tensors; ``metrics`` (a JSON file) is embedded. ``out`` ending in
     ``.safetensors`` is written by :func:`save_safetensors`, else by :func:`atomic_save`. The metadata gains
-    ``recipe`` (:func:`recipe_summary`) and ``train_splits`` when the checkpoint lacks them.
+    ``recipe`` (:func:`recipe_summary`, recomputed from the config, so repacking refreshes it) and
+    ``train_splits`` when the checkpoint lacks it.
 
     Returns:
         the number of tensors written.
@@ -149,8 +214,8 @@ def pack_checkpoint(src: str | Path, out: str | Path, fp16: bool = False, metric
     data = ckpt["config"].get("data", {})
     if "train_splits" not in meta:
         meta["train_splits"] = list(data.get("train_splits") or [data.get("train_split", "train")])
-    if "recipe" not in meta:
-        meta["recipe"] = recipe_summary(ckpt["config"], ckpt.get("iter"), meta.get("front"))
+    if ckpt.get("config", {}).get("model") or "recipe" not in meta:  # recomputed: repacking refreshes it
+        meta["recipe"] = recipe_summary(ckpt["config"], ckpt.get("iter"), meta.get("front"), meta.get("train_precision"))
     packed = {"model": state, "config": ckpt["config"], "meta": meta, "iter": ckpt.get("iter")}
     if not metrics and ckpt.get("metrics"):  # repacking a packed file keeps its scores
         packed["metrics"] = ckpt["metrics"]

@@ -40,6 +40,8 @@ def _models(args) -> int:
                   f"(median of {sp['repeats']}; fp32, {sp['threads']} threads, {sp['cpu']})")
         if m.get("recipe"):
             print(f"    recipe: {m['recipe']}")
+        if m.get("retrain"):
+            print(f"    retrain: {m['retrain']}")
     return 0
 
 
