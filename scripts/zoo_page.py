@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import sceneparse
 from sceneparse.api import model_speed
-from sceneparse.inference.vis import overlay
+from sceneparse.inference.vis import draw_legend, overlay
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM = {"pspnet": "PSPNet", "fcn": "dilated FCN (PSPNet's baseline)", "deeplabv3": "DeepLabv3",
@@ -43,7 +43,9 @@ def overlays_side_by_side(models: dict, image: Path, label: Path | None, out: Pa
         void = gt >= len(meta["palette"])  # unlabelled pixels (CamVid 11, ignore 255): left uncoloured
         blend = overlay(rgb, np.where(void, 0, gt), meta["palette"])
         blend[void] = rgb[void]
-        tiles.append(_caption(Image.fromarray(blend), "ground truth"))
+        legend = draw_legend(Image.fromarray(blend), np.where(void, len(meta["classes"]), gt), meta["classes"],
+                             meta["palette"])  # the colours of the classes present, on the truth only
+        tiles.append(_caption(legend, "ground truth"))
     for name in models:
         seg = sceneparse.load(name)
         tiles.append(_caption(seg.overlay(rgb, legend=False).convert("RGB"), name))
