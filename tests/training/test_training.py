@@ -145,21 +145,22 @@ def test_init_weights_fine_tunes_from_a_checkpoint(tmp_path, camvid_root, tiny_r
 
 
 def test_init_weights_takes_a_model_name(tmp_path, camvid_root):
-    """model.init_weights, like every --checkpoint, takes a packaged model's name."""
-    from sceneparse.constants import DEFAULT_MODEL
+    """model.init_weights, like every --checkpoint, takes a zoo model's name (the PSPNet one: this config's arch)."""
     from sceneparse.hub import resolve_weights
 
+    name = "camvid_pspnet_effl0"
+
     work = tmp_path / "ft"
-    cfg = _cfg(camvid_root, work, "train.iters=1", f"model.init_weights={DEFAULT_MODEL}", "model.head.head_channels=256",
+    cfg = _cfg(camvid_root, work, "train.iters=1", f"model.init_weights={name}", "model.head.head_channels=256",
                "model.head.aux_channels=128", "train.lr=0", "train.head_lr_mult=0", "train.freeze_bn=true")
     train(cfg, progress=False)
-    a = torch.load(resolve_weights(DEFAULT_MODEL), weights_only=True)["model"]
+    a = torch.load(resolve_weights(name), weights_only=True)["model"]
     b = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k].float(), b[k].float()) for k in a)
 
 
 def test_keep_best_bf16_ohem_and_class_weights_through_the_config(tmp_path, camvid_root):
-    """Issue 17 training features end to end: bf16 autocast on CPU, OHEM, median-frequency class weights,
+    """Training features end to end: bf16 autocast on CPU, OHEM, median-frequency class weights,
     and best.pt = the validation with the best mIoU."""
     import csv
 
