@@ -10,6 +10,10 @@ import torch
 
 from sceneparse.checkpoint import atomic_save, load_checkpoint
 
+from pathlib import Path
+
+if Path(sys.argv[3]).resolve() in {Path(a).resolve() for a in sys.argv[1:3]}:
+    raise SystemExit(f"OUT {sys.argv[3]} is one of the two inputs: write the merged model elsewhere")
 g, l_ = load_checkpoint(sys.argv[1]), load_checkpoint(sys.argv[2])
 gh, lh = g["config"]["model"]["head"], l_["config"]["model"]["head"]
 front = {k: v for k, v in g["model"].items() if k.startswith("front.")}

@@ -510,6 +510,10 @@ def test_merge_parallel_averages_a_grn_run_and_an_lrn_run_on_one_front(tmp_path,
     r = subprocess.run([sys.executable, str(REPO / "scripts/merge_parallel.py"), str(tmp_path / "grn.pt"),
                         str(tmp_path / "lrn_other_front.pt"), str(tmp_path / "bad.pt")], capture_output=True, text=True)
     assert r.returncode != 0 and "front" in r.stderr and not (tmp_path / "bad.pt").exists()
+    before = (tmp_path / "grn.pt").read_bytes()  # never written over an input
+    r = subprocess.run([sys.executable, str(REPO / "scripts/merge_parallel.py"), str(tmp_path / "grn.pt"),
+                        str(tmp_path / "lrn.pt"), str(tmp_path / "grn.pt")], capture_output=True, text=True)
+    assert r.returncode != 0 and "one of the two inputs" in r.stderr and (tmp_path / "grn.pt").read_bytes() == before
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         out = {n: m(x)["out"] for n, m in models.items()}
