@@ -94,6 +94,42 @@ def test_pyramid_loss_equals_manual_eq1():
     torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
 
 
+def test_pyramid_loss_with_class_weights_weighs_each_levels_ce():
+    """``class_weight`` (``train.class_weighting``) weighs every level's CE (a weighted mean over its cells),
+    the unity BCE not; the fused finest-level kernel (no weights) is not used then."""
+    torch.manual_seed(0)
+    unity, semantic = pyramid_ground_truth(LABEL, (4, 2, 1))
+    logits = [torch.randn(1, 3, 1, 1), torch.randn(1, 3, 2, 2), torch.randn(1, 3, 4, 4)]
+    probs = [torch.rand(1, 1, 1), torch.rand(1, 2, 2)]
+    w = torch.tensor([0.5, 3.0, 1.0])
+    loss, parts = pyramid_loss(logits, probs, unity, semantic, class_weight=w, fused_upsample=True)
+    ce = [F.cross_entropy(logits[1], semantic[1], weight=w), F.cross_entropy(logits[2], semantic[2], weight=w,
+                                                                             ignore_index=I)]
+    bce = [F.binary_cross_entropy(probs[0], unity[0].float()), F.binary_cross_entropy(probs[1], unity[1].float())]
+    torch.testing.assert_close(loss, (ce[0] + ce[1]) / 3 + (bce[0] + bce[1]) / 2, rtol=1e-5, atol=1e-5)
+    plain, _ = pyramid_loss(logits, probs, unity, semantic)
+    assert not torch.allclose(loss, plain)
+
+
+def test_pyramid_model_takes_the_class_weights_and_refuses_other_loss_options():
+    from sceneparse import build_model
+    from sceneparse.training.losses import SegLoss
+
+    torch.manual_seed(0)
+    m = build_model("pyramid_output", "efficientnet_lite0", 3, pretrained=False, decoder_channels=16,
+                    unity_channels=8, semantic_channels=16).train()
+    out = m(torch.randn(1, 3, 64, 64))
+    y = torch.randint(0, 3, (1, 64, 64))
+    plain, _ = m.loss(out, y, SegLoss())
+    weighted, _ = m.loss(out, y, SegLoss(class_weight=torch.tensor([1.0, 5.0, 0.2])))
+    assert torch.isfinite(weighted) and not torch.allclose(plain, weighted)
+    m.check_criterion(SegLoss(class_weight=torch.ones(3)))
+    for bad, key in ((SegLoss(ohem_thresh=0.7), "ohem"), (SegLoss(dice_weight=0.5), "dice"),
+                     (SegLoss(lovasz_weight=0.5), "lovasz")):
+        with pytest.raises(ValueError, match=f"train.{key}"):
+            m.check_criterion(bad)
+
+
 def test_fuse_takes_the_coarsest_predicted_unity_cell():
     c = 3
     sem = [torch.zeros(1, c, 1, 1), torch.zeros(1, c, 2, 2), torch.zeros(1, c, 4, 4)]
@@ -396,3 +432,34 @@ def test_pyramid_loss_with_the_fused_finest_upsampling_equals_the_plain_one():
     gp = torch.autograd.grad(plain, semantic[-1])[0]
     gf = torch.autograd.grad(fused, semantic[-1])[0]
     assert torch.allclose(gp, gf, atol=1e-6)
+
+
+@pytest.mark.parametrize("output", ["fuse", "finest"])
+def test_low_res_eval_logits_give_the_engine_the_same_labels(output):
+    """With ``set_eval_logit_upsampling(False)`` the eval ``"out"`` stays at stride 4 of the (resized) input and the
+    engine's fused upsample + argmax gives the labels of the full-size output; train mode and the pyramid
+    outputs are unchanged."""
+    from sceneparse import build_model
+    from sceneparse.inference.engine import InferenceConfig, infer_probs, predict_labels
+
+    torch.manual_seed(0)
+    m = build_model("pyramid_output", "efficientnet_lite0", 5, pretrained=False, decoder_channels=16,
+                    unity_channels=8, semantic_channels=16, output=output).eval()
+    x = torch.randn(1, 3, 70, 100)  # resized to 64 x 96 inside
+    with torch.no_grad():
+        full = m(x)["out"]
+        assert m.set_eval_logit_upsampling(False) is True
+        low = m(x)["out"]
+        assert low.shape == (1, 5, 16, 24)
+        torch.testing.assert_close(F.interpolate(low, size=(70, 100), mode="bilinear", align_corners=False), full)
+        cfg = InferenceConfig(channels_last=False)
+        assert torch.equal(predict_labels(m, x, cfg), full.argmax(1))
+        torch.testing.assert_close(infer_probs(m, x, cfg), full.softmax(1))
+        m.return_pyramid = True
+        assert m(x)["out"].shape == (1, 5, 70, 100)  # the analysis reads full-size scores
+        m.return_pyramid = False
+        m.set_eval_logit_upsampling(True)
+        torch.testing.assert_close(m(x)["out"], full)
+        m.set_eval_logit_upsampling(False)
+        m.train()  # (updates the BN statistics: last)
+        assert m(x)["out"].shape == (1, 5, 70, 100)

@@ -42,6 +42,10 @@ class SceneParser(nn.Module):
         """
         return criterion(outputs, target)
 
+    def check_criterion(self, criterion: Callable) -> None:
+        """Raise ``ValueError`` (naming the config key) for a configured loss option this model's :meth:`loss`
+        cannot honour; called by the trainer before the first step. Every option applies by default."""
+
     def param_groups(self, lr: float, head_lr_mult: float = 1.0) -> list[dict]:
         """SGD/AdamW parameter groups: the pretrained encoder (every submodule named ``backbone``)
         at ``lr``, everything else at ``lr * head_lr_mult``; frozen parameters left out. Always two

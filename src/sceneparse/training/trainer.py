@@ -339,6 +339,7 @@ class Trainer:
                                  class_weight=self._class_weights(), ohem_thresh=t.ohem_thresh,
                                  ohem_min_kept=t.ohem_min_kept, dice_weight=t.dice_weight,
                                  lovasz_weight=t.lovasz_weight)
+        self.net.check_criterion(self.criterion)  # a model whose loss cannot honour an option refuses it here
         self.fast = fast_train.enable(self.net, self.criterion, self.device, t.fast, bool(t.upsample_logits),
                                       bf16=self.amp_dtype is torch.bfloat16)
         if self.fast.bf16_convs:  # bf16 through the patched dense convolutions instead of autocast

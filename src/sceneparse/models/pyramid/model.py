@@ -230,7 +230,8 @@ class PyramidOutputModel(SceneParser):
     ``forward(x)`` -> ``{"out": (N, C, H, W) scores}`` (and, in train mode or with
     ``return_pyramid``, ``"semantic"``, ``"unity"``, ``"level"``). Inputs whose H, W are not
     multiples of the coarsest stride are resized (bilinear) to the nearest multiple, as the paper
-    says, and the output resized back to H x W. In fuse mode ``"out"`` holds the log of the fused
+    says, and the output resized back to H x W (in eval mode the engine may do that resize, fused with
+    its argmax: :meth:`set_eval_logit_upsampling`). In fuse mode ``"out"`` holds the log of the fused
     per-class probabilities (argmax = the fused label).
     """
 
@@ -258,6 +259,7 @@ class PyramidOutputModel(SceneParser):
         self.semantic_head = SemanticHead(decoder_channels, semantic_channels, num_classes, len(strides), context,
                                           pool_factors=[s // strides[-1] for s in strides])
         self.in_channels, self.return_pyramid = 3, False
+        self.upsample_eval_logits = True  # False: the engine upsamples (``set_eval_logit_upsampling``)
 
     @property
     def output_stride(self) -> int:
@@ -289,10 +291,18 @@ class PyramidOutputModel(SceneParser):
             scores = probs.clamp_min(1e-8).log()
         else:
             scores, level = semantic[-1], None
-        out = {"out": F.interpolate(scores, size=size, mode="bilinear", align_corners=False)}
+        keep = not (self.training or self.return_pyramid or self.upsample_eval_logits)
+        out = {"out": scores if keep else F.interpolate(scores, size=size, mode="bilinear", align_corners=False)}
         if self.training or self.return_pyramid:
             out.update(semantic=semantic, unity=unity, level=level)
         return out
+
+    def set_eval_logit_upsampling(self, enabled: bool) -> bool:
+        """``False``: the eval-mode ``"out"`` stays at stride 4 of the (resized) input, ``(N, C, H' / 4, W' / 4)``,
+        and the engine resizes it to H x W (fused with the argmax when only labels are wanted): the same
+        bilinear resize the model would do. Train mode and ``return_pyramid`` keep full-size scores."""
+        self.upsample_eval_logits = bool(enabled)
+        return True
 
     def decoder_readers(self) -> list[nn.Module]:
         """The layers that read the fusion decoder's output (the semantic head's projection, the unity head's
@@ -307,29 +317,49 @@ class PyramidOutputModel(SceneParser):
         finally:
             self.return_pyramid = previous
 
+    def check_criterion(self, criterion) -> None:
+        """Eq. 1 is this model's objective: of the configured loss (``SegLoss``) it takes the class weights
+        only (``train.class_weighting``, per level).
+
+        Raises:
+            ValueError: OHEM, a Dice or a Lovasz term was configured (each names its key).
+        """
+        for key, on in (("ohem_thresh", getattr(criterion, "ohem_thresh", None) is not None),
+                        ("dice_weight", getattr(criterion, "dice_weight", 0) > 0),
+                        ("lovasz_weight", getattr(criterion, "lovasz_weight", 0) > 0)):
+            if on:
+                raise ValueError(f"train.{key} is not supported by the pyramidal output model (its loss is the "
+                                 "paper's Eq. 1; of the loss options it takes train.class_weighting only)")
+
     def loss(self, outputs: dict, target: torch.Tensor, criterion=None) -> tuple[torch.Tensor, dict]:
-        """Eq. 1 (its own objective: ``criterion`` is not used); ``parts["loss_aux"]`` is the unity BCE."""
-        total, parts = self.compute_loss(outputs, target)
+        """Eq. 1 with ``criterion``'s class weights, if any (:meth:`check_criterion`); ``parts["loss_aux"]`` is
+        the unity BCE."""
+        if criterion is not None:
+            self.check_criterion(criterion)
+        total, parts = self.compute_loss(outputs, target, getattr(criterion, "class_weight", None))
         if "loss_unity" in parts:
             parts["loss_aux"] = parts.pop("loss_unity")
         return total, parts
 
-    def compute_loss(self, outputs: dict, target: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        """Eq. 1 on the relabelled pyramidal ground truth of ``target`` ``(N, H, W)``."""
+    def compute_loss(self, outputs: dict, target: torch.Tensor,
+                     class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Eq. 1 on the relabelled pyramidal ground truth of ``target`` ``(N, H, W)`` (``class_weight``: see
+        :func:`~sceneparse.models.pyramid.targets.pyramid_loss`)."""
         h4, w4 = outputs["semantic"][-1].shape[-2:]
         size = (h4 * 4, w4 * 4)
         if target.shape[-2:] != size:
             target = F.interpolate(target[:, None].float(), size=size, mode="nearest")[:, 0].long()
         if len(self.strides) == 1:
+            weight = None if class_weight is None else class_weight.to(target.device, torch.float32)
             loss = F.cross_entropy(F.interpolate(outputs["semantic"][0].float(), size=size, mode="bilinear",
-                                                 align_corners=False), target, ignore_index=IGNORE_INDEX)
+                                                 align_corners=False), target, weight=weight, ignore_index=IGNORE_INDEX)
             return loss, {"loss": loss.detach()}
         unity0, sem0 = pyramid_ground_truth(target, self.strides)
         unity_gt, sem_gt = relabel(unity0, sem0, self.relabel_policy, outputs["unity"], self.tau)
         if self.finest_per_pixel:  # every labelled pixel is supervised somewhere (see finest_pixel_target)
             sem_gt[-1] = finest_pixel_target(target, unity0, unity_gt, self.strides[-1])
         loss, parts = pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt,
-                                   fused_upsample=self.fused_upsample_loss)
+                                   fused_upsample=self.fused_upsample_loss, class_weight=class_weight)
         share = supervised_share(target, sem_gt, self.strides, sem_gt[-1] if self.finest_per_pixel
                                  else sem_gt[-1].repeat_interleave(4, -2).repeat_interleave(4, -1))
         parts.update({k: torch.tensor(v) for k, v in share.items()})

@@ -118,7 +118,7 @@ def relabel(unity: list[torch.Tensor], semantic: list[torch.Tensor], policy: str
 
 def pyramid_loss(semantic_logits: list[torch.Tensor], unity_prob: list[torch.Tensor], unity_gt: list[torch.Tensor],
                  semantic_gt: list[torch.Tensor], ignore_index: int = IGNORE_INDEX,
-                 fused_upsample: bool = False) -> tuple[torch.Tensor, dict]:
+                 fused_upsample: bool = False, class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Eq. 1: ``mean_l CE(Y_hat_l, Y_l) + mean_{l<L} BCE(U_hat_l, U_l)`` on relabelled ground truth.
 
     ``semantic_logits``: L tensors ``(N, C, h_l, w_l)``; ``unity_prob``: L-1 probabilities
@@ -126,13 +126,15 @@ def pyramid_loss(semantic_logits: list[torch.Tensor], unity_prob: list[torch.Ten
     target may be a per-pixel map larger than its logits (``finest_pixel_target``): the logits are
     then bilinearly upsampled to it (``fused_upsample``: by the native kernel that computes the CE of the
     upsampled logits without storing them, :func:`sceneparse.kernels.train_ops.upsample_cross_entropy`,
-    where it applies). A level whose cells are all ignored contributes 0.
+    where it applies). A level whose cells are all ignored contributes 0. ``class_weight`` ``(C,)`` (our
+    addition, ``train.class_weighting``; not in the paper): each level's CE is the class-weighted mean over
+    its cells (``F.cross_entropy(weight=...)``); the unity BCE is unweighted; the fused kernel is not used.
     """
     ce = []
     for i, (logits, y) in enumerate(zip(semantic_logits, semantic_gt)):
         if i == len(semantic_logits) - 1 and y.shape[-2:] != logits.shape[-2:]:
             # the finest level on a per-pixel target (``finest_pixel_target``): logits upsampled to it
-            if fused_upsample:
+            if fused_upsample and class_weight is None:
                 from ...kernels.train_ops import upsample_cross_entropy
 
                 fused = upsample_cross_entropy(logits, y, ignore_index)
@@ -140,8 +142,9 @@ def pyramid_loss(semantic_logits: list[torch.Tensor], unity_prob: list[torch.Ten
                     ce.append(fused)
                     continue
             logits = F.interpolate(logits.float(), size=y.shape[-2:], mode="bilinear", align_corners=False)
-        ce.append(F.cross_entropy(logits.float(), y, ignore_index=ignore_index) if (y != ignore_index).any()
-                  else logits.sum() * 0.0)
+        weight = None if class_weight is None else class_weight.to(logits.device, torch.float32)
+        ce.append(F.cross_entropy(logits.float(), y, weight=weight, ignore_index=ignore_index)
+                  if (y != ignore_index).any() else logits.sum() * 0.0)
     bce = []
     for p, u in zip(unity_prob, unity_gt):
         keep = u != ignore_index
