@@ -23,6 +23,16 @@ SYSTEM = {"pspnet": "PSPNet", "fcn": "dilated FCN (PSPNet's baseline)", "deeplab
           "deeplabv3_cascade": "DeepLabv3 (cascaded blocks)", "refine": "GRN / LRN refinement cascade",
           "pyramid_output": "Specialize and Fuse (pyramidal output)"}
 
+# other training runs of a zoo model's recipe (other seeds), by their evaluation JSONs (val, whole image, single scale)
+RERUNS = {"camvid_pspnet_effl0": ["results/camvid/directions/psp_e60_s0_eval_os16.json",
+                                  "results/camvid/directions/psp_e60_s1_eval_os16.json"],
+          "camvid_pyramid_effl0": ["results/camvid/zoo_runs/pyramid_simple_fix_noctx_e120_s1_eval_os16.json"]}
+
+
+def reruns(name: str) -> list[float]:
+    """val mIoU of the other runs of ``name``'s recipe (those whose evaluation JSON exists)."""
+    return [json.loads((REPO / f).read_text())["mIoU"] for f in RERUNS.get(name, []) if (REPO / f).is_file()]
+
 
 def _caption(img: Image.Image, text: str) -> Image.Image:
     font = ImageFont.load_default(size=max(12, img.height // 24))
@@ -65,22 +75,25 @@ def page(models: dict, speeds: dict, picture: str, image: Path, with_truth: bool
              "split named, whole image, single scale, from the model's own metadata (`sceneparse evaluate "
              "--checkpoint NAME` reproduces them). Speed: `load(NAME)(image)` on a 480x360 RGB array "
              "(fp32, BatchNorm folded), median, on the machine named below the table.", "",
-             "| model | system | val mIoU | aAcc | mAcc | boundary F | size (MiB) | ms / image | trained on | recipe |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | system | val mIoU | other runs | aAcc | mAcc | boundary F | size (MiB) | ms / image | trained on | "
+             "recipe |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in models.items():
         s = m.get("metrics", {})
         f = (lambda k: f"{s[k]:.2f}" if k in s else "-")
         ms = f"{1000 * speeds[name]['s_per_image']:.0f}" if name in speeds else "-"
         lines.append(f"| {name}{' (default)' if m['default'] else ''} | {SYSTEM.get(m['arch'], m['arch'])}, "
-                     f"{m['backbone']} OS{m['output_stride']} | {f('mIoU')} | {f('aAcc')} | {f('mAcc')} | "
+                     f"{m['backbone']} OS{m['output_stride']} | {f('mIoU')} | "
+                     f"{' / '.join(f'{v:.2f}' for v in reruns(name)) or '-'} | {f('aAcc')} | {f('mAcc')} | "
                      f"{f('boundary_F')} | {m['size_mb']} | {ms} | {'+'.join(m['train_splits'])} | "
                      f"{m.get('recipe', '-')} |")
     if speeds:
         sp = next(iter(speeds.values()))
         lines += ["", f"Speed measured on {sp['cpu']}, {sp['threads']} threads, median of {sp['repeats']} calls."]
-    lines += ["", "Each row is one training run (seed 0). The default is the model `load()` uses without a name; "
+    lines += ["", "Each row is one training run (seed 0); \"other runs\" gives the val mIoU of other seeds of the same "
+              "recipe where they were trained (not packaged). The default is the model `load()` uses without a name; "
               "another model replaces it only when its recipe beats the default's by more than the seed spread, "
-              "over at least two runs each (the README gives the default's reruns). The package holds the default "
+              "over at least two runs each. The package holds the default "
               "only: after a wheel install, copy the others from the repository's `zoo/` folder into "
               "`~/.cache/sceneparse/models` (an editable install of a checkout finds them as they are)."]
     commands = {n: m["retrain"] for n, m in models.items() if m.get("retrain")}
