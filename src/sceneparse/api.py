@@ -251,7 +251,7 @@ def load(name_or_path: str | Path | None = None, *, device: str | torch.device |
     """Load a model for parsing images from Python.
 
     Args:
-        name_or_path: a packaged model's name (:func:`list_models`; ``None``: the default, a PSPNet on
+        name_or_path: a packaged model's name (:func:`list_models`; ``None``: the default, a Specialize-and-Fuse pyramid on
             CamVid's 11 road-scene classes) or a checkpoint / packed ``.pt`` / ``.safetensors`` file.
             Files are read with ``weights_only`` loading: no code in them runs.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``; ``None``: CUDA if available, else CPU.

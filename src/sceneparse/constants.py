@@ -11,7 +11,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # 
 MAX_IMAGE_PIXELS = 100_000_000
 # the packaged models (``sceneparse.list_models()``) and the one ``predict`` / ``load()`` use by default
 PACKAGED_WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "camvid_pspnet_effl0"
+DEFAULT_MODEL = "camvid_pyramid_effl0"
 # the shipped configs (``configs/`` in the repository is a link to this folder): ``sceneparse train
 # camvid/pspnet_effl0`` finds them after a wheel install too
 PACKAGED_CONFIGS_DIR = Path(__file__).parent / "configs"
