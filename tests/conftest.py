@@ -75,3 +75,13 @@ def register_loss_hook(monkeypatch, hook, name: str = "pspnet_hooked"):
 
     monkeypatch.setitem(ARCHS, name, builder)
     return name, calls
+
+
+def load_script(name: str):
+    """``scripts/NAME.py`` imported as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / f"scripts/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

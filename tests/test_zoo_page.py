@@ -1,15 +1,12 @@
 """The zoo page generator (scripts/zoo_page.py): the table row of a model, its other runs."""
-import importlib.util
 import json
 from pathlib import Path
 
-from .conftest import REPO
+from .conftest import load_script
 
 
 def _zoo_page(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("zoo_page", REPO / "scripts/zoo_page.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("zoo_page")
     monkeypatch.setattr(mod, "REPO", tmp_path)
     return mod
 
