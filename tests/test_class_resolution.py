@@ -1,15 +1,11 @@
 """scripts/class_resolution.py: the share of a class's pixels a stride-s output can win by plurality."""
-import importlib.util
-
 import numpy as np
 
-from .conftest import REPO
+from .conftest import load_script
 
 
 def test_plurality_share_counts_a_thin_pole_by_cell():
-    spec = importlib.util.spec_from_file_location("class_resolution", REPO / "scripts/class_resolution.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("class_resolution")
     y = np.zeros((8, 8), dtype=np.int64)  # class 0 background
     y[:, 1] = 2  # a 1-pixel-wide pole in column 1
     y[0, 0] = 255  # ignored

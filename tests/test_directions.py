@@ -1,17 +1,14 @@
 """The claims table (scripts/directions.py): the verdict rule and the collection of per-seed results."""
-import importlib.util
 import json
 
 import pytest
 
-from .conftest import REPO
+from .conftest import load_script
 
 
 @pytest.fixture()
 def directions(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("directions", REPO / "scripts/directions.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("directions")
     monkeypatch.setattr(mod, "SRC", tmp_path)
     return mod
 

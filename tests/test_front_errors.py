@@ -1,18 +1,13 @@
 """scripts/front_errors.py: where a model's errors lie relative to label boundaries, hand-computed maps."""
-import importlib.util
-
 import pytest
 import torch
 
-from .conftest import REPO
+from .conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def fe():
-    spec = importlib.util.spec_from_file_location("front_errors", REPO / "scripts/front_errors.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("front_errors")
 
 
 def _halves():

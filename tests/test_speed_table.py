@@ -1,15 +1,11 @@
 """The speed tables' repeated-runs section (scripts/speed_table.py): runs grouped by row, median and range."""
-import importlib.util
 import json
 
-from .conftest import REPO
+from .conftest import load_script
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("speed_table", REPO / "scripts/speed_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("speed_table")
 
 
 def test_repeat_rows_group_runs_and_give_median_and_range(tmp_path):
