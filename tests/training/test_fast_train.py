@@ -427,3 +427,30 @@ def test_pyramid_output_gets_bf16_activations_in_its_backbone_and_decoder_and_fl
     assert not fast.decoder._forward_hooks and type(fast.backbone) is type(ref.backbone)
     assert all(m.matmul_dtype is None for m in cas) and not fast.fused_upsample_loss
     assert type(fast.decoder.fuse[0]) is nn.Conv2d
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_auxiliary_loss_reaches_the_backbone_below_its_tap_on_the_fast_path(bf16):
+    """PSPNet Sec. 3.4 / Table 2 on the path that trains it: the auxiliary CE (weight 0.4) changes the
+    gradients of the backbone up to the stage the auxiliary head reads (blocks.0-4, 112 channels on Lite0)
+    and of the auxiliary head, and leaves those of the later stages and the decode head as without it."""
+    from sceneparse.training.losses import SegLoss
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 64, 96, generator=g).contiguous(memory_format=CL)
+    y = torch.randint(0, 11, (2, 64, 96), generator=g)
+    grads = {}
+    for w in (0.4, 0.0):
+        model, loss = _pspnet().train(), SegLoss(aux_weight=w)
+        fast_train.enable(model, loss, torch.device("cpu"), bf16=bf16)
+        torch.manual_seed(5)  # the heads' dropout masks alike in both runs
+        total, _ = loss(model(x), y)
+        total.backward()
+        grads[w] = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    with_aux, without = grads[0.4], grads[0.0]
+    assert any(n.startswith("aux_head.") for n in with_aux) and not any(n.startswith("aux_head.") for n in without)
+    for n, gw in without.items():
+        changed = (with_aux[n] - gw).abs().max().item() > 1e-3 * gw.abs().max().item()
+        below_tap = n.startswith(("backbone.conv_stem", "backbone.bn1")) or any(
+            n.startswith(f"backbone.blocks.{i}.") for i in range(5))
+        assert changed == below_tap, n
