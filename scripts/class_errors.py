@@ -75,16 +75,17 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     import sceneparse
 
+    from sceneparse.data import build_dataset
+
     seg = sceneparse.load(a.model)
     names = list(seg.classes)
     c = names.index(a.cls)
-    root = Path(a.root)
-    files = [line.split() for line in (root / f"{a.split}.txt").read_text().splitlines() if line.strip()]
+    ds = build_dataset("camvid", a.root, a.split)  # its pairs and label mapping (void -> 255)
     fp = fn = 0
     hits, widths, preds, gts = [], [], [], []
-    for img_rel, ann_rel in files:
-        img = np.array(Image.open(root / img_rel.lstrip("/").split("camvid/")[-1]).convert("RGB"))
-        gt = np.array(Image.open(root / ann_rel.lstrip("/").split("camvid/")[-1])).astype(np.int64)
+    for img_path, label_path in ds.pairs:
+        img = np.array(Image.open(img_path).convert("RGB"))
+        gt = ds.load_label(label_path).astype(np.int64)
         pred = np.asarray(seg(img)).astype(np.int64)
         a_fp, a_fn = error_distances(np.where(gt < len(names), pred, -1), gt, c)  # unlabelled pixels: no false positive
         fp, fn = fp + a_fp, fn + a_fn
@@ -99,7 +100,7 @@ def main(argv=None) -> dict:
         width_rows[f"{lo:g}-{hi:g}" if hi < 1e8 else f">={lo:g}"] = {
             "objects": int(m.sum()), "mean_share_hit": round(float(hits[m].mean()), 3) if m.any() else None}
     result = {
-        "model": str(a.model or "default"), "class": a.cls, "split": a.split, "images": len(files),
+        "model": str(a.model or "default"), "class": a.cls, "split": a.split, "images": len(ds),
         "distance_bins_px": edges,
         "false_positive_share_by_distance_to_truth": [round(100 * x / max(fp.sum(), 1), 1) for x in fp],
         "miss_share_by_distance_to_prediction": [round(100 * x / max(fn.sum(), 1), 1) for x in fn],
