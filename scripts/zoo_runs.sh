@@ -6,6 +6,7 @@
 # Usage: bash scripts/zoo_runs.sh GROUP [GROUP ...]
 #   GROUP: pole_ft (10-epoch fine-tunes of the packaged default at lr 1e-3: class weighting none / median_freq /
 #              inverse_log, seed 0)
+#          pole_lovasz (the same fine-tune, unweighted CE plus 1 x Lovasz-softmax, seed 0)
 #          pyramid_lite2 (the default's recipe, 120 epochs, on EfficientNet-Lite2; SEEDS, default "0")
 #          dlv3_e60 (DeepLabv3 with ASPP rates 4-8-12, 60 epochs; SEEDS, default "0")
 set -euo pipefail
@@ -34,6 +35,9 @@ for group in "$@"; do
         run ft_pole_${cw}_e10_s0 $RECIPE model.init_weights=camvid_pyramid_effl0 train.epochs=10 train.lr=0.001 \
             train.class_weighting=$cw train.seed=0 train.eval_interval=100000
       done ;;
+    pole_lovasz)
+      run ft_pole_lovasz1_e10_s0 $RECIPE model.init_weights=camvid_pyramid_effl0 train.epochs=10 train.lr=0.001 \
+          train.lovasz_weight=1.0 train.seed=0 train.eval_interval=100000 ;;
     pyramid_lite2)
       for seed in $SEEDS; do
         run pyramid_simple_fix_noctx_lite2_e120_s$seed $RECIPE model.backbone=efficientnet_lite2 train.seed=$seed
@@ -43,7 +47,7 @@ for group in "$@"; do
         run deeplabv3_r4_8_12_e60_s$seed configs/camvid/deeplabv3_effl0.yaml "model.head.aspp_rates=[4,8,12]" \
             train.epochs=60 train.seed=$seed
       done ;;
-    *) echo "unknown group '$group' (pole_ft, pyramid_lite2, dlv3_e60)" >&2; exit 2 ;;
+    *) echo "unknown group '$group' (pole_ft, pole_lovasz, pyramid_lite2, dlv3_e60)" >&2; exit 2 ;;
   esac
 done
 echo "done: $*"

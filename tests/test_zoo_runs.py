@@ -36,3 +36,12 @@ def test_lite2_and_deeplabv3_runs_per_seed(tmp_path):
     assert sum("model.backbone=efficientnet_lite2" in c for c in trains) == 2
     assert sum("deeplabv3_effl0.yaml" in c and "train.epochs=60" in c for c in trains) == 2
     assert any("train.seed=1" in c and "lite2_e120_s1" in c for c in trains)
+
+
+def test_lovasz_fine_tune_adds_the_term_to_the_control_recipe(tmp_path):
+    calls, out = _run(tmp_path, "pole_lovasz")
+    trains = [c for c in calls if c.startswith("train ")]
+    assert len(trains) == 1 and "train.lovasz_weight=1.0" in trains[0]
+    assert "model.init_weights=camvid_pyramid_effl0" in trains[0] and "train.lr=0.001" in trains[0]
+    assert "class_weighting" not in trains[0]  # the control's loss (unweighted) plus the term
+    assert (out / "ft_pole_lovasz1_e10_s0_eval_os16.json").exists()

@@ -111,23 +111,31 @@ def test_pyramid_loss_with_class_weights_weighs_each_levels_ce():
     assert not torch.allclose(loss, plain)
 
 
-def test_pyramid_model_takes_the_class_weights_and_refuses_other_loss_options():
+def test_pyramid_model_takes_class_weights_dice_and_lovasz_and_refuses_ohem():
     from sceneparse import build_model
-    from sceneparse.training.losses import SegLoss
+    from sceneparse.training.losses import SegLoss, dice_loss, lovasz_softmax
 
     torch.manual_seed(0)
     m = build_model("pyramid_output", "efficientnet_lite0", 3, pretrained=False, decoder_channels=16,
                     unity_channels=8, semantic_channels=16).train()
     out = m(torch.randn(1, 3, 64, 64))
     y = torch.randint(0, 3, (1, 64, 64))
-    plain, _ = m.loss(out, y, SegLoss())
+    y[0, :4] = 255
+    plain, parts = m.loss(out, y, SegLoss())
+    assert "loss_lovasz" not in parts and "loss_dice" not in parts
     weighted, _ = m.loss(out, y, SegLoss(class_weight=torch.tensor([1.0, 5.0, 0.2])))
     assert torch.isfinite(weighted) and not torch.allclose(plain, weighted)
-    m.check_criterion(SegLoss(class_weight=torch.ones(3)))
-    for bad, key in ((SegLoss(ohem_thresh=0.7), "ohem"), (SegLoss(dice_weight=0.5), "dice"),
-                     (SegLoss(lovasz_weight=0.5), "lovasz")):
-        with pytest.raises(ValueError, match=f"train.{key}"):
-            m.check_criterion(bad)
+    # Eq. 1 plus the weighted term of the model's main output (the fused scores, full size)
+    for key, term in (("lovasz", lovasz_softmax), ("dice", dice_loss)):
+        total, parts = m.loss(out, y, SegLoss(**{f"{key}_weight": 0.5}))
+        expected = term(out["out"], y, 255)
+        assert torch.allclose(parts[f"loss_{key}"], expected) and 0 < expected < 1
+        assert torch.allclose(total, plain + 0.5 * expected)
+        grad, = torch.autograd.grad(total - plain, m.semantic_head.proj[0].weight, retain_graph=True)
+        assert grad.abs().sum() > 0  # the term trains the semantic head
+    m.check_criterion(SegLoss(class_weight=torch.ones(3), lovasz_weight=1.0, dice_weight=1.0))
+    with pytest.raises(ValueError, match="train.ohem"):
+        m.check_criterion(SegLoss(ohem_thresh=0.7))
 
 
 def test_fuse_takes_the_coarsest_predicted_unity_cell():

@@ -63,19 +63,27 @@ class SegLoss(nn.Module):
             return ohem_cross_entropy(logits, target, self.ohem_thresh, self.ohem_min_kept, weight, self.ignore_index)
         return F.cross_entropy(logits.float(), target, weight=weight, ignore_index=self.ignore_index)
 
-    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor):
-        main = self._ce(outputs["out"], target)
-        parts = {"loss": main.detach()}
-        total = main
+    def region_terms(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor | float, dict]:
+        """``dice_weight * dice_loss + lovasz_weight * lovasz_softmax`` of ``logits`` ``(N, K, h, w)`` (bilinearly
+        upsampled to the label's ``(N, H, W)`` first when smaller), and their parts (``"loss_dice"``,
+        ``"loss_lovasz"``, detached); ``(0.0, {})`` when both weights are 0."""
+        total, parts = 0.0, {}
         for name, weight, term in (("loss_dice", self.dice_weight, dice_loss),
                                    ("loss_lovasz", self.lovasz_weight, lovasz_softmax)):
             if weight > 0:
-                logits = outputs["out"]
                 if logits.shape[-2:] != target.shape[-2:]:
                     logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
                 value = term(logits, target, self.ignore_index)
                 parts[name] = value.detach()
                 total = total + weight * value
+        return total, parts
+
+    def forward(self, outputs: dict[str, torch.Tensor], target: torch.Tensor):
+        main = self._ce(outputs["out"], target)
+        parts = {"loss": main.detach()}
+        extra, extra_parts = self.region_terms(outputs["out"], target)
+        total = main + extra
+        parts.update(extra_parts)
         if "aux" in outputs and self.aux_weight > 0:
             aux = self._ce(outputs["aux"], target)
             parts["loss_aux"] = aux.detach()

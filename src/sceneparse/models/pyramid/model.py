@@ -319,26 +319,31 @@ class PyramidOutputModel(SceneParser):
 
     def check_criterion(self, criterion) -> None:
         """Eq. 1 is this model's objective: of the configured loss (``SegLoss``) it takes the class weights
-        only (``train.class_weighting``, per level).
+        (``train.class_weighting``, per level) and, as additions outside the paper, the Dice and Lovasz-softmax
+        terms of the main output (``train.dice_weight``, ``train.lovasz_weight``).
 
         Raises:
-            ValueError: OHEM, a Dice or a Lovasz term was configured (each names its key).
+            ValueError: OHEM was configured (``train.ohem_thresh``: Eq. 1's per-level cross-entropies have no
+                single pixel ranking to mine).
         """
-        for key, on in (("ohem_thresh", getattr(criterion, "ohem_thresh", None) is not None),
-                        ("dice_weight", getattr(criterion, "dice_weight", 0) > 0),
-                        ("lovasz_weight", getattr(criterion, "lovasz_weight", 0) > 0)):
-            if on:
-                raise ValueError(f"train.{key} is not supported by the pyramidal output model (its loss is the "
-                                 "paper's Eq. 1; of the loss options it takes train.class_weighting only)")
+        if getattr(criterion, "ohem_thresh", None) is not None:
+            raise ValueError("train.ohem_thresh is not supported by the pyramidal output model (its loss is the "
+                             "paper's Eq. 1; of the loss options it takes train.class_weighting, train.dice_weight "
+                             "and train.lovasz_weight)")
 
     def loss(self, outputs: dict, target: torch.Tensor, criterion=None) -> tuple[torch.Tensor, dict]:
-        """Eq. 1 with ``criterion``'s class weights, if any (:meth:`check_criterion`); ``parts["loss_aux"]`` is
-        the unity BCE."""
+        """Eq. 1 with ``criterion``'s class weights, if any, plus its Dice / Lovasz-softmax terms of the main
+        output ``outputs["out"]`` against ``target`` ``(N, H, W)`` (:meth:`check_criterion`,
+        ``SegLoss.region_terms``); ``parts["loss_aux"]`` is the unity BCE."""
         if criterion is not None:
             self.check_criterion(criterion)
         total, parts = self.compute_loss(outputs, target, getattr(criterion, "class_weight", None))
         if "loss_unity" in parts:
             parts["loss_aux"] = parts.pop("loss_unity")
+        if criterion is not None and hasattr(criterion, "region_terms"):
+            extra, extra_parts = criterion.region_terms(outputs["out"], target)
+            total = total + extra
+            parts.update(extra_parts)
         return total, parts
 
     def compute_loss(self, outputs: dict, target: torch.Tensor,
