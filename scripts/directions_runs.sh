@@ -12,7 +12,7 @@
 #              CamVid's 23x30 at OS16, with image pooling, 30 epochs)
 #          psp_t1 (PSPNet Table 1: dilated FCN vs PSPNet, 60 epochs, eval OS16 / MS+flip),
 #          fcn_front (psp_t1's FCN row alone: the front of refine_t2)
-#          psp_t2 (PSPNet Table 2: auxiliary weight 0 vs 0.4, 30 epochs)
+#          psp_t2 (PSPNet Table 2: auxiliary weight 0 vs 0.4, 30 epochs; val and the training split)
 #          sf (Specialize and Fuse Tables 6-8 + context: single / final with context, final / simple_fix /
 #              naive without, 20 epochs; the finest level alone through `sceneparse analyze`)
 #          refine_t2 (GRN/LRN Table 2 on the psp_t1 FCN front of the same seed: GRN 10 + 10 epochs at
@@ -95,6 +95,7 @@ for group in "$@"; do
           n=psp_aux${aux}_e$E
           row $n $seed configs/camvid/pspnet_effl0.yaml train.epochs=$E train.aux_weight=$aux
           ev $n $seed os16
+          ev $n $seed train --split train  # the check: the fit of the training split with and without it
         done
       done ;;
     sf)

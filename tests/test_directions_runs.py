@@ -65,3 +65,12 @@ def test_a_grn_check_trains_the_grn_row_only_and_the_default_lrn_lr_is_the_paper
     calls, _ = _run(tmp_path / "b", "refine_t2", SEEDS="0", SUFFIX="_x", FRONT_SUFFIX="_rerun")
     trains = [c for c in calls if c.startswith("train ")]
     assert len(trains) == 4 and "train.lr=0.0001" in trains[1].split() and "/lrn_on_fcn_x_s0" in trains[1]
+
+
+def test_pspnet_table2_rows_are_evaluated_on_val_and_on_their_training_split(tmp_path):
+    calls, out = _run(tmp_path, "psp_t2", SEEDS="0")
+    trains = [c for c in calls if c.startswith("train ")]
+    assert [c.split("train.aux_weight=")[1].split()[0] for c in trains] == ["0.4", "0"]
+    evals = [c for c in calls if c.startswith("evaluate ")]
+    assert len(evals) == 4 and sum("--split train" in c for c in evals) == 2
+    assert (out / "psp_aux0_e30_s0_eval_train.json").exists() and (out / "psp_aux0_e30_s0_eval_os16.json").exists()
