@@ -39,6 +39,27 @@ def test_bn_folding_leaves_outputs_equal(arch, backbone):
     assert err <= 1e-5 * max(1.0, ref.abs().max().item()), (err, ref.abs().max().item())
 
 
+def test_bn_folding_of_the_pyramid_is_checked_before_its_unity_threshold():
+    """The pyramidal output's fused scores jump where a unity probability crosses tau (Specialize and Fuse
+    Eq. 2): a rounding change from folding may flip a cell there. The fold is checked on the levels
+    (semantic scores and unity probabilities) before the threshold, so it succeeds, with each tau placed on
+    a cell's unity probability in turn."""
+    torch.manual_seed(0)
+    model = _randomise_bn(build_model("pyramid_output", "efficientnet_lite0", 3, pretrained=False,
+                                      decoder_channels=16, unity_channels=8, semantic_channels=16))
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        ref = model.forward_pyramid(x)
+    for tau in ref["unity"][1].flatten()[:30].tolist():
+        folded = copy.deepcopy(model)
+        folded.tau = tau
+        fold_batchnorm(folded, x)
+        with torch.no_grad():
+            got = folded.forward_pyramid(x)
+        for a, b in zip(got["semantic"] + got["unity"], ref["semantic"] + ref["unity"]):
+            assert (a - b).abs().max() <= 1e-4 * max(1.0, b.abs().max().item())
+
+
 def test_bn_folding_refuses_training_mode_and_keeps_timm_activations():
     model = build_model("fcn", "efficientnet_lite0", 3, output_stride=16, head_channels=8, aux_head=False)
     with pytest.raises(ValueError, match="eval"):
