@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIMES = ROOT / "results" / "bench" / "runtimes"
 START, END = "<!-- speed:start -->", "<!-- speed:end -->"
-MODEL_NAMES = {"camvid": "shipped CamVid PSPNet-Lite0 OS16", "deeplabv3_r50": "DeepLabv3-R50 OS8",
+MODEL_NAMES = {"camvid": "CamVid PSPNet-Lite0 OS16 (zoo)", "deeplabv3_r50": "DeepLabv3-R50 OS8",
                "pspnet_r50": "PSPNet-R50 OS8", "pspnet_effl0_os8": "PSPNet-Lite0 OS8"}
 
 
