@@ -35,9 +35,9 @@ for m in $models; do
       --out "$out/${m}_$1_$2_$3.json" 2>&1 | grep "img/s"
   done
   if [ "$m" = camvid ]; then  # predict end to end on one val image: torch fp32 / bf16 compiled, int8 IR
-    img=$(head -1 "$data_root/val.txt" | cut -d' ' -f1)
-    sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --out "$out/camvid_e2e_torch_fp32.json" | tail -1
-    sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --bf16 --compile --out "$out/camvid_e2e_torch_bf16_compile.json" | tail -1
-    sceneparse benchmark --threads 2 --end-to-end "$data_root/$img" --repeats 15 --checkpoint "$int8" --bf16 --out "$out/camvid_e2e_int8_bf16.json" | tail -1
+    img=$(python -c "import sys; from sceneparse.data import build_dataset; print(build_dataset('camvid', sys.argv[1], 'val').pairs[0][0])" "$data_root")
+    sceneparse benchmark --threads 2 --end-to-end "$img" --repeats 15 --out "$out/camvid_e2e_torch_fp32.json" | tail -1
+    sceneparse benchmark --threads 2 --end-to-end "$img" --repeats 15 --bf16 --compile --out "$out/camvid_e2e_torch_bf16_compile.json" | tail -1
+    sceneparse benchmark --threads 2 --end-to-end "$img" --repeats 15 --checkpoint "$int8" --bf16 --out "$out/camvid_e2e_int8_bf16.json" | tail -1
   fi
 done

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
@@ -33,12 +32,13 @@ def plurality_share(labels: np.ndarray, stride: int, k: int) -> np.ndarray:
 
 
 def main(root: str = str(REPO.parent / "shared/data/camvid"), split: str = "train") -> dict:
-    root_p = Path(root)
-    pairs = [line.split() for line in (root_p / f"{split}.txt").read_text().splitlines() if line.strip()]
+    from sceneparse.data import build_dataset
+
+    ds = build_dataset("camvid", root, split)  # its pairs and label mapping (void -> 255)
+    pairs = ds.pairs
     totals = {s: np.zeros((len(CLASSES), 2), dtype=np.int64) for s in STRIDES}
     for _, label in pairs:
-        y = np.array(Image.open(root_p / label)).astype(np.int64)
-        y[y == 11] = 255
+        y = ds.load_label(label).astype(np.int64)
         for s in STRIDES:
             totals[s] += plurality_share(y, s, len(CLASSES))
     out = {"split": f"CamVid {split} ({len(pairs)} label maps, 360x480)",

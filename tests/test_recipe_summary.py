@@ -53,6 +53,9 @@ def test_the_pyramid_names_its_finest_stride_and_its_own_loss():
     s = recipe_summary(cfg, 900)
     assert s.startswith("pyramid_output efficientnet_lite0 OS4, ") and "OS8" not in s
     assert s.endswith("loss Eq. 1 (CE per level + unity BCE)") and "aux" not in s
+    cfg["train"].update(lovasz_weight=1.0, class_weighting="median_freq")
+    assert recipe_summary(cfg, 900).endswith(
+        "loss Eq. 1 (CE per level + unity BCE) + median_freq class weights + 1 Lovasz")
 
 
 def test_bf16_training_is_named_from_the_metadata():

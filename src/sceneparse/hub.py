@@ -142,8 +142,8 @@ def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = Non
     arch, stride = m.get("arch"), output_stride_of(m)
     pyramid = arch == "pyramid_output"
     aux = (arch == "refine" or head.get("aux_head", arch in _AUX_BY_DEFAULT)) and not pyramid
-    if pyramid:
-        loss = ["Eq. 1 (CE per level + unity BCE)"]
+    if pyramid:  # its own Eq. 1 in place of the CE; class weights and the Dice / Lovasz terms as listed above
+        loss = ["Eq. 1 (CE per level + unity BCE)"] + loss[1:]
     parts = [f"{arch} {m.get('backbone')} OS{stride}{on}, {init}",
              ", ".join([f"{d.get('dataset')} {splits}"] + [a for a in aug if a]),
              ", ".join(x for x in [f"batch {t.get('batch_size')}", length,

