@@ -17,7 +17,7 @@ def test_repeat_rows_group_runs_and_give_median_and_range(tmp_path):
     rows = _module().repeat_rows(tmp_path)
     assert len(rows) == 2
     camvid, os8 = rows
-    assert camvid.startswith("| shipped CamVid PSPNet-Lite0 OS16 | bf16 | logits | openvino | 0.99x, 1.03x | **1.01x** | 0.99-1.03 |")
+    assert camvid.startswith("| CamVid PSPNet-Lite0 OS16 (zoo) | bf16 | logits | openvino | 0.99x, 1.03x | **1.01x** | 0.99-1.03 |")
     assert "| 0.95x, 1.06x, 0.98x | **0.98x** | 0.95-1.06 |" in os8
     assert _module().repeat_rows(tmp_path / "missing") == []
 
