@@ -182,7 +182,7 @@ class Float32Conv2d(nn.Module):
     summation order may differ). It exists for speed: oneDNN's bf16 *dilated depthwise* kernel is slow
     (2-core Xeon with AMX, channels_last, 1152 channels at 23x30, 5x5 rate 2: 0.51 ms bf16 vs 0.30 ms
     float32; 3x3 rate 2: 0.24 vs 0.19), the shape of EfficientNet / MobileNet stages dilated for output
-    stride 16 or 8. In the compiled shipped CamVid model the three 5x5 layers went from 2.11 to 1.25 ms
+    stride 16 or 8. In the compiled CamVid PSPNet-Lite0 (zoo) the three 5x5 layers went from 2.11 to 1.25 ms
     per image (profiled), the casts being fused into the neighbouring kernels by Inductor.
     """
 
@@ -436,7 +436,7 @@ class _FrozenCompiled(nn.Module):
     ``freezing``: weights become constants, so oneDNN prepacks them and fuses conv + ReLU / add
     (``torch.compile(options={"freezing": True})`` did not freeze in torch 2.14: no speed-up).
     ``cpp_wrapper``: the compiled graph calls its kernels from C++ instead of Python; on CPU the
-    per-op Python dispatch is what remains around fast oneDNN convolutions: the shipped CamVid model
+    per-op Python dispatch is what remains around fast oneDNN convolutions: the CamVid PSPNet-Lite0 (zoo)
     (54 convolutions) at 360x480 in bf16 ran at 76.7 img/s with it, 69.1 without (2-core Xeon with AMX,
     alternating runs); compiling takes ~5 s longer. Should the C++ wrapper fail to build (no compiler),
     the Python wrapper is used (logged)."""

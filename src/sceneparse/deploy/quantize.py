@@ -1,6 +1,6 @@
 """int8 post-training static quantization: NNCF on the OpenVINO graph, calibrated on training images.
 
-Why this flow: on the 2-core Xeon with AMX we measured the shipped CamVid model at 360x480 (one process,
+Why this flow: on the 2-core Xeon with AMX we measured the CamVid PSPNet-Lite0 (zoo) at 360x480 (one process,
 alternating runs): OpenVINO int8 (NNCF) 96 img/s, our bf16 path with ``torch.compile`` 61 img/s, torchao's
 PT2E flow with the x86 Inductor quantizer 57 img/s (its int8 convolutions did not beat bf16 here).
 
