@@ -23,7 +23,8 @@ SYSTEM = {"pspnet": "PSPNet", "fcn": "dilated FCN (PSPNet's baseline)", "deeplab
           "deeplabv3_cascade": "DeepLabv3 (cascaded blocks)", "refine": "GRN / LRN refinement cascade",
           "pyramid_output": "Specialize and Fuse (pyramidal output)"}
 
-# other training runs of a zoo model's recipe (other seeds, or the same seed trained again later), by their evaluation JSONs (val, whole image, single scale)
+# other training runs of a zoo model's recipe (other seeds, or the same seed trained again later), by their
+# evaluation JSONs (val, whole image, single scale)
 RERUNS = {"camvid_pspnet_effl0": ["results/camvid/directions/psp_e60_s0_eval_os16.json",
                                   "results/camvid/directions/psp_e60_s1_eval_os16.json"],
           "camvid_pyramid_effl0": ["results/camvid/zoo_runs/pyramid_simple_fix_noctx_e120_s1_eval_os16.json"]}
@@ -91,7 +92,8 @@ def page(models: dict, speeds: dict, picture: str, image: Path, with_truth: bool
         sp = next(iter(speeds.values()))
         lines += ["", f"Speed measured on {sp['cpu']}, {sp['threads']} threads, median of {sp['repeats']} calls."]
     lines += ["", "Each row is one training run (seed 0); \"other runs\" gives the val mIoU of other training runs of "
-              "the same recipe (another seed, or seed 0 trained again later), not packaged. The default is the model `load()` uses without a name; "
+              "the same recipe (another seed, or seed 0 trained again later), not packaged. The default is the "
+              "model `load()` uses without a name; "
               "another model replaces it only when its recipe beats the default's by more than the seed spread, "
               "over at least two runs each. The package holds the default "
               "only: after a wheel install, copy the others from the repository's `zoo/` folder into "
