@@ -711,3 +711,31 @@ def test_a_full_disk_leaves_a_manifest_that_claims_every_file_and_a_rerun_replac
     names = sorted(p.name for p in out.iterdir() if p.name not in (".lock", "predictions.json"))
     assert names == ["a.png", "a_overlay.jpg", "b.png", "b_overlay.jpg", "c.png", "c_overlay.jpg"]  # no _2 copies
     assert set(json.loads((out / "predictions.json").read_text())["outputs"]) == set(names)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("trian:\n  lr: 0.1\n", "c.yaml: invalid config key or value 'trian'"),
+    ("train:\n  lr: abc\n", "c.yaml: invalid config key or value 'train.lr'")])
+def test_a_bad_key_or_value_in_a_config_file_names_the_file(content, message, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(content)
+    assert main(["train", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_class_count_override_says_where_the_count_comes_from(capsys):
+    assert main(["train", "camvid/pspnet_effl0", "model.num_classes=5"]) == 2
+    assert "the class count comes from the dataset" in capsys.readouterr().err
+
+
+def test_a_bad_override_value_quotes_what_was_typed(capsys):
+    assert main(["train", "camvid/pspnet_effl0", "data.hflip=yes"]) == 2
+    assert "override 'data.hflip=yes'" in capsys.readouterr().err
+
+
+def test_an_exported_onnx_file_given_as_a_checkpoint_says_how_to_run_it(tmp_path, capsys):
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch")  # an ONNX protobuf starts like this
+    assert main(["evaluate", "--checkpoint", str(onnx)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a checkpoint" in err and "exported graph" in err and "onnxruntime" in err

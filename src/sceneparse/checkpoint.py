@@ -98,7 +98,9 @@ def safe_torch_load(path: str | Path):
     except OSError as e:  # e.g. /proc/self/mem: EIO on read, whose message names no file
         raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save zip, or a pickle
-        raise CheckpointError(f"{path} is not a checkpoint (neither a torch.save nor a .safetensors file)")
+        hint = ("; an exported graph (sceneparse export) runs in onnxruntime itself, see docs/deployment.md"
+                if path.suffix.lower() == ".onnx" else "")
+        raise CheckpointError(f"{path} is not a checkpoint (neither a torch.save nor a .safetensors file){hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -150,6 +150,8 @@ def _explain(err: Exception, schema) -> ConfigError:
         return ConfigError(f"{key}: expected a list; write {key}=[{example}] (brackets, commas, no spaces)")
     close = difflib.get_close_matches(str(key), _all_keys(schema), n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close and close[0] != key else ""
+    if str(key).rsplit(".", 1)[-1] in ("num_classes", "classes"):
+        hint = "; the class count comes from the dataset (data.dataset; for your own data, its classes.txt)"
     return ConfigError(f"invalid config key or value '{key}': {first}{hint}")
 
 
@@ -285,7 +287,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
             if not isinstance(loaded, DictConfig) or not loaded or any(v is None for v in loaded.values()):
                 raise ConfigError(f"{path}: expected a YAML mapping of config sections (model:, data:, train:), "
                                   f"got {'an empty file' if isinstance(loaded, DictConfig) and not loaded else 'something else'}")
-            cfg = OmegaConf.merge(cfg, loaded)
+            try:
+                cfg = OmegaConf.merge(cfg, loaded)
+            except (ConfigKeyError, ConfigAttributeError, ValidationError) as e:
+                raise ConfigError(f"{path}: {_explain(e, schema)}") from e
         bad = [o for o in overrides if "=" not in o]
         if bad:
             raise ConfigError(f"overrides must look like key=value, got {bad}")
@@ -294,7 +299,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (), b
                 cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o]))
             except (YAMLError, GrammarParseError) as e:
                 raise ConfigError(f"override {o!r}: cannot parse the value ({first_line(e)})") from e
-            except (ConfigKeyError, ConfigAttributeError, ValidationError):
+            except ValidationError as e:  # a value of the wrong type: quote what was typed (yes -> True)
+                raise ConfigError(f"override {o!r}: {_explain(e, schema)}") from e
+            except (ConfigKeyError, ConfigAttributeError):
                 raise
             except (TypeError, ValueError, OmegaConfBaseException) as e:  # e.g. a key below a list: bins.x=1
                 raise ConfigError(f"override {o!r}: {o.split('=', 1)[0]} cannot be set this way "

@@ -67,7 +67,8 @@ def test_bad_labels_and_images_raise_clear_errors(tmp_path):
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / "lbl/c.png")  # RGB label
     (tmp_path / "bad.txt").write_text("img/a.png lbl/a.png\nimg/b.png lbl/b.png\nimg/c.png lbl/c.png\n")
     ds = CamVid(tmp_path, "bad")
-    with pytest.raises(DataError, match=r"a\.png has values \[17\]"):
+    with pytest.raises(DataError, match=r"a\.png has values \[17\] outside the 11 classes of CamVid "
+                                        r"\(allowed: 0-11, 255; 11, 255 = ignore\)"):
         ds[0]
     with pytest.raises(DataError, match="size mismatch"):
         ds[1]

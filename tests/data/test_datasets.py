@@ -6,7 +6,7 @@ from PIL import Image
 
 from sceneparse.cli import main
 from sceneparse.data import Cityscapes, DataError, FolderDataset, PascalVOC
-from sceneparse.data.check import check_dataset
+from sceneparse.data.check import check_dataset, format_report
 from sceneparse.data.voc import convert_sbd, voc_palette
 
 
@@ -99,6 +99,9 @@ def test_folder_dataset_and_check_data_report(tmp_path):
     assert "[9]" in probs["big.jpg"] and "mode RGB" in probs["rgb.jpg"] and "size mismatch" in probs["mism.jpg"]
     assert "not found" in probs["nolabel.png"]
     assert report["class_pixels"] == {"background": 0, "road": 0, "car": 80}
+    assert "[9] outside the 3 classes of FolderDataset (allowed: 0-2, 255; 255 = ignore)" in probs["big.jpg"]
+    text = format_report(report)
+    assert "class pixel shares (the 4 files with problems left out):" in text
 
 
 def test_training_refuses_bad_data_with_the_report(tmp_path, capsys):

@@ -215,6 +215,29 @@ def test_every_engine_mode_runs_on_every_backend(backend):
         assert agree > 0.999, (cfg, agree)
 
 
+@pytest.mark.parametrize("backend", ["openvino", pytest.param("onnxruntime", marks=pytest.mark.slow)])
+def test_the_pyramid_model_runs_on_every_backend_at_sizes_that_need_its_resize(backend):
+    """The pyramidal output model resizes its input to a multiple of its coarsest stride (32). A runtime graph
+    traced at a size that is already a multiple (the converters' 64x64 example) must keep that resize: at
+    CamVid's 360x480 the unity head's levels would otherwise not line up (OpenVINO: a broadcast error)."""
+    pytest.importorskip(backend)
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxscript")
+    from sceneparse.deploy.backends import prepare_model
+
+    def pyramid():
+        torch.manual_seed(0)
+        return build_model("pyramid_output", "efficientnet_lite0", 3, pretrained=False, decoder_channels=16,
+                           unity_channels=8, semantic_channels=16).eval()
+
+    runtime = prepare_model(pyramid(), backend)
+    for h, w in ((90, 120), (64, 96), (75, 101)):
+        x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+        ref, got = infer_probs(pyramid(), x), infer_probs(runtime, x)
+        assert got.shape == ref.shape == (1, 3, h, w)
+        assert (got.argmax(1) == ref.argmax(1)).float().mean() > 0.999, (h, w)
+
+
 def test_bf16_openvino_backend_agrees_with_fp32():
     pytest.importorskip("openvino")
     from sceneparse.deploy.backends import prepare_model

@@ -106,3 +106,17 @@ def test_evaluation_scores_class_groups_of_a_dataset_that_declares_them():
     s = evaluate_model(Predicts(), Groups(), progress=False, boundary_tolerance=None)
     assert s["IoU"]["a0"] == 0.0 and s["IoU"]["b"] == 100.0
     assert s["IoU_category"] == {"a": 100.0, "b": 100.0} and s["mIoU_category"] == 100.0
+
+
+def test_the_console_report_says_n_a_for_an_undefined_boundary_precision():
+    """A model that predicts no boundary has no boundary precision (the JSON writes null): the console line
+    says so instead of printing nan."""
+    from sceneparse.evaluation.metrics import ConfusionMatrix
+    from sceneparse.evaluation.report import summary_text
+
+    cm = ConfusionMatrix(2)
+    cm.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 1], [0, 1]]]))
+    scores = {**cm.compute(), "boundary": {"tolerance_px": 3, "F": float("nan"), "precision": float("nan"),
+                                           "recall": 0.0}}
+    line = summary_text(scores).splitlines()[-1]
+    assert line == "boundary F-score (3 px): F n/a  P n/a (no boundary predicted)  R 0.00", line

@@ -139,3 +139,18 @@ def test_tta_on_a_one_pixel_wide_image(tiny_run):
     seg = sceneparse.load(tiny_run / "final.pt", device="cpu", scales=(0.75, 1.0, 1.25), flip=True)
     for shape in ((1, 1, 3), (3, 1, 3), (1, 9, 3)):
         assert seg(np.full(shape, 128, dtype=np.uint8)).shape == shape[:2]
+
+
+def test_a_folder_that_holds_earlier_predictions_gives_only_its_photos(tiny_run, camvid_root, tmp_path, capsys):
+    """``predict DIR --out DIR`` writes label maps and overlays beside the photos; parsing DIR again into
+    another folder must not take those outputs for photos (its predictions.json lists them)."""
+    src = sorted((camvid_root / "val").iterdir())[0]
+    (tmp_path / "sl").mkdir()
+    Image.open(src).resize((96, 72)).save(tmp_path / "sl" / "c.png")
+    ckpt = ["--checkpoint", str(tiny_run / "final.pt"), "--no-progress"]
+    assert main(["predict", str(tmp_path / "sl"), "--out", str(tmp_path / "sl"), *ckpt]) == 0
+    assert len(list((tmp_path / "sl").glob("*.png"))) == 2  # the photo and its label map (c_2.png)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "sl"), "--out", str(tmp_path / "real"), *ckpt]) == 0
+    assert "parsed 1 of 1" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "real").glob("[!.]*")) == ["c.png", "c_overlay.jpg", "predictions.json"]

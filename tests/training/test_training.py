@@ -273,3 +273,32 @@ def test_train_log_and_tensorboard_events(camvid_root, tmp_path):
     assert len([t for t in tags["images"] if t.startswith("val_overlay/")]) == 2
     image = acc.Images(tags["images"][0])[-1]
     assert (image.width, image.height) == (2 * 480, 360)  # prediction | ground truth at the image's size
+
+
+def test_a_failed_validation_keeps_the_trained_iterations_and_resumes(tmp_path, camvid_root, monkeypatch):
+    """Validation that fails (e.g. a val label changed on disk) after the last iteration must not lose the
+    trained weights: the iteration is checkpointed, the error reaches train.log, and ``--resume auto``
+    after the fix validates and writes final.pt with the weights an uninterrupted run ends with."""
+    from sceneparse.training.trainer import Trainer
+
+    extra = ("train.iters=3", "train.eval_interval=3", "train.ckpt_interval=100")
+    train(_cfg(camvid_root, tmp_path / "a", *extra), progress=False)
+    work = tmp_path / "b"
+    real = Trainer.validate
+
+    def broken(self, model=None):
+        raise ValueError("label val/x.png has values [20] outside the 11 classes")
+
+    monkeypatch.setattr(Trainer, "validate", broken)
+    with pytest.raises(ValueError, match="values \\[20\\]"):
+        train(_cfg(camvid_root, work, *extra), progress=False)
+    assert (work / "checkpoints/iter_00000003.pt").is_file()
+    assert not (work / "final.pt").exists()
+    text = (work / "train.log").read_text()
+    assert "values [20]" in text and "--resume auto" in text
+    monkeypatch.setattr(Trainer, "validate", real)
+    scores = train(_cfg(camvid_root, work, *extra), resume="auto", progress=False)
+    assert 0 <= scores["mIoU"] <= 100 and (work / "val_metrics.json").is_file()
+    sa = torch.load(tmp_path / "a/final.pt", weights_only=True)["model"]
+    sb = torch.load(work / "final.pt", weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)

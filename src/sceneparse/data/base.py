@@ -152,6 +152,18 @@ def read_label(path: str | Path) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def _value_ranges(values: np.ndarray) -> str:
+    """Sorted integers as runs: ``[0, 1, 2, 11, 255]`` -> ``"0-2, 11, 255"``."""
+    runs, start = [], None
+    for i, v in enumerate(values.tolist()):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            runs.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(runs)
+
+
 class SegmentationDataset(Dataset):
     """Image/label pairs with a label lookup table.
 
@@ -198,8 +210,11 @@ class SegmentationDataset(Dataset):
         mapped = self.label_map[raw]
         if (mapped == self.INVALID).any():
             bad = np.unique(raw[mapped == self.INVALID])
+            allowed = np.flatnonzero(self.label_map != self.INVALID)
+            ignored = np.flatnonzero(self.label_map == IGNORE_INDEX)
             raise DataError(f"label {path} has values {bad.tolist()[:10]} outside the {self.num_classes} "
-                            f"classes of {type(self).__name__}")
+                            f"classes of {type(self).__name__} (allowed: {_value_ranges(allowed)}; "
+                            f"{_value_ranges(ignored)} = ignore)")
         return mapped
 
     def cache_decoded(self, max_bytes: int = 2 << 30) -> bool:

@@ -79,8 +79,9 @@ def summary_text(scores: dict) -> str:
     lines += [f"{key} {scores[key]:.2f}" for key in ("score", "mIoU_category") if key in scores]
     if "boundary" in scores:
         b = scores["boundary"]
-        lines.append(f"boundary F-score ({b['tolerance_px']} px): F {b['F']:.2f}  P {b['precision']:.2f}  "
-                     f"R {b['recall']:.2f}")
+        num = lambda v: "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}"  # noqa: E731  (JSON: null)
+        p = num(b["precision"]) + (" (no boundary predicted)" if num(b["precision"]) == "n/a" else "")
+        lines.append(f"boundary F-score ({b['tolerance_px']} px): F {num(b['F'])}  P {p}  R {num(b['recall'])}")
     return "\n".join(lines)
 
 

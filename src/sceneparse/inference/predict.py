@@ -30,16 +30,18 @@ def expand_inputs(inputs: Iterable[str | Path], skip: Iterable[str | Path] = ())
     """Files as given, and the image files (by suffix, sorted; hidden ``.*`` files such as macOS ``._x.jpg``
     and our own temporaries left out) of any directory given.
 
-    Files of a directory that are in ``skip`` (earlier predictions written into that folder, see
-    :func:`previous_outputs`) are left out; files named explicitly are always kept.
+    Files of a directory that are in ``skip`` (earlier predictions written into the output folder, see
+    :func:`previous_outputs`) or in the directory's own ``predictions.json`` (an earlier ``predict`` wrote them
+    there) are left out; files named explicitly are always kept.
     """
     skip_keys = {_key(q) for q in skip}
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
+            own = {_key(q) for q in previous_outputs(p)}
             out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-                          and not f.name.startswith(".") and _key(f) not in skip_keys)
+                          and not f.name.startswith(".") and _key(f) not in skip_keys | own)
         else:
             out.append(p)
     unique = {_key(p): p for p in reversed(out)}  # a file given twice (itself and via its folder) once

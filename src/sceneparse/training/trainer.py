@@ -576,7 +576,14 @@ class Trainer:
         row = self._log_row(parts, lr) if self.main and (it % t.log_interval == 0 or it == self.total) else None
         scores = None
         if self.main and (it % self.eval_interval == 0 or it == self.total):
-            scores = self._validate_and_keep_best()
+            try:
+                scores = self._validate_and_keep_best()
+            except Exception as e:  # e.g. a val file changed on disk: the iterations trained are not lost
+                self.bar.close()
+                self.save()
+                log.error("validation failed after iteration %d: %s; the weights are saved in %s: fix the cause "
+                          "and continue with --resume auto", it, e, self.ckpt_dir)
+                raise
             row = row or self._row(lr)
             row.update(val_mIoU=round(scores["mIoU"], 3), val_aAcc=round(scores["aAcc"], 3),
                        val_mAcc=round(scores["mAcc"], 3))
@@ -682,6 +689,8 @@ class Trainer:
             dist.barrier()
         if not self.main:
             return last_scores
+        if not last_scores and self.it == self.total and self.start == self.total:
+            last_scores = self._validate_and_keep_best()  # resumed at the end (a validation that failed there)
         self._save_checked({"model": self._shipped().state_dict(), "config": self.cfg_dict, "meta": self.meta,
                             "iter": self.it}, self.work_dir / "final.pt")
         if last_scores:

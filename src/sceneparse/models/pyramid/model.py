@@ -270,12 +270,13 @@ class PyramidOutputModel(SceneParser):
 
     def _resized(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` bilinearly resized to the nearest multiple of the coarsest stride (ties up, at least one
-        cell); integer arithmetic only, so that ONNX export keeps H and W symbolic. While exporting the
-        resize is always in the graph (a same-size bilinear resize is the identity)."""
+        cell); integer arithmetic only, so that ONNX export keeps H and W symbolic. While exporting or
+        tracing (OpenVINO converts a TorchScript trace made at one example size) the resize is always in the
+        graph (a same-size bilinear resize is the identity)."""
         s = self.strides[0]
         h, w = x.shape[-2:]
         th, tw = max(s, (h + s // 2) // s * s), max(s, (w + s // 2) // s * s)
-        if not torch.compiler.is_exporting() and (th, tw) == (h, w):
+        if not (torch.compiler.is_exporting() or torch.jit.is_tracing()) and (th, tw) == (h, w):
             return x
         return F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False)
 
