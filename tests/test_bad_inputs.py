@@ -261,3 +261,10 @@ def test_predict_checks_its_inputs_before_the_model_and_leaves_no_empty_folder(t
     assert main(["predict", str(photo), "--checkpoint", str(tmp_path / "corrupt.pt"), "--out",
                  str(tmp_path / "out2"), "--no-progress"]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_folder_where_one_image_is_read_says_it_is_a_folder(tmp_path):
+    from sceneparse.data import DataError, read_image
+
+    with pytest.raises(DataError, match="is a directory, not an image"):
+        read_image(tmp_path)

@@ -35,6 +35,8 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """
     path = Path(path)
     limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not an image (give an image file)")
     if not path.is_file():
         raise DataError(f"image not found: {path}")
     try:
