@@ -37,8 +37,8 @@ def level_confusions(model, dataset, taus, num_classes: int) -> dict:
         def labels(scores):
             return F.interpolate(scores, size=target.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
 
-        for t in taus:
-            cms[f"fused_tau{t:g}"].update(labels(fuse(probs, out["unity"], t)[0]), target)
+        for t in taus:  # as the model's forward: the log of the fused probabilities is what is upsampled
+            cms[f"fused_tau{t:g}"].update(labels(fuse(probs, out["unity"], t)[0].clamp_min(1e-8).log()), target)
         for s, p in zip(model.strides, probs):
             cms[f"level_s{s}"].update(labels(p), target)
     return cms
