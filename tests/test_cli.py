@@ -143,3 +143,21 @@ def test_evaluate_refuses_model_overrides_instead_of_ignoring_them(tiny_run, cam
     err = capsys.readouterr().err
     assert rc == 2 and "model.output_stride" in err and "--output-stride" not in err
     assert not out.exists()
+
+
+def test_evaluating_a_packaged_model_by_name_writes_into_the_current_folder(camvid_root, tmp_path, monkeypatch):
+    """Without --out, the report goes beside a checkpoint file; for a packaged model given by name that would be
+    the package's own folder: it goes into the current folder instead, named after the model."""
+    from sceneparse.api import resolve_model
+
+    weights_dir = resolve_model(None).parent
+    before = set(weights_dir.iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--checkpoint", "camvid_pyramid_effl0", "--no-progress", f"data.root={camvid_root}",
+                 "data.max_val_samples=1"]) == 0
+    assert (tmp_path / "camvid_pyramid_effl0_metrics_val.json").is_file()
+    assert set(weights_dir.iterdir()) == before
+    assert main(["analyze", "--checkpoint", "camvid_pyramid_effl0", "--no-progress", f"data.root={camvid_root}",
+                 "data.max_val_samples=1"]) == 0
+    assert (tmp_path / "camvid_pyramid_effl0_analysis_val.json").is_file()
+    assert set(weights_dir.iterdir()) == before

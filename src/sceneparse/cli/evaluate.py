@@ -12,14 +12,23 @@ from .common import NON_NEGATIVE, add_run_flags, compile_arg, inference_override
 log = logging.getLogger(__name__)
 
 
-def _evaluate(args) -> int:
+def _resolve(checkpoint: str) -> tuple[str, Path | None]:
+    """The checkpoint file of ``checkpoint`` (a path, or a packaged model's name) and where its report goes by
+    default: beside a file the user named, but into the current folder for a packaged model (never into the
+    package's own folder)."""
     from ..api import resolve_model
+
+    path = resolve_model(checkpoint)
+    return str(path), (None if Path(checkpoint).is_file() else Path.cwd())
+
+
+def _evaluate(args) -> int:
     from ..constants import IGNORE_INDEX
     from ..evaluation.evaluate import prepare_split, run_evaluate
     from ..evaluation.report import labelled_pixels, summary_text, write_evaluation
 
-    args.checkpoint = str(resolve_model(args.checkpoint))  # a packaged model's name works too
-    job = prepare_split(args.checkpoint, args.config, args.overrides, args.split, args.out, "metrics")
+    args.checkpoint, default_dir = _resolve(args.checkpoint)
+    job = prepare_split(args.checkpoint, args.config, args.overrides, args.split, args.out, "metrics", default_dir)
     scores = run_evaluate(job, device=args.device, output_stride=args.output_stride,
                           infer_overrides=inference_overrides(args), fold_bn=args.fold_bn, bf16=args.bf16,
                           boundary_tolerance=args.boundary_tolerance, progress=not args.no_progress,
@@ -43,7 +52,8 @@ def _analyze(args) -> int:
     from ..inference.pipeline import load_model
     from ..utils.device import resolve_device
 
-    job = prepare_split(args.checkpoint, None, args.overrides, args.split, args.out, "analysis")
+    args.checkpoint, default_dir = _resolve(args.checkpoint)
+    job = prepare_split(args.checkpoint, None, args.overrides, args.split, args.out, "analysis", default_dir)
     ckpt, ds, out = job.ckpt, job.dataset, job.out
     device = resolve_device(args.device)
     model, _ = load_model(ckpt, device=device)
@@ -66,7 +76,8 @@ def add_evaluate_parser(sub) -> None:
     e.add_argument("--config", help="YAML to override the checkpoint's config (e.g. another data root)")
     e.add_argument("overrides", nargs="*", help="key=value overrides, e.g. data.root=/data/camvid")
     e.add_argument("--split", help="split name (default: data.val_split)")
-    e.add_argument("--out", help="metrics JSON path (default: beside the checkpoint)")
+    e.add_argument("--out", help="metrics JSON path (default: metrics_SPLIT.json beside a checkpoint file; "
+                                 "MODEL_metrics_SPLIT.json in the current folder for a packaged model's name)")
     e.add_argument("--boundary-tolerance", type=NON_NEGATIVE, default=3, help="pixels, for the boundary F-score")
     e.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into convolutions (inference speed)")
     e.add_argument("--bf16", action="store_true", help="the bf16 fast path (BN folded, bf16 weights and inputs)")
@@ -76,10 +87,10 @@ def add_evaluate_parser(sub) -> None:
 
 def add_analyze_parser(sub) -> None:
     a = sub.add_parser("analyze", help="pyramidal output: mIoU per (assigned, predicting) level, pixel shares")
-    a.add_argument("--checkpoint", required=True)
+    a.add_argument("--checkpoint", required=True, help="checkpoint, packed file or packaged model name")
     a.add_argument("overrides", nargs="*")
     a.add_argument("--split")
-    a.add_argument("--out")
+    a.add_argument("--out", help="analysis JSON path (default: as evaluate's, analysis_SPLIT.json)")
     a.add_argument("--device", default="auto")
     a.add_argument("--no-progress", action="store_true", help="no progress bars (logs and files only)")
     a.set_defaults(func=_analyze)

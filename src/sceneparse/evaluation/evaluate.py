@@ -58,10 +58,11 @@ class SplitJob:
 
 
 def prepare_split(checkpoint: str | Path, config: str | Path | None, overrides, split: str | None,
-                  out: str | Path | None, kind: str) -> SplitJob:
+                  out: str | Path | None, kind: str, default_dir: str | Path | None = None) -> SplitJob:
     """Load ``checkpoint`` and its config (``config`` file and ``overrides`` on top), build the split
     (``data.val_split`` by default), and check before any model is built that the classes match and
-    the report (default ``<kind>_<split>.json`` beside the checkpoint) can be written.
+    the report (default ``<kind>_<split>.json`` beside the checkpoint; with ``default_dir``, e.g. for a packaged
+    model given by name, ``default_dir/<checkpoint stem>_<kind>_<split>.json``) can be written.
 
     Raises:
         ValueError: class mismatch, unwritable output; ``CheckpointError`` / ``DataError`` / ``ConfigError``
@@ -86,7 +87,12 @@ def prepare_split(checkpoint: str | Path, config: str | Path | None, overrides, 
     if d.max_val_samples:
         ds.pairs = ds.pairs[: d.max_val_samples]
     check_classes(ckpt, ds, source=str(checkpoint))
-    out_path = Path(out) if out else Path(checkpoint).with_name(f"{kind}_{split}.json")
+    if out:
+        out_path = Path(out)
+    elif default_dir is not None:
+        out_path = Path(default_dir) / f"{Path(checkpoint).stem}_{kind}_{split}.json"
+    else:
+        out_path = Path(checkpoint).with_name(f"{kind}_{split}.json")
     check_output_file(out_path, [checkpoint, config], flag="--out" if out else f"{kind} file (set --out)",
                       suffixes=(".json",))
     return SplitJob(Path(checkpoint), ckpt, cfg, split, ds, out_path)
