@@ -55,7 +55,9 @@ ROWS = {
     "front_fcn_rerun": ("fcn_e60_rerun", "os16", "the FCN front of the refinement rows (psp_t1's FCN row retrained: "
                         "same seed and recipe, on another CPU; SUFFIX=_rerun)", "psp_t1", "SUFFIX=_rerun"),
     "grn_aux0": ("grn_aux0_on_fcn_rerun", "os16", "check: front fcn_e60_rerun + GRN (confidence weights std 0.01), auxiliary weight 0 "
-                 "(SUFFIX=_rerun AUX_GRN=0 refine_t2)", "refine_t2"),
+                 "(SUFFIX=_rerun AUX_GRN=0 refine_t2; its config and evaluation name the run folders grn_aux0_on_fcn_s0 "
+                 "and fcn_e60_s0, where the retrained front then was: its logged front CE equals fcn_e60_rerun's at "
+                 "all 90 logged iterations and the first front's at none)", "refine_t2"),
     "grn_aux0.1": ("grn_aux0.1_on_fcn_rerun", "os16", "check: front fcn_e60_rerun + GRN (confidence weights std 0.01), auxiliary weight 0.1 "
                    "(SUFFIX=_rerun AUX_GRN=0.1 refine_t2)", "refine_t2"),
     "grn_lr0.01": ("grn_lr0.01_on_fcn_rerun", "os16", "check: front fcn_e60_rerun + GRN (confidence weights std 0.01), auxiliary weight 0.4, lr 0.01 "
@@ -66,7 +68,8 @@ ROWS = {
                        "without auxiliary loss, 1e-3; stopped at iteration 260 of 900 (still the identity), not "
                        "evaluated", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 AUX_GRN=0"),
     "lrn": ("lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + LRN (1/8 of Table 1's width, centre bias 4; "
-            "lr 0.01 for 20 epochs: at the paper's 1e-4 it does not move)", "refine_t2",
+            "lr 0.01 for 20 epochs, not the paper's 1e-4: no full-length run at 1e-4; 30-iteration runs at "
+            "centre bias 6 moved at none of 1e-4, 1e-3, 1e-2)", "refine_t2",
             "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip"),
     "grn_lrn": ("grn_lrn_lr0.01_on_fcn_rgbscale", "os16", "front (fcn_e60_rerun) + GRN (the claim row's) + LRN "
                 "(cascade; LRN at 1/8 width, lr 0.01)", "refine_t2",
