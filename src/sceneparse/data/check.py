@@ -50,7 +50,8 @@ def format_report(report: dict) -> str:
         lines.append(f"  ... and {len(report['problems']) - 50} more")
     total = sum(report["class_pixels"].values()) or 1
     n_bad = len({p["label"] for p in report["problems"]})
-    lines.append("class pixel shares" + (f" (the {n_bad} file{'s' * (n_bad > 1)} with problems left out):" if n_bad else ":"))
+    left_out = f" (the {n_bad} file{'s' * (n_bad > 1)} with problems left out)" if n_bad else ""
+    lines.append(f"class pixel shares{left_out}:")
     lines += [f"  {name:<20} {100 * n / total:6.2f}%" + ("   (absent)" if n == 0 else "")
               for name, n in report["class_pixels"].items()]
     return "\n".join(lines)
