@@ -302,3 +302,4 @@ def test_a_failed_validation_keeps_the_trained_iterations_and_resumes(tmp_path, 
     sa = torch.load(tmp_path / "a/final.pt", weights_only=True)["model"]
     sb = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert _losses(work) == _losses(tmp_path / "a")  # the failed iteration's loss row is kept, none twice

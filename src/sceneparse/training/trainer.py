@@ -580,6 +580,8 @@ class Trainer:
                 scores = self._validate_and_keep_best()
             except Exception as e:  # e.g. a val file changed on disk: the iterations trained are not lost
                 self.bar.close()
+                if row:  # this iteration's losses, as the resume will not log it again
+                    append_log_row(self.log_path, row)
                 self.save()
                 log.error("validation failed after iteration %d: %s; the weights are saved in %s: fix the cause "
                           "and continue with --resume auto", it, e, self.ckpt_dir)
