@@ -82,3 +82,37 @@ def test_nan_loss_stops_without_checkpointing_it_or_skips(tmp_path, camvid_root,
     train(_cfg(camvid_root, work, "train.iters=4", "train.nan_skips=1", f"model.arch={arch}"), progress=False)
     state = torch.load(work / "final.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("minutes,expected", [(1e-9, [2, 3, 4]), (0, [4])])
+def test_checkpoints_by_wall_clock_time_as_well_as_by_iteration(tmp_path, camvid_root, minutes, expected):
+    """``train.ckpt_minutes``: a checkpoint whenever that much time has passed since the last one, so a run
+    killed without warning (SIGKILL) loses at most that much, whatever ``ckpt_interval`` says; 0 turns it off."""
+    work = tmp_path / "run"
+    train(_cfg(camvid_root, work, "train.iters=4", "train.ckpt_interval=1000", f"train.ckpt_minutes={minutes}",
+               "train.eval_interval=1000", "train.keep_checkpoints=3"), progress=False)
+    saved = sorted(int(p.stem.split("_")[1]) for p in (work / "checkpoints").glob("iter_*.pt"))
+    assert saved == expected
+
+
+def test_a_run_resumed_from_a_time_based_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, camvid_root):
+    extra = ("train.iters=5", "train.ckpt_interval=1000", "train.eval_interval=1000", "train.threads=1")
+    train(_cfg(camvid_root, tmp_path / "ref", *extra), progress=False)
+    work = tmp_path / "run"
+    train(_cfg(camvid_root, work, *extra, "train.ckpt_minutes=1e-9"), progress=False)
+    for p in (work / "checkpoints").glob("iter_*.pt"):  # killed after iteration 3
+        if p.name != "iter_00000003.pt":
+            p.unlink()
+    (work / "final.pt").unlink()
+    # resumed with another checkpoint time: allowed (it changes nothing that is computed)
+    train(_cfg(camvid_root, work, *extra, "train.ckpt_minutes=30"), resume="auto", progress=False)
+    a = torch.load(tmp_path / "ref/final.pt", weights_only=True)["model"]
+    b = torch.load(work / "final.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_negative_checkpoint_time_is_a_config_error(tmp_path, camvid_root):
+    from sceneparse.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.ckpt_minutes"):
+        train(_cfg(camvid_root, tmp_path / "run", "train.iters=2", "train.ckpt_minutes=-1"), progress=False)

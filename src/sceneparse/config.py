@@ -92,6 +92,7 @@ class TrainConfig:
     fast: Any = "auto"  # CPU: native BN+act / depthwise / upsampling+CE kernels, bf16 where faster ("auto"); false: PyTorch's
     eval_interval: int = 0  # iterations between validations; 0 -> once per epoch
     ckpt_interval: int = 200
+    ckpt_minutes: float = 10.0  # also checkpoint when this many minutes passed since the last save (0: off)
     keep_checkpoints: int = 3
     log_interval: int = 10
     tensorboard: bool = False  # TensorBoard events in work_dir/tensorboard: losses, lr, val scores, per-class IoU
@@ -187,7 +188,7 @@ def validate(cfg: DictConfig) -> None:
     for key, lo, hi in (("train.momentum", 0.0, 1.0), ("data.hflip", 0.0, 1.0), ("data.blur", 0.0, 1.0)):
         value = OmegaConf.select(cfg, key)
         _check(math.isfinite(value) and lo <= value <= hi, key, value, f"a number in [{lo:g}, {hi:g}]")
-    for key in ("train.lr", "train.head_lr_mult", "train.weight_decay", "train.poly_power", "train.dice_weight", "train.lovasz_weight", "train.aux_weight", "train.divergence_factor",
+    for key in ("train.lr", "train.head_lr_mult", "train.weight_decay", "train.poly_power", "train.dice_weight", "train.lovasz_weight", "train.aux_weight", "train.ckpt_minutes", "train.divergence_factor",
                 "data.rotate"):
         value = OmegaConf.select(cfg, key)
         _check(math.isfinite(value) and value >= 0, key, value, "a finite number >= 0")

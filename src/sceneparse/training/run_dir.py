@@ -122,7 +122,7 @@ def check_resume_fields(ckpt: dict, path: Path, total: int) -> None:
 
 # keys that may differ between a run and its resumed continuation without changing what is computed
 RESUME_FREE_KEYS = frozenset({"name", "work_dir", "train.threads", "data.num_workers", "train.fast", "data.cache",
-                              "train.log_interval", "train.eval_interval", "train.ckpt_interval",
+                              "train.log_interval", "train.eval_interval", "train.ckpt_interval", "train.ckpt_minutes",
                               "train.keep_checkpoints", "data.check", "train.nan_skips",
                               "train.divergence_factor", "train.keep_best", "train.tensorboard",
                               "train.tensorboard_images"}

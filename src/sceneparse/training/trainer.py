@@ -265,7 +265,7 @@ class Trainer:
         self.skipped_nan, self.loss_avg, self.stopping = 0, None, False
         self.best = (self._resumed_best, None)  # (val mIoU, iteration) of best.pt
         self.stop = _StopFlag()
-        self.t0 = time.time()
+        self.t0 = self.last_save = time.time()
 
     # ---------------------------------------------------------------- setup
     def _check_resume(self, resume: str | None, allowed: tuple[str, ...]) -> None:
@@ -594,7 +594,8 @@ class Trainer:
             self.runlog.row(row)
         if scores is not None and self.runlog.writer is not None:
             self._tensorboard_validation(scores)
-        if it % t.ckpt_interval == 0 or it == self.total:
+        overdue = t.ckpt_minutes > 0 and time.time() - self.last_save >= 60 * t.ckpt_minutes
+        if it % t.ckpt_interval == 0 or it == self.total or overdue:
             self.save()
         return scores
 
@@ -675,6 +676,7 @@ class Trainer:
     def save(self) -> None:
         """``checkpoints/iter_<it>.pt`` with everything an exact resume needs (rank 0); keeps the newest
         ``train.keep_checkpoints``."""
+        self.last_save = time.time()
         if not self.main:
             return
         self._save_checked({"model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
