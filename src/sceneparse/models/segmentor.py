@@ -18,6 +18,9 @@ class SegmentationModel(SceneParser):
     (align_corners=False) to the input's H and W, for any H, W; after
     ``set_eval_logit_upsampling(False)`` eval-mode logits stay at the decode
     head's resolution and the inference engine upsamples them.
+
+    Weights run at an output stride other than the one they were built (trained) at keep their trained
+    output geometry (:meth:`upsample_logits`); such a model always returns full-size eval logits.
     """
 
     def __init__(self, backbone: nn.Module, decode_head: nn.Module, aux_head: nn.Module | None = None):
@@ -28,6 +31,7 @@ class SegmentationModel(SceneParser):
         # resolution (the loss then downsamples the labels instead), as in DeepLab v1/v2
         self.upsample_train_logits = True
         self.upsample_eval_logits = True  # False: the engine upsamples (``set_eval_logit_upsampling``)
+        self.trained_output_stride = backbone.output_stride
 
     @property
     def output_stride(self) -> int:
@@ -41,6 +45,36 @@ class SegmentationModel(SceneParser):
             if hasattr(head, "set_output_stride"):
                 head.set_output_stride(output_stride)
 
+    def geometry_shift(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Pixels ``(dy, dx)`` by which logits upsampled at the current output stride must move down / right to
+        line up as the weights learned at their trained stride, for an input of ``size`` (H, W).
+
+        The stride-s feature ``i`` is centred on pixel ``s * i`` (stride-2 convolutions with odd kernels and
+        padding k // 2; ``ceil(H / s)`` features), and bilinear upsampling with align_corners=False puts the
+        centre of that grid on the centre of the image: on average a feature centred at pixel c is shown at
+        ``c + ((H - 1) - s * (ceil(H / s) - 1)) / 2`` (7.5 px at s = 16 on a side divisible by 16). Weights
+        trained at stride t learned to predict for that spot; run at stride e (DeepLabv3 Sec. 3.3: trained at
+        OS16, evaluated at OS8), the upsampled map is moved by the difference of the two offsets: on a
+        480-px side, 4 px at OS8 after OS16 training. (0, 0) at the trained stride. Both offsets are
+        half-integers with the same fraction, so the shift is a whole number of pixels."""
+        t, e = self.trained_output_stride, self.output_stride
+        if t == e:
+            return 0, 0
+        return tuple((e * (-(-n // e) - 1) - t * (-(-n // t) - 1)) // 2 for n in size)
+
+    def upsample_logits(self, logits: torch.Tensor, size) -> torch.Tensor:
+        """Bilinear upsampling (align_corners=False) of ``(N, K, h, w)`` logits to ``size`` (H, W), moved by
+        :meth:`geometry_shift` with the edge rows / columns repeated (a no-op at the trained stride)."""
+        size = tuple(int(n) for n in size)
+        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        dy, dx = self.geometry_shift(size)
+        if dy or dx:
+            dy, dx = max(-size[0] + 1, min(dy, size[0] - 1)), max(-size[1] + 1, min(dx, size[1] - 1))
+            h, w = size
+            up = up[..., max(0, -dy): h - max(0, dy), max(0, -dx): w - max(0, dx)]
+            up = F.pad(up, (max(0, dx), max(0, -dx), max(0, dy), max(0, -dy)), mode="replicate")
+        return up
+
     def set_train_logit_upsampling(self, enabled: bool) -> None:
         self.upsample_train_logits = bool(enabled)
 
@@ -52,9 +86,9 @@ class SegmentationModel(SceneParser):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         size = x.shape[-2:]
-        keep = not self.upsample_train_logits if self.training else not self.upsample_eval_logits
-        up = (lambda t: t) if keep else (
-            lambda t: F.interpolate(t, size=size, mode="bilinear", align_corners=False))
+        keep = not self.upsample_train_logits if self.training else (
+            not self.upsample_eval_logits and self.output_stride == self.trained_output_stride)
+        up = (lambda t: t) if keep else (lambda t: self.upsample_logits(t, size))
         feats = self.backbone(x)
         out = {"out": up(self.decode_head(feats))}
         if self.training and self.aux_head is not None:

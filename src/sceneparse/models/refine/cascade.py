@@ -118,11 +118,14 @@ class RefinementCascade(SceneParser):
 
     def _front_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Front logits at the input size and, for a backbone + decode head front, at its output
-        stride (the full-size ones are their bilinear upsampling, as in ``SegmentationModel``)."""
+        stride (the full-size ones are their upsampling, ``SegmentationModel.upsample_logits``)."""
         front = self.front
         if hasattr(front, "decode_head") and hasattr(front, "backbone"):
             low = front.decode_head(front.backbone(x)).float()
-            return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False), low
+            up = getattr(front, "upsample_logits", None)
+            if up is None:
+                return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False), low
+            return up(low, x.shape[-2:]), low
         return front(x)["out"].float(), None
 
     def _local(self, img: torch.Tensor, u: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
@@ -133,6 +136,8 @@ class RefinementCascade(SceneParser):
                 s = self.front.output_stride
                 low = F.adaptive_avg_pool2d(u, (max(1, -(-u.shape[-2] // s)), max(1, -(-u.shape[-1] // s))))
             r = net.residual(low)
+            if hasattr(self.front, "upsample_logits"):  # placed as the front's own logits
+                return u + self.front.upsample_logits(r, u.shape[-2:])
             return u + F.interpolate(r, size=u.shape[-2:], mode="bilinear", align_corners=False)
         return net(img, u)[0]
 

@@ -1,0 +1,72 @@
+"""Where an output pixel's logits come from when OS16-trained weights run at OS8 (DeepLabv3 Sec. 3.3)."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from sceneparse.models.segmentor import SegmentationModel
+
+
+class CentreBackbone(nn.Module):
+    """A stand-in backbone whose stride-s feature (i, j) holds the image position it is centred on,
+    (s*i, s*j), as the stride-2 convolutions (odd kernel, padding k // 2) of the real backbones place it."""
+
+    def __init__(self, output_stride: int):
+        super().__init__()
+        self.output_stride, self.out_channels = output_stride, [2]
+
+    def set_output_stride(self, output_stride: int) -> None:
+        self.output_stride = output_stride
+
+    def forward(self, x):
+        s = self.output_stride
+        h, w = math.ceil(x.shape[-2] / s), math.ceil(x.shape[-1] / s)
+        rows = (s * torch.arange(h, dtype=torch.float32))[:, None].expand(h, w)
+        cols = (s * torch.arange(w, dtype=torch.float32))[None, :].expand(h, w)
+        return [torch.stack([rows, cols])[None].expand(x.shape[0], 2, h, w)]
+
+
+class LastFeature(nn.Module):
+    def forward(self, feats):
+        return feats[-1]
+
+
+@pytest.mark.parametrize("size", [(360, 480), (352, 480), (361, 479)])
+def test_weights_run_at_another_output_stride_keep_their_trained_geometry(size):
+    """Each output pixel shows the features centred at ``pixel - offset``. Trained at OS16, the weights
+    learned the OS16 offset (on a side divisible by 16: 7.5 px, where bilinear upsampling with
+    align_corners=False puts a feature centred at pixel c); at OS8 that upsampling alone would put it at
+    c + 3.5, so the map would come out 4 px up/left of what the weights predict for. The OS8 output must
+    show the same offsets as the OS16 one, on average over the image (for a side the stride does not divide,
+    the OS16 offset varies across the image and the OS8 one cannot follow it exactly)."""
+    model = SegmentationModel(CentreBackbone(16), LastFeature()).eval()
+    x = torch.zeros(1, 3, *size)
+    h, w = size
+    pixel = torch.stack([torch.arange(h, dtype=torch.float32)[:, None].expand(h, w),
+                         torch.arange(w, dtype=torch.float32)[None, :].expand(h, w)])
+    with torch.no_grad():
+        off16 = pixel - model(x)["out"][0]
+        model.set_output_stride(8)
+        off8 = pixel - model(x)["out"][0]
+        model.set_output_stride(16)
+        again16 = pixel - model(x)["out"][0]
+    inner = (slice(None), slice(16, -16), slice(16, -16))  # away from the edge clamping
+    torch.testing.assert_close(again16, off16)
+    for axis in (0, 1):
+        gap = float((off8[inner][axis] - off16[inner][axis]).mean())
+        assert abs(gap) <= 0.5, (axis, gap)
+    if w % 16 == 0:  # a constant 7.5 px offset at both strides
+        assert torch.allclose(off16[inner][1], torch.tensor(7.5)) and torch.allclose(off8[inner][1], torch.tensor(7.5))
+
+
+def test_low_resolution_logits_are_only_returned_at_the_trained_output_stride():
+    """The engine upsamples low-resolution logits itself (align_corners=False, no shift): a model switched to
+    another output stride returns full-size logits, placed as above."""
+    model = SegmentationModel(CentreBackbone(16), LastFeature()).eval()
+    assert model.set_eval_logit_upsampling(False)
+    x = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad():
+        assert model(x)["out"].shape[-2:] == (4, 6)
+        model.set_output_stride(8)
+        assert model(x)["out"].shape[-2:] == (64, 96)
