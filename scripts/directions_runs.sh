@@ -19,7 +19,7 @@
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
 #              parallel fusion (the GRN_ROW run and the LRN row averaged), the front + dense CRF, GRN + LRN,
 #              context module; needs psp_t1 first)
-#   SEEDS="0 1" (default) picks the seeds; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
+#   SEEDS="0 1" (default) picks the seeds; IP=true: dlv3_t5's image-pooling rows only; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
 #   FRONT_SUFFIX (default SUFFIX): the suffix of the FCN front the refine_t2 rows start from;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
 #   grn_aux<W>_on_fcn), GRN_LR (default 0.001, the paper's; another value: a row grn[_aux<W>]_lr<LR>_on_fcn,
@@ -67,7 +67,7 @@ for group in "$@"; do
     dlv3_t5)
       E=${EPOCHS_T5:-30}
       for seed in $SEEDS; do
-        for ip in true false; do
+        for ip in ${IP:-true false}; do
           n=dlv3_ip_${ip}_e$E
           row $n $seed configs/camvid/deeplabv3_effl0.yaml train.epochs=$E model.head.image_pooling=$ip
           ev $n $seed os16
