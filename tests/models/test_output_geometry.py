@@ -70,3 +70,63 @@ def test_low_resolution_logits_are_only_returned_at_the_trained_output_stride():
         assert model(x)["out"].shape[-2:] == (4, 6)
         model.set_output_stride(8)
         assert model(x)["out"].shape[-2:] == (64, 96)
+
+
+def _delta(n: int, s: int) -> float:
+    """Mean offset (px) at which bilinear upsampling (align_corners=False) shows a stride-s feature."""
+    return ((n - 1) - s * (math.ceil(n / s) - 1)) / 2
+
+
+@pytest.mark.parametrize("size", [(270, 360), (450, 600), (180, 240), (720, 960), (5, 7)])
+def test_input_size_for_gives_the_training_crops_geometry(size):
+    """Trained on 360x480 crops at OS16 (mean offsets 3.5 / 7.5 px), the model asks for the nearest input size
+    with the same offsets: e.g. 270x360 (0.75x CamVid: 6.5 / 3.5 px) becomes 264x368."""
+    model = SegmentationModel(CentreBackbone(16), LastFeature())
+    assert model.input_size_for(*size) == size  # no training size known: as given
+    model.train_size = (360, 480)
+    h, w = model.input_size_for(*size)
+    assert (_delta(h, 16), _delta(w, 16)) == (3.5, 7.5)
+    assert h > 0 and w > 0 and (min(size) < 16 or (abs(h - size[0]) <= 8 and abs(w - size[1]) <= 8))
+    assert model.input_size_for(360, 480) == (360, 480)
+    model.set_output_stride(8)  # the rule follows the trained stride
+    assert model.input_size_for(*size) == (h, w)
+
+
+class SizeRecorder(nn.Module):
+    """Records the input sizes it is run at; uniform logits at stride 16."""
+
+    def __init__(self, train_size):
+        super().__init__()
+        self.seen, self.model = [], SegmentationModel(CentreBackbone(16), LastFeature())
+        self.model.train_size = train_size
+        self.input_size_for = self.model.input_size_for
+        self.p = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        self.seen.append(tuple(x.shape[-2:]))
+        return {"out": torch.zeros(x.shape[0], 2, math.ceil(x.shape[-2] / 16), math.ceil(x.shape[-1] / 16))}
+
+
+def test_multi_scale_inference_runs_each_scale_at_the_training_geometry():
+    from sceneparse.inference.engine import InferenceConfig, infer_probs, predict_labels
+
+    model = SizeRecorder((360, 480))
+    x = torch.zeros(1, 3, 360, 480)
+    probs = infer_probs(model, x, InferenceConfig(scales=(0.75, 1.0, 1.25), flip=False))
+    assert probs.shape == (1, 2, 360, 480)
+    assert model.seen == [model.input_size_for(270, 360), (360, 480), model.input_size_for(450, 600)]
+    assert all((_delta(h, 16), _delta(w, 16)) == (3.5, 7.5) for h, w in model.seen)
+    model.seen.clear()
+    assert predict_labels(model, torch.zeros(1, 3, 720, 960)).shape == (1, 720, 960)
+    assert model.seen == [model.input_size_for(720, 960)] != [(720, 960)]
+    model.seen.clear()  # the sliding window's crops carry their own geometry: sizes as they are
+    infer_probs(model, x, InferenceConfig(mode="slide", crop_size=(360, 480), stride=(240, 320), scales=(0.75,)))
+    assert model.seen == [(360, 480)]  # 270x360 padded to the 360x480 window
+
+
+def test_a_loaded_checkpoint_knows_its_training_crops(tiny_run):
+    from sceneparse.models.factory import model_from_checkpoint
+
+    model, _ = model_from_checkpoint(tiny_run / "final.pt")
+    assert model.train_size == (96, 128)  # TINY's data.crop_size
+    assert model.input_size_for(360, 480) == (368, 480)  # 96 and 128 are multiples of 16, as 368 and 480

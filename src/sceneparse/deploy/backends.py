@@ -246,9 +246,13 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
     stride = getattr(model, "output_stride", None)
     model = model.float().eval()
     if backend == "openvino":
-        return OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride)
-    if bf16:
+        runtime = OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride)
+    elif bf16:
         raise ValueError("onnxruntime's CPU provider has no bf16 kernels: use --backend openvino or torch for bf16")
-    return ONNXRuntimeModel(model, threads, output_stride=stride)
+    else:
+        runtime = ONNXRuntimeModel(model, threads, output_stride=stride)
+    if hasattr(model, "input_size_for"):  # the engine sizes the inputs as for the torch model
+        runtime.input_size_for = model.input_size_for
+    return runtime
 
 

@@ -378,10 +378,13 @@ def optimize_for_inference(model: nn.Module, *, fold_bn: bool = True, channels_l
     if dtype == torch.bfloat16 and rules["native_depthwise_bf16"] and on_cpu and compile != "aot":
         n = native_depthwise_bf16(model)  # AOTInductor cannot call a Python custom op
         log.debug("%d depthwise convolutions on the AVX512-BF16 kernel", n)
+    rule = getattr(model, "input_size_for", None)
     if compile == "aot":
         model = _AOTCompiled(model)
     elif compile:
         model = _FrozenCompiled(model)
+    if rule is not None:  # the engine's input-size rule (SegmentationModel.input_size_for) survives the wrapper
+        model.input_size_for = rule
     return model
 
 

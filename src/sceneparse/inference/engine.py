@@ -217,6 +217,7 @@ def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) 
     x = image[None] if image.ndim == 3 else image
     h, w = x.shape[-2:]
     total = None
+    rule = geometry_rule(model) if cfg.mode == "whole" else None
     for scale in cfg.scales:
         if scale == 1:
             xs = x
@@ -225,6 +226,10 @@ def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) 
         else:  # a side that would scale to 0 pixels keeps 1
             xs = F.interpolate(x, size=(max(1, int(h * scale)), max(1, int(w * scale))), mode="bilinear",
                                align_corners=False)
+        if rule is not None:  # the size whose output geometry is the training crops' (whole image only)
+            size = tuple(rule(*xs.shape[-2:]))
+            if size != tuple(xs.shape[-2:]):
+                xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         for flip in ((False, True) if cfg.flip else (False,)):
             xi = xs.flip(-1) if flip else xs
             if cfg.mode == "slide":
@@ -246,6 +251,13 @@ def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) 
     return probs
 
 
+def geometry_rule(model):
+    """The model's ``input_size_for(height, width)`` (``SegmentationModel.input_size_for``: the nearest size at
+    which its output geometry is that of its training crops), or None for a model without one (runtime
+    backends, the pyramid model, which resizes its input itself)."""
+    return getattr(model, "input_size_for", None)
+
+
 def single_pass(cfg: InferenceConfig) -> bool:
     """Whether ``cfg`` runs the network once on the whole image (no window, scale, flip or CRF)."""
     return cfg.mode == "whole" and tuple(cfg.scales) == (1.0,) and not cfg.flip and cfg.crf is None
@@ -260,8 +272,9 @@ def predict_labels(model, image: torch.Tensor, cfg: InferenceConfig | None = Non
     (:func:`upsample_argmax`): the same labels, measured in ``sceneparse benchmark --end-to-end``.
     """
     cfg = cfg or InferenceConfig()
-    if single_pass(cfg):
-        x = image[None] if image.ndim == 3 else image
+    x = image[None] if image.ndim == 3 else image
+    rule = geometry_rule(model)
+    if single_pass(cfg) and (rule is None or tuple(rule(*x.shape[-2:])) == tuple(x.shape[-2:])):
         return upsample_argmax(_logits(model, x, cfg.channels_last, float32=False), x.shape[-2:])
     return infer_probs(model, image, cfg).argmax(1)
 

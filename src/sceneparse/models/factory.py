@@ -90,11 +90,24 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
                                        weights_follow=True)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     load_model_weights(model, state)
+    crop = (ckpt["config"].get("data") or {}).get("crop_size")
+    set_train_size(model, crop)
     # built as trained, then switched as a whole: a model made of several strided parts (a refinement
     # cascade's front and GRN) must not end up with the parts at different strides
     if output_stride and output_stride != getattr(model, "output_stride", output_stride):
         model.set_output_stride(output_stride)
     return model.to(device).eval(), ckpt
+
+
+def set_train_size(model: torch.nn.Module, crop_size) -> None:
+    """Tell every ``SegmentationModel`` in ``model`` the ``(H, W)`` of its training crops (``data.crop_size``;
+    nothing for None), which sets the input sizes of whole-image inference
+    (:meth:`SegmentationModel.input_size_for`)."""
+    if not crop_size or len(crop_size) != 2:
+        return
+    for m in model.modules():
+        if isinstance(m, SegmentationModel):
+            m.train_size = (int(crop_size[0]), int(crop_size[1]))
 
 
 def load_model_weights(model: torch.nn.Module, state: dict, allow_missing: tuple[str, ...] = ("aux_head.",)) -> list:

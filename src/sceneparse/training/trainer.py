@@ -37,7 +37,7 @@ from ..evaluation.evaluate import evaluate_model
 from ..evaluation.report import json_safe
 from ..hub import resolve_weights
 from ..inference.engine import InferenceConfig
-from ..models.factory import build_model_from_config, load_model_weights
+from ..models.factory import build_model_from_config, load_model_weights, set_train_size
 from ..utils.device import resolve_device
 from ..utils.errors import first_line
 from ..utils.io import remove_stale_temporaries
@@ -390,6 +390,7 @@ class Trainer:
         if cfg.model.init_weights and self.ckpt_path is None:
             _init_from(model, cfg.model.init_weights)
         model.set_train_logit_upsampling(bool(t.upsample_logits))
+        set_train_size(model, list(cfg.data.crop_size))  # validation sizes its inputs as evaluate does
         set_train_mode(model, t.freeze_bn)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)

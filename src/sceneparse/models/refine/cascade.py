@@ -87,6 +87,12 @@ class RefinementCascade(SceneParser):
         """The front's output stride (``set_output_stride`` keeps the GRN on the same one)."""
         return self.front.output_stride
 
+    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
+        """The front's input-size rule (``SegmentationModel.input_size_for``): the cascade reads its front's
+        output geometry; as given for a front without one."""
+        rule = getattr(self.front, "input_size_for", None)
+        return (int(height), int(width)) if rule is None else rule(height, width)
+
     def set_output_stride(self, output_stride: int) -> None:
         """Switch every strided part (front and GRN network) to ``output_stride``; the LRN works at
         the input resolution and the context module at the front's, so they follow."""
