@@ -43,7 +43,9 @@ def test_aux_is_named_only_where_the_model_has_an_auxiliary_head():
     cfg = _cfg(aux_weight=0.4)
     for arch, head, shown in (("pspnet", {}, True), ("pspnet", {"aux_head": False}, False),
                               ("deeplabv3", {}, False), ("deeplabv3", {"aux_head": True}, True),
-                              ("fcn", {}, False), ("refine", {}, True)):  # refine: the GRN's residual CE weight
+                              ("fcn", {}, False), ("refine", {}, True),  # refine: the GRN's residual CE weight ...
+                              ("refine", {"train_stage": "grn"}, True),
+                              ("refine", {"train_stage": "lrn"}, False)):  # ... which the LRN stage does not have
         s = recipe_summary({**cfg, "model": _model(arch, **head)}, 900)
         assert ("aux 0.4" in s) == shown, (arch, head, s)
 
@@ -82,3 +84,11 @@ def test_retrain_command_names_the_shipped_config_and_only_the_changed_keys():
     assert retrain_command(cfg) == ("sceneparse train camvid/pyramid_effl0 model.head.strides=[32,4] "  # config order
                                     "model.head.context=false model.head.relabel_policy=simple_fix train.epochs=20")
     assert retrain_command({**cfg, "name": "my_own_experiment"}) is None  # no shipped config of that name
+
+
+def test_a_fine_tuned_model_names_the_run_it_started_from():
+    cfg = _cfg()
+    cfg["model"]["init_weights"] = "/runs/grn_stage_s0/final.pt"
+    assert "fine-tuned from grn_stage_s0/final.pt" in recipe_summary(cfg, 900)
+    cfg["model"]["init_weights"] = "camvid_pspnet_effl0"
+    assert "fine-tuned from camvid_pspnet_effl0" in recipe_summary(cfg, 900)

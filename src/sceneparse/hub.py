@@ -101,7 +101,7 @@ def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = Non
     papers' ablations vary: PPM bins, ASPP rates, image pooling, pyramid strides, ...). ``front`` (a refinement
     cascade's ``meta["front"]``: arch, backbone, output_stride) names the frozen front it refines; ``precision``
     (``meta["train_precision"]``) adds ``bf16`` when training ran in bf16. The auxiliary weight is named only
-    where it weighs something: a model with an auxiliary head, or a refinement cascade (the GRN's residual CE);
+    where it weighs something: a model with an auxiliary head, or a refinement cascade's GRN stage (the residual CE);
     the pyramidal output names its finest stride as the output stride and its own loss (Eq. 1)."""
     m, d, t = cfg.get("model", {}), cfg.get("data", {}), cfg.get("train", {})
     if m.get("arch") is None:
@@ -109,7 +109,8 @@ def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = Non
     init = ("ImageNet init" if m.get("pretrained") is True else f"init {m['pretrained']}" if m.get("pretrained")
             else "random init")
     if m.get("init_weights"):
-        init += f", fine-tuned from {Path(str(m['init_weights'])).name}"
+        src = Path(str(m["init_weights"]))  # a run's final.pt / best.pt: its run folder says which run
+        init += f", fine-tuned from {src.parent.name + '/' if src.name in ('final.pt', 'best.pt') and src.parent.name else ''}{src.name}"
     head = m.get("head") or {}
     shown = [(k, head[k]) for k in _RECIPE_HEAD_KEYS if k in head]  # the options the papers' ablations vary
     if shown:
@@ -141,7 +142,8 @@ def recipe_summary(cfg: dict, iters: int | None = None, front: dict | None = Non
           if front else "")
     arch, stride = m.get("arch"), output_stride_of(m)
     pyramid = arch == "pyramid_output"
-    aux = (arch == "refine" or head.get("aux_head", arch in _AUX_BY_DEFAULT)) and not pyramid
+    aux = ((arch == "refine" and head.get("train_stage", "grn") == "grn")  # the LRN stage has no auxiliary CE
+           or (arch != "refine" and head.get("aux_head", arch in _AUX_BY_DEFAULT))) and not pyramid
     if pyramid:  # its own Eq. 1 in place of the CE; class weights and the Dice / Lovasz terms as listed above
         loss = ["Eq. 1 (CE per level + unity BCE)"] + loss[1:]
     parts = [f"{arch} {m.get('backbone')} OS{stride}{on}, {init}",
