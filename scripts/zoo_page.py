@@ -30,6 +30,16 @@ RERUNS = {"camvid_pspnet_effl0": ["results/camvid/directions/psp_e60_s0_eval_os1
           "camvid_pyramid_effl0": ["results/camvid/zoo_runs/pyramid_simple_fix_noctx_e120_s1_eval_os16.json"]}
 
 
+# models trained in several runs (no one shipped config reproduces them): how to train them again
+STAGED = {"camvid_grn_lrn_fcn_effl0": (
+    "three runs, each starting from the one before (the FCN front, the GRN stage on it, the LRN stage on both; "
+    "their configs are `camvid/fcn_effl0`, `camvid/refine/grn_stage`, `camvid/refine/lrn_stage`): "
+    "`SEEDS=0 SUFFIX=_rerun bash scripts/directions_runs.sh fcn_front`, then "
+    "`SEEDS=0 SUFFIX=_rgbscale FRONT_SUFFIX=_rerun AUX_GRN=0 GRN_LR=0.01 bash scripts/directions_runs.sh refine_t2`, "
+    "then `SEEDS=0 SUFFIX=_rgbscale FRONT_SUFFIX=_rerun GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip "
+    "bash scripts/directions_runs.sh refine_t2` (its row `grn_lrn_lr0.01_on_fcn_rgbscale`)")}
+
+
 def reruns(name: str) -> list[float]:
     """val mIoU of the other runs of ``name``'s recipe (those whose evaluation JSON exists)."""
     return [json.loads((REPO / f).read_text())["mIoU"] for f in RERUNS.get(name, []) if (REPO / f).is_file()]
@@ -99,10 +109,12 @@ def page(models: dict, speeds: dict, picture: str, image: Path, with_truth: bool
               "only: after a wheel install, copy the others from the repository's `zoo/` folder into "
               "`~/.cache/sceneparse/models` (an editable install of a checkout finds them as they are)."]
     commands = {n: m["retrain"] for n, m in models.items() if m.get("retrain")}
-    if commands:
+    staged = {n: STAGED[n] for n in models if n in STAGED and n not in commands}
+    if commands or staged:
         lines += ["", "## Retrain", "",
                   "The shipped config and the keys that differ from it (`sceneparse models` prints the same):", ""]
         lines += [f"- {n}: `{c}`" for n, c in commands.items()]
+        lines += [f"- {n}: {c}" for n, c in staged.items()]
     classes = list(next((m["metrics"]["IoU"] for m in models.values() if "IoU" in m.get("metrics", {})), {}))
     if classes:
         names = [n for n in models if "IoU" in models[n].get("metrics", {})]
