@@ -71,7 +71,8 @@ class SegmentationModel(SceneParser):
         trained output stride t, so the features are shown at the same mean offset
         ``((n - 1) - t (ceil(n / t) - 1)) / 2`` px (:meth:`geometry_shift`) the weights learned. CamVid crops
         360x480 at OS16: 3.5 / 7.5 px; a 0.75x scaled image, 270x360, would show them at 6.5 / 3.5 px and
-        becomes 264x368 (measured on the zoo's PSPNet, 0.75x alone: 54.50 -> 57.77 val mIoU). The inference
+        becomes 264x368 (on the zoo's PSPNet, the 0.75x scale alone at 264x352, also congruent: 54.50 -> 57.77
+        val mIoU; docs/inference.md). The inference
         engine resizes each scale of whole-image inference to this size. At most t / 2 px per side away
         (sides under t: the smallest positive size)."""
         if self.train_size is None:

@@ -128,11 +128,16 @@ class RefinementCascade(SceneParser):
         front = self.front
         if hasattr(front, "decode_head") and hasattr(front, "backbone"):
             low = front.decode_head(front.backbone(x)).float()
-            up = getattr(front, "upsample_logits", None)
-            if up is None:
-                return F.interpolate(low, size=x.shape[-2:], mode="bilinear", align_corners=False), low
-            return up(low, x.shape[-2:]), low
+            return self._upsample_as_front(low, x.shape[-2:]), low
         return front(x)["out"].float(), None
+
+    def _upsample_as_front(self, t: torch.Tensor, size) -> torch.Tensor:
+        """Maps at the front's output stride to ``size``, placed as the front places its own logits
+        (``SegmentationModel.upsample_logits``; plain bilinear for a front without it)."""
+        up = getattr(self.front, "upsample_logits", None)
+        if up is None:
+            return F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+        return up(t, size)
 
     def _local(self, img: torch.Tensor, u: torch.Tensor, low: torch.Tensor | None) -> torch.Tensor:
         net = self.lrn
@@ -141,10 +146,7 @@ class RefinementCascade(SceneParser):
                 # ceil(H / stride) x ceil(W / stride) cells, close to (not exactly) the backbone's grid
                 s = self.front.output_stride
                 low = F.adaptive_avg_pool2d(u, (max(1, -(-u.shape[-2] // s)), max(1, -(-u.shape[-1] // s))))
-            r = net.residual(low)
-            if hasattr(self.front, "upsample_logits"):  # placed as the front's own logits
-                return u + self.front.upsample_logits(r, u.shape[-2:])
-            return u + F.interpolate(r, size=u.shape[-2:], mode="bilinear", align_corners=False)
+            return u + self._upsample_as_front(net.residual(low), u.shape[-2:])
         return net(img, u)[0]
 
     def train(self, mode: bool = True):
