@@ -417,6 +417,10 @@ def test_ir_files_refuse_what_they_cannot_do_in_one_line(tiny_run, tmp_path, cam
     ir = tmp_path / "q.xml"
     run_quantize(ckpt, ir, overrides=[f"data.root={camvid_root}"], num_images=2)
     model, _ = load_model(ir)
+    # the IR carries the input-size rule: the engine sizes its inputs as for the PyTorch model
+    torch_model, _ = load_model(ckpt)
+    assert model.input_geometry == {"crop_size": [96, 128], "output_stride": torch_model.output_stride}
+    assert model.input_size_for(120, 150) == torch_model.input_size_for(120, 150) == (128, 144)
     with pytest.raises(ValueError, match="--compile applies to the torch backend"):
         prepare_model(model, compile=True)
     with pytest.raises(ValueError, match="--backend onnxruntime cannot run it"):

@@ -229,6 +229,39 @@ def test_export_rgb8_graph_normalises_inside_and_carries_the_classes(tiny_run, c
     assert labels.dtype == np.uint8 and labels.shape == (1, 128, 160) and logits.shape == (1, 11, 128, 160)
     assert (labels[0] == seg(image)).mean() > 0.999
     np.testing.assert_allclose(logits.argmax(1), labels)
+    # the file carries the input-size rule: its metadata sizes an input as the engine does
+    from sceneparse.models.segmentor import congruent_input_size
+
+    g = meta["input_geometry"]
+    assert g == {"crop_size": [96, 128], "output_stride": seg.model.output_stride}
+    for size in ((120, 150), (70, 90), (96, 128)):
+        assert congruent_input_size(*size, g["crop_size"], g["output_stride"]) == seg.model.input_size_for(*size)
+
+
+def test_a_file_loaded_onnx_runtime_sizes_inputs_as_the_torch_model(tiny_run, tmp_path):
+    """An exported file run by the engine's onnxruntime backend (``ONNXRuntimeModel(path)``) reads the input
+    geometry from the file's metadata: at a size off the training crops' geometry (120x150 against 96x128
+    crops at OS16) its labels are the PyTorch model's, which the engine runs at 128x144."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sceneparse.deploy.backends import ONNXRuntimeModel
+    from sceneparse.deploy.export import export_onnx
+    from sceneparse.inference.engine import predict_labels
+    from sceneparse.models.factory import model_from_checkpoint
+    from sceneparse.models.segmentor import training_geometry
+
+    model, ckpt = model_from_checkpoint(tiny_run / "final.pt")
+    path = export_onnx(model, tmp_path / "m.onnx", (96, 128), input_format="float", outputs="logits",
+                       meta=ckpt["meta"])
+    runtime = ONNXRuntimeModel(path, threads=1)
+    assert runtime.input_geometry == training_geometry(model) == {"crop_size": [96, 128], "output_stride": 16}
+    assert runtime.input_size_for(120, 150) == model.input_size_for(120, 150) == (128, 144)
+    x = torch.randn(1, 3, 120, 150, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = predict_labels(model, x)
+    assert (predict_labels(runtime, x) == ref).float().mean() > 0.999
+    bare = ONNXRuntimeModel(path, threads=1, input_geometry={})  # told there is no rule: runs 120x150 as given
+    assert bare.input_size_for(120, 150) == (120, 150)
 
 
 def test_only_wide_highly_dilated_convs_are_padded_first():

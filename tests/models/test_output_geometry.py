@@ -130,3 +130,51 @@ def test_a_loaded_checkpoint_knows_its_training_crops(tiny_run):
     model, _ = model_from_checkpoint(tiny_run / "final.pt")
     assert model.train_size == (96, 128)  # TINY's data.crop_size
     assert model.input_size_for(360, 480) == (368, 480)  # 96 and 128 are multiples of 16, as 368 and 480
+
+
+def test_congruent_input_size_by_hand():
+    """Crops 360x480 at stride 16 (residues 8 and 0): 270 -> 264 (8 + 16 * 16), 360 -> 368 (23 * 16); a side
+    half a stride from two candidates rounds up; sides that would be 0 or less become the smallest positive
+    one."""
+    from sceneparse.models.segmentor import congruent_input_size
+
+    assert congruent_input_size(270, 360, (360, 480), 16) == (264, 368)
+    assert congruent_input_size(360, 480, (360, 480), 16) == (360, 480)
+    assert congruent_input_size(5, 7, (360, 480), 16) == (8, 16)
+    assert congruent_input_size(100, 100, (97, 97), 8) == (97, 97)  # 100 is 3 from 97, 5 from 105
+    assert congruent_input_size(101, 101, (97, 97), 8) == (105, 105)  # 4 from both: rounds up
+
+
+def test_training_geometry_is_what_runtimes_and_exported_files_carry():
+    from sceneparse.deploy.backends import RuntimeModel
+    from sceneparse.models.segmentor import training_geometry
+
+    model = SegmentationModel(CentreBackbone(16), LastFeature())
+    assert training_geometry(model) is None  # training size unknown: no rule
+    model.train_size = (360, 480)
+    g = training_geometry(model)
+    assert g == {"crop_size": [360, 480], "output_stride": 16}
+    model.set_output_stride(8)
+    assert training_geometry(model) == g  # the trained stride, not the current one
+
+    class Cascade(nn.Module):  # a refinement cascade's rule is its front's
+        def __init__(self, front):
+            super().__init__()
+            self.front = front
+
+    assert training_geometry(Cascade(model)) == g
+    assert training_geometry(nn.Conv2d(3, 3, 1)) is None
+    runtime = RuntimeModel(input_geometry=g)
+    for size in ((270, 360), (450, 600), (5, 7)):
+        assert runtime.input_size_for(*size) == model.input_size_for(*size)
+    assert RuntimeModel().input_size_for(270, 360) == (270, 360)
+
+
+def test_an_ir_written_before_the_geometry_was_stored_reads_it_from_its_config():
+    from sceneparse.inference.pipeline import ir_geometry
+
+    cfg = {"data": {"crop_size": [360, 480]}, "model": {"output_stride": 16}}
+    stored = {"crop_size": [96, 128], "output_stride": 8}
+    assert ir_geometry({"config": cfg}) == {"crop_size": [360, 480], "output_stride": 16}
+    assert ir_geometry({"config": cfg, "input_geometry": stored}) == stored
+    assert ir_geometry({"config": {"model": {"output_stride": 16}}}) is None

@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from ..constants import BACKENDS
+from ..models.segmentor import congruent_input_size, training_geometry
 from ..utils.sysinfo import require_extra
 
 
@@ -42,15 +43,28 @@ class RuntimeModel(nn.Module):
     ``forward(x)``: ``x`` ``(N, 3, H, W)`` normalised float (any dtype and memory format; CPU copy taken)
     -> ``{"out": (N, K, h, w) float32}`` on ``x``'s device (``h, w``: see the module docstring). Has no parameters: ``.to()``, ``.eval()``
     are no-ops; ``input_dtype`` tells the engine to feed float32.
+
+    ``input_geometry``: ``{"crop_size": [H, W], "output_stride": t}`` of the weights' training
+    (:func:`~sceneparse.models.segmentor.training_geometry`; stored in exported files and IRs), which gives
+    :meth:`input_size_for` the PyTorch model's input-size rule; None or ``{}``: inputs run at the size given.
     """
 
     input_dtype = torch.float32
     backend = "?"
 
-    def __init__(self, output_stride: int | None = None, precision: str = "fp32"):
+    def __init__(self, output_stride: int | None = None, precision: str = "fp32", input_geometry: dict | None = None):
         super().__init__()
         self.output_stride = output_stride
         self.precision = precision
+        self.input_geometry = input_geometry
+
+    def input_size_for(self, height: int, width: int) -> tuple[int, int]:
+        """As :meth:`SegmentationModel.input_size_for <sceneparse.models.segmentor.SegmentationModel.input_size_for>`
+        from ``input_geometry``: the nearest size with the training crops' output geometry (as given without it)."""
+        g = self.input_geometry
+        if not g:
+            return int(height), int(width)
+        return congruent_input_size(height, width, g["crop_size"], g["output_stride"])
 
     def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -108,6 +122,7 @@ class OpenVINOModel(RuntimeModel):
             layers under either, and the layers between them run in this precision).
         threads: ``INFERENCE_NUM_THREADS`` (default ``torch.get_num_threads()``).
         max_shapes: compiled networks kept (one per input shape: multi-scale TTA with 6 scales needs 6).
+        input_geometry: see :class:`RuntimeModel` (``sceneparse.load`` passes an IR's stored one).
 
     Raises:
         ValueError: openvino missing, unknown precision.
@@ -116,8 +131,8 @@ class OpenVINOModel(RuntimeModel):
     backend = "openvino"
 
     def __init__(self, source, precision: str = "fp32", threads: int | None = None, output_stride: int | None = None,
-                 max_shapes: int = 8):
-        super().__init__(output_stride, precision)
+                 max_shapes: int = 8, input_geometry: dict | None = None):
+        super().__init__(output_stride, precision, input_geometry)
         ov = require_extra("openvino", "openvino")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"openvino precision must be fp32 or bf16, got {precision!r}")
@@ -176,6 +191,7 @@ class ONNXRuntimeModel(RuntimeModel):
     Args:
         source: a PyTorch model (exported with :func:`~sceneparse.deploy.export.export_onnx`, float in,
             logits out) or the path of such an ``.onnx`` file.
+        input_geometry: see :class:`RuntimeModel` (default None: the file's metadata's; ``{}``: no rule).
 
     Raises:
         ValueError: onnxruntime missing; a file whose input is not float NCHW or whose output is not logits.
@@ -183,8 +199,9 @@ class ONNXRuntimeModel(RuntimeModel):
 
     backend = "onnxruntime"
 
-    def __init__(self, source, threads: int | None = None, output_stride: int | None = None):
-        super().__init__(output_stride, "fp32")
+    def __init__(self, source, threads: int | None = None, output_stride: int | None = None,
+                 input_geometry: dict | None = None):
+        super().__init__(output_stride, "fp32", input_geometry)
         from .export import export_onnx, read_metadata
 
         if isinstance(source, nn.Module):
@@ -199,6 +216,8 @@ class ONNXRuntimeModel(RuntimeModel):
                 raise ValueError(f"{source}: the onnxruntime backend needs a file exported with "
                                  "--input float --outputs logits")
             self.session = ort_session(source, threads)
+            if input_geometry is None:  # ({} : none, whatever the file says)
+                self.input_geometry = info.get("input_geometry")
         self._input = self.session.get_inputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -245,14 +264,11 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
         raise ValueError(f"--compile applies to the torch backend, not {backend}")
     stride = getattr(model, "output_stride", None)
     model = model.float().eval()
+    geometry = training_geometry(model)  # the engine sizes the inputs as for the torch model
     if backend == "openvino":
-        runtime = OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride)
-    elif bf16:
+        return OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride, input_geometry=geometry)
+    if bf16:
         raise ValueError("onnxruntime's CPU provider has no bf16 kernels: use --backend openvino or torch for bf16")
-    else:
-        runtime = ONNXRuntimeModel(model, threads, output_stride=stride)
-    if hasattr(model, "input_size_for"):  # the engine sizes the inputs as for the torch model
-        runtime.input_size_for = model.input_size_for
-    return runtime
+    return ONNXRuntimeModel(model, threads, output_stride=stride, input_geometry=geometry)
 
 

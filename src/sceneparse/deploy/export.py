@@ -5,8 +5,8 @@ Two input formats: ``"float"``: a normalised batch ``input`` ``(N, 3, H, W)`` fl
 input); ``"rgb8"``: ``(N, H, W, 3)`` uint8 RGB as images are decoded, the scaling to [0, 1], the
 mean/std normalisation and the NHWC -> NCHW transpose inside the graph. Outputs, selectable: ``logits``
 ``(N, K, H, W)`` float32 and/or ``labels`` ``(N, H, W)`` (argmax; uint8 up to 256 classes, else int64).
-The class names, palette, mean/std, input format and dataset are stored as ONNX metadata
-(``metadata_props``, JSON values). Uses ``torch.onnx.export(dynamo=True)`` (needs ``onnxscript``); the
+The class names, palette, mean/std, input format, dataset and the input geometry of the training crops are
+stored as ONNX metadata (``metadata_props``, JSON values). Uses ``torch.onnx.export(dynamo=True)`` (needs ``onnxscript``); the
 exporter's progress output is captured, not printed. The parity check needs ``onnxruntime``
 (``pip install "sceneparse[export]"``).
 """
@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+
+from ..models.segmentor import training_geometry
 
 INPUTS = ("float", "rgb8")
 OUTPUTS = ("logits", "labels", "both")
@@ -93,7 +95,11 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
         input_format: ``"float"`` (normalised NCHW float32) or ``"rgb8"`` (NHWC uint8 RGB, normalised
             in the graph with ``meta["mean"]``/``["std"]``).
         outputs: ``"logits"`` (output ``out``), ``"labels"`` (output ``labels``) or ``"both"``.
-        meta: the checkpoint's metadata; classes, palette, mean, std and dataset are stored in the file.
+        meta: the checkpoint's metadata; classes, palette, mean, std and dataset are stored in the file,
+            with ``input_geometry`` (``{"crop_size": [H, W], "output_stride": t}``,
+            :func:`~sceneparse.models.segmentor.training_geometry`; absent where the model has no input-size
+            rule): sized with :func:`~sceneparse.models.segmentor.congruent_input_size`, an input gives the
+            labels sceneparse's own engine gives (the graph itself runs the size it is given).
         upsample: see :class:`DeployGraph` (``False`` only for the engine's ONNX Runtime backend).
         name: the model's name (``sceneparse.name``; also the graph's ``doc_string``).
         metrics: its scores (e.g. a packaged model's ``{"split": "val", "mIoU": ...}``), stored as
@@ -137,7 +143,7 @@ def export_onnx(model: nn.Module, path: str | Path, example_size: Sequence[int] 
     values = {"classes": meta.get("classes"), "palette": meta.get("palette"), "mean": list(meta.get("mean", (0.485, 0.456, 0.406))),
                          "std": list(meta.get("std", (0.229, 0.224, 0.225))), "dataset": meta.get("dataset"),
                          "input_format": input_format, "outputs": outputs, "name": name,
-                         "metrics": _plain_scores(metrics)}
+                         "metrics": _plain_scores(metrics), "input_geometry": training_geometry(model)}
     write_atomically(path, write)
     return path
 

@@ -68,6 +68,7 @@ def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path 
     from ..config import load_config, to_dict
     from ..data import build_dataset, build_eval_transform
     from ..models.factory import model_from_checkpoint
+    from ..models.segmentor import training_geometry
     from ..utils.io import check_output_file
     from ..utils.sysinfo import require_extra
 
@@ -94,6 +95,6 @@ def run_quantize(checkpoint: str | Path, out: str | Path, *, config: str | Path 
     stride = getattr(model, "output_stride", None)
     save_ir(q, out, {"config": to_dict(cfg), "meta": ckpt.get("meta", {})},
             {"quantization": info, "logits": f"decode-head resolution (1/{stride} of the input)" if stride
-             else "decode-head resolution"})
+             else "decode-head resolution", "input_geometry": training_geometry(model)})
     info.update(out=str(out), seconds=time.perf_counter() - t0)
     return info

@@ -253,8 +253,8 @@ def infer_probs(model, image: torch.Tensor, cfg: InferenceConfig | None = None) 
 
 def geometry_rule(model):
     """The model's ``input_size_for(height, width)`` (``SegmentationModel.input_size_for``: the nearest size at
-    which its output geometry is that of its training crops), or None for a model without one (runtime
-    backends, the pyramid model, which resizes its input itself)."""
+    which its output geometry is that of its training crops; runtime backends have it from their
+    ``input_geometry``), or None for a model without one (the pyramid model, which resizes its input itself)."""
     return getattr(model, "input_size_for", None)
 
 

@@ -35,7 +35,20 @@ def load_model(checkpoint: str | Path | dict, *, output_stride: int | None = Non
     if output_stride and output_stride != trained:
         raise ValueError(f"{ckpt['openvino_ir']} is a compiled graph at output_stride {trained}; "
                          f"it cannot run at {output_stride}")
-    return OpenVINOModel(ckpt["openvino_ir"], output_stride=trained), ckpt
+    return OpenVINOModel(ckpt["openvino_ir"], output_stride=trained, input_geometry=ir_geometry(ckpt)), ckpt
+
+
+def ir_geometry(ckpt: dict) -> dict | None:
+    """The input geometry (:func:`~sceneparse.models.segmentor.training_geometry`) of an IR checkpoint: the
+    stored one, else (an IR written before it was stored) its config's ``data.crop_size`` and
+    ``model.output_stride``, as :func:`~sceneparse.models.factory.model_from_checkpoint` reads them."""
+    if "input_geometry" in ckpt:
+        return ckpt["input_geometry"]
+    crop = (ckpt["config"].get("data") or {}).get("crop_size")
+    stride = (ckpt["config"].get("model") or {}).get("output_stride")
+    if not crop or len(crop) != 2 or not stride:
+        return None
+    return {"crop_size": [int(n) for n in crop], "output_stride": int(stride)}
 
 
 def prepare(checkpoint: str | Path | dict, *, backend: str = "torch", bf16: bool = False, fold_bn: bool = True,

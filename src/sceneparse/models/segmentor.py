@@ -10,6 +10,33 @@ import torch.nn.functional as F
 from .base import SceneParser
 
 
+def congruent_input_size(height: int, width: int, crop_size, output_stride: int) -> tuple[int, int]:
+    """The ``(H, W)`` nearest ``(height, width)`` whose sides are congruent to ``crop_size``'s (the training
+    crops' ``(H, W)``) modulo ``output_stride`` (the trained one): the size at which the output geometry is the
+    training crops' (:meth:`SegmentationModel.input_size_for` explains why). At most ``output_stride / 2`` px
+    per side away (ties round up); a side that would come out 0 or less becomes the smallest positive one.
+    E.g. ``(270, 360)`` with crops ``(360, 480)`` at stride 16 -> ``(264, 368)``. Pure arithmetic, no model
+    needed: a user of an exported graph sizes its inputs with its metadata's ``input_geometry``."""
+    t = int(output_stride)
+    out = []
+    for n, crop in zip((int(height), int(width)), crop_size):
+        r = int(crop) % t
+        m = r + t * math.floor((n - r) / t + 0.5)
+        out.append(m if m > 0 else m + t)
+    return out[0], out[1]
+
+
+def training_geometry(model: nn.Module) -> dict | None:
+    """``{"crop_size": [H, W], "output_stride": t}`` of the training crops and trained output stride that set
+    ``model``'s input sizes (:meth:`SegmentationModel.input_size_for`; a refinement cascade's are its front's),
+    or None where there is no such rule (training size unknown; a model that resizes its input itself). What
+    exported graphs and runtime backends carry so they size their inputs as the PyTorch model does."""
+    m = getattr(model, "front", model)
+    if not isinstance(m, SegmentationModel) or m.train_size is None:
+        return None
+    return {"crop_size": [int(n) for n in m.train_size], "output_stride": int(m.trained_output_stride)}
+
+
 class SegmentationModel(SceneParser):
     """Backbone + decode head (+ optional auxiliary head), logits at input size.
 
@@ -77,13 +104,7 @@ class SegmentationModel(SceneParser):
         (sides under t: the smallest positive size)."""
         if self.train_size is None:
             return int(height), int(width)
-        t = self.trained_output_stride
-        out = []
-        for n, crop in zip((int(height), int(width)), self.train_size):
-            r = int(crop) % t
-            m = r + t * math.floor((n - r) / t + 0.5)
-            out.append(m if m > 0 else m + t)
-        return out[0], out[1]
+        return congruent_input_size(height, width, self.train_size, self.trained_output_stride)
 
     def upsample_logits(self, logits: torch.Tensor, size) -> torch.Tensor:
         """Bilinear upsampling (align_corners=False) of ``(N, K, h, w)`` logits to ``size`` (H, W), moved by
