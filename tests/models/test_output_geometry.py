@@ -178,3 +178,79 @@ def test_an_ir_written_before_the_geometry_was_stored_reads_it_from_its_config()
     assert ir_geometry({"config": cfg}) == {"crop_size": [360, 480], "output_stride": 16}
     assert ir_geometry({"config": cfg, "input_geometry": stored}) == stored
     assert ir_geometry({"config": {"model": {"output_stride": 16}}}) is None
+
+
+def test_shifted_upsampling_repeats_the_edge_rows_and_columns():
+    """The OS8 output of OS16 weights on a 40x64 input: moved by geometry_shift = (0, 4) px (the 40-px side: 3.5
+    px offset at both strides; the 64-px side: 7.5 at OS16, 3.5 at OS8), the first 4 columns repeating the
+    upsampled map's first."""
+    model = SegmentationModel(CentreBackbone(16), LastFeature()).eval()
+    model.set_output_stride(8)
+    logits = torch.randn(1, 3, 5, 8)
+    assert model.geometry_shift((40, 64)) == (0, 4)
+    plain = torch.nn.functional.interpolate(logits, size=(40, 64), mode="bilinear", align_corners=False)
+    out = model.upsample_logits(logits, (40, 64))
+    torch.testing.assert_close(out[..., 4:], plain[..., :-4])
+    torch.testing.assert_close(out[..., :4], plain[..., :1].expand(-1, -1, -1, 4))
+
+
+class TruncInt(int):
+    """An int whose ``//`` truncates toward zero, as an exported graph's integer division does."""
+
+    def _wrap(self, v):
+        return TruncInt(v)
+
+    def __floordiv__(self, o):
+        q = abs(int(self)) // abs(int(o))
+        return TruncInt(q if (int(self) >= 0) == (int(o) >= 0) else -q)
+
+    def __rfloordiv__(self, o):
+        return TruncInt(o).__floordiv__(self)
+
+    def __add__(self, o):
+        return TruncInt(int(self) + int(o))
+
+    __radd__ = __add__
+
+    def __sub__(self, o):
+        return TruncInt(int(self) - int(o))
+
+    def __rsub__(self, o):
+        return TruncInt(int(o) - int(self))
+
+    def __mul__(self, o):
+        return TruncInt(int(self) * int(o))
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return TruncInt(-int(self))
+
+
+@pytest.mark.parametrize("strides", [(16, 8), (16, 32), (8, 16)])
+def test_geometry_shift_is_the_same_under_an_exported_graphs_truncating_division(strides):
+    """The shift is computed from the input size inside an exported graph (symbolic H, W), whose integer
+    division truncates toward zero: it must only divide non-negative numbers (a ceil written as -(-n // s) gave
+    77 -> 9 instead of 10 cells at OS8, and logits 4 px off in the file)."""
+    trained, run = strides
+    model = SegmentationModel(CentreBackbone(trained), LastFeature())
+    model.set_output_stride(run)
+    for n in (77, 165, 360, 480, 9, 1, 100):
+        assert model.geometry_shift((TruncInt(n), TruncInt(n))) == model.geometry_shift((n, n)), n
+
+
+@pytest.mark.slow
+def test_an_output_stride_switched_model_exports_with_dynamic_sizes(tmp_path):
+    """``sceneparse export --output-stride 8`` of OS16 weights: the shift is computed from the graph's symbolic
+    sizes, so the file runs every size (not only the tracing example's) and equals PyTorch at each."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from sceneparse.deploy.export import export_onnx, onnx_parity
+    from sceneparse.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("pspnet", "resnet18", 5, output_stride=16, head_channels=8).eval()
+    model.set_output_stride(8)
+    path = export_onnx(model, tmp_path / "m.onnx", (96, 128), input_format="float", outputs="logits")
+    r = onnx_parity(path, model, [(96, 128), (77, 165)])
+    assert r["argmax_agreement"] > 0.999 and max(r["per_size"].values()) < 1e-3, r

@@ -90,7 +90,10 @@ class SegmentationModel(SceneParser):
         t, e = self.trained_output_stride, self.output_stride
         if t == e:
             return 0, 0
-        return tuple((e * (-(-n // e) - 1) - t * (-(-n // t) - 1)) // 2 for n in size)
+        # ceil(n / s) as (n + s - 1) // s: floor division of positive numbers only, which an exported graph's
+        # integer division (truncating) computes alike; the difference is a multiple of the smaller stride
+        # (even), so its halving is exact too
+        return tuple((e * ((n + e - 1) // e - 1) - t * ((n + t - 1) // t - 1)) // 2 for n in size)
 
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
         """The input size nearest ``(height, width)`` at which the output geometry is the training crops'
@@ -108,18 +111,16 @@ class SegmentationModel(SceneParser):
 
     def upsample_logits(self, logits: torch.Tensor, size) -> torch.Tensor:
         """Bilinear upsampling (align_corners=False) of ``(N, K, h, w)`` logits to ``size`` (H, W), moved by
-        :meth:`geometry_shift` with the edge rows / columns repeated (a no-op at the trained stride)."""
+        :meth:`geometry_shift` with the edge rows / columns repeated (a no-op at the trained stride). The shift
+        is a gather whose indices follow from the sizes, so a dynamic-shape export keeps H and W symbolic."""
         up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if self.output_stride == self.trained_output_stride:  # (sizes left symbolic for a dynamic-shape export)
+        if self.output_stride == self.trained_output_stride:
             return up
-        size = tuple(int(n) for n in size)
-        dy, dx = self.geometry_shift(size)
-        if dy or dx:
-            dy, dx = max(-size[0] + 1, min(dy, size[0] - 1)), max(-size[1] + 1, min(dx, size[1] - 1))
-            h, w = size
-            up = up[..., max(0, -dy): h - max(0, dy), max(0, -dx): w - max(0, dx)]
-            up = F.pad(up, (max(0, dx), max(0, -dx), max(0, dy), max(0, -dy)), mode="replicate")
-        return up
+        h, w = size
+        dy, dx = self.geometry_shift((h, w))
+        rows = (torch.arange(h, device=up.device) - dy).clamp(0, h - 1)  # output row i shows row i - dy
+        cols = (torch.arange(w, device=up.device) - dx).clamp(0, w - 1)
+        return up.index_select(-2, rows).index_select(-1, cols)
 
     def set_train_logit_upsampling(self, enabled: bool) -> None:
         self.upsample_train_logits = bool(enabled)

@@ -145,7 +145,8 @@ class RefinementCascade(SceneParser):
             if low is None:  # no native logits (a GRN ran first): average-pool the full-size ones to
                 # ceil(H / stride) x ceil(W / stride) cells, close to (not exactly) the backbone's grid
                 s = self.front.output_stride
-                low = F.adaptive_avg_pool2d(u, (max(1, -(-u.shape[-2] // s)), max(1, -(-u.shape[-1] // s))))
+                # (ceil as (n + s - 1) // s: positive floor division, which exported graphs compute alike)
+                low = F.adaptive_avg_pool2d(u, ((u.shape[-2] + s - 1) // s, (u.shape[-1] + s - 1) // s))
             return u + self._upsample_as_front(net.residual(low), u.shape[-2:])
         return net(img, u)[0]
 
