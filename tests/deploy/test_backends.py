@@ -421,6 +421,11 @@ def test_ir_files_refuse_what_they_cannot_do_in_one_line(tiny_run, tmp_path, cam
     torch_model, _ = load_model(ckpt)
     assert model.input_geometry == {"crop_size": [96, 128], "output_stride": torch_model.output_stride}
     assert model.input_size_for(120, 150) == torch_model.input_size_for(120, 150) == (128, 144)
+    from sceneparse.deploy.backends import OpenVINOModel
+    from sceneparse.models.segmentor import training_geometry
+
+    assert OpenVINOModel(ir).input_geometry == model.input_geometry  # the path alone: read from the IR
+    assert OpenVINOModel(torch_model).input_geometry == training_geometry(torch_model)  # a module: its own
     with pytest.raises(ValueError, match="--compile applies to the torch backend"):
         prepare_model(model, compile=True)
     with pytest.raises(ValueError, match="--backend onnxruntime cannot run it"):

@@ -1,11 +1,14 @@
 """Where an output pixel's logits come from when OS16-trained weights run at OS8 (DeepLabv3 Sec. 3.3)."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
 from sceneparse.models.segmentor import SegmentationModel
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class CentreBackbone(nn.Module):
@@ -171,13 +174,19 @@ def test_training_geometry_is_what_runtimes_and_exported_files_carry():
 
 
 def test_an_ir_written_before_the_geometry_was_stored_reads_it_from_its_config():
+    """Such an IR's rule is that of the model its config describes (built without weights): PSPNet trained on
+    360x480 crops at OS16 has one; the pyramid model (config output_stride 8, but it resizes its input itself)
+    has none, nor has a config that builds nothing."""
+    from sceneparse.config import load_config, to_dict
     from sceneparse.inference.pipeline import ir_geometry
 
-    cfg = {"data": {"crop_size": [360, 480]}, "model": {"output_stride": 16}}
+    psp = to_dict(load_config(REPO / "configs/camvid/pspnet_effl0.yaml", ["model.pretrained=null"]))
+    pyr = to_dict(load_config(REPO / "configs/camvid/pyramid_effl0.yaml", ["model.pretrained=null"]))
+    assert ir_geometry({"config": psp, "num_classes": 11}) == {"crop_size": [360, 480], "output_stride": 16}
+    assert ir_geometry({"config": pyr, "num_classes": 11}) is None
     stored = {"crop_size": [96, 128], "output_stride": 8}
-    assert ir_geometry({"config": cfg}) == {"crop_size": [360, 480], "output_stride": 16}
-    assert ir_geometry({"config": cfg, "input_geometry": stored}) == stored
-    assert ir_geometry({"config": {"model": {"output_stride": 16}}}) is None
+    assert ir_geometry({"config": psp, "num_classes": 11, "input_geometry": stored}) == stored
+    assert ir_geometry({"config": {"model": {"arch": "no_such_arch"}}, "num_classes": 11}) is None
 
 
 def test_shifted_upsampling_repeats_the_edge_rows_and_columns():
@@ -230,8 +239,8 @@ class TruncInt(int):
 @pytest.mark.parametrize("strides", [(16, 8), (16, 32), (8, 16)])
 def test_geometry_shift_is_the_same_under_an_exported_graphs_truncating_division(strides):
     """The shift is computed from the input size inside an exported graph (symbolic H, W), whose integer
-    division truncates toward zero: it must only divide non-negative numbers (a ceil written as -(-n // s) gave
-    77 -> 9 instead of 10 cells at OS8, and logits 4 px off in the file)."""
+    division truncates toward zero: its ceil must not divide a negative number (written as -(-n // s) it gave
+    77 -> 9 instead of 10 cells at OS8, and logits 4 px off in the file); the final halving is exact."""
     trained, run = strides
     model = SegmentationModel(CentreBackbone(trained), LastFeature())
     model.set_output_stride(run)

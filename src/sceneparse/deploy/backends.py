@@ -79,6 +79,19 @@ class RuntimeModel(nn.Module):
         return f"backend={self.backend}, precision={self.precision}"
 
 
+def _ir_stored_geometry(ov_model) -> dict | None:
+    """The ``input_geometry`` an IR of ``sceneparse quantize`` stores in its sceneparse rt_info (None without)."""
+    import json
+
+    from ..checkpoint import IR_META_KEY
+
+    try:
+        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
+    except Exception:  # an IR of another tool: no sceneparse metadata
+        return None
+    return info.get("input_geometry") if isinstance(info, dict) else None
+
+
 def _low_res_logits(model: nn.Module) -> None:
     """Eval logits at the decode head's resolution where the model supports it: the runtime's graph then
     skips the (N, K, H, W) upsampling, which the engine does in float32, fused with the argmax."""
@@ -122,7 +135,8 @@ class OpenVINOModel(RuntimeModel):
             layers under either, and the layers between them run in this precision).
         threads: ``INFERENCE_NUM_THREADS`` (default ``torch.get_num_threads()``).
         max_shapes: compiled networks kept (one per input shape: multi-scale TTA with 6 scales needs 6).
-        input_geometry: see :class:`RuntimeModel` (``sceneparse.load`` passes an IR's stored one).
+        input_geometry: see :class:`RuntimeModel` (default None: the model's, or the one an IR of
+            ``sceneparse quantize`` stores; ``{}``: no rule).
 
     Raises:
         ValueError: openvino missing, unknown precision.
@@ -151,6 +165,9 @@ class OpenVINOModel(RuntimeModel):
             self.ov_model = self._core.read_model(str(source))
         else:
             self.ov_model = source
+        if input_geometry is None:  # the model's, or the one an IR of sceneparse quantize stores
+            self.input_geometry = (training_geometry(source) if isinstance(source, nn.Module)
+                                   else _ir_stored_geometry(self.ov_model))
         self.ov_model.reshape([-1, 3, -1, -1])  # dynamic N, H, W; each call compiles its static shape once
         self.config = openvino_config(precision, threads)
         self.max_shapes = max_shapes
@@ -191,7 +208,8 @@ class ONNXRuntimeModel(RuntimeModel):
     Args:
         source: a PyTorch model (exported with :func:`~sceneparse.deploy.export.export_onnx`, float in,
             logits out) or the path of such an ``.onnx`` file.
-        input_geometry: see :class:`RuntimeModel` (default None: the file's metadata's; ``{}``: no rule).
+        input_geometry: see :class:`RuntimeModel` (default None: the model's, or the file's metadata's; ``{}``:
+            no rule).
 
     Raises:
         ValueError: onnxruntime missing; a file whose input is not float NCHW or whose output is not logits.
@@ -205,6 +223,8 @@ class ONNXRuntimeModel(RuntimeModel):
         from .export import export_onnx, read_metadata
 
         if isinstance(source, nn.Module):
+            if input_geometry is None:
+                self.input_geometry = training_geometry(source)
             _low_res_logits(source)
             with tempfile.TemporaryDirectory() as tmp:
                 path = export_onnx(source, Path(tmp) / "model.onnx", (64, 64), input_format="float", outputs="logits",
@@ -264,11 +284,11 @@ def prepare_model(model: nn.Module, backend: str = "torch", *, bf16: bool = Fals
         raise ValueError(f"--compile applies to the torch backend, not {backend}")
     stride = getattr(model, "output_stride", None)
     model = model.float().eval()
-    geometry = training_geometry(model)  # the engine sizes the inputs as for the torch model
+    # (each runtime takes the model's input geometry: the engine sizes the inputs as for the torch model)
     if backend == "openvino":
-        return OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride, input_geometry=geometry)
+        return OpenVINOModel(model, "bf16" if bf16 else "fp32", threads, output_stride=stride)
     if bf16:
         raise ValueError("onnxruntime's CPU provider has no bf16 kernels: use --backend openvino or torch for bf16")
-    return ONNXRuntimeModel(model, threads, output_stride=stride, input_geometry=geometry)
+    return ONNXRuntimeModel(model, threads, output_stride=stride)
 
 

@@ -40,33 +40,19 @@ def load_model(checkpoint: str | Path | dict, *, output_stride: int | None = Non
 
 def ir_geometry(ckpt: dict) -> dict | None:
     """The input geometry (:func:`~sceneparse.models.segmentor.training_geometry`) of an IR checkpoint: the
-    stored one, else (an IR written before it was stored) its config's ``data.crop_size`` and
-    ``model.output_stride``, as :func:`~sceneparse.models.factory.model_from_checkpoint` reads them."""
+    stored one, else (an IR written before it was stored) that of the model its config and meta describe,
+    built without weights (None where that fails: the IR then runs the sizes it is given)."""
     if "input_geometry" in ckpt:
         return ckpt["input_geometry"]
-    crop = (ckpt["config"].get("data") or {}).get("crop_size")
-    stride = (ckpt["config"].get("model") or {}).get("output_stride")
-    if not crop or len(crop) != 2 or not stride:
+    from ..models.segmentor import training_geometry
+
+    front = ckpt.get("meta", {}).get("front")
+    if ckpt["config"]["model"].get("arch") == "refine" and front is None:  # (its front would be read from a file)
         return None
-    return {"crop_size": [int(n) for n in crop], "output_stride": int(stride)}
-
-
-def prepare(checkpoint: str | Path | dict, *, backend: str = "torch", bf16: bool = False, fold_bn: bool = True,
-            compile: bool | str = False, output_stride: int | None = None, device: str | torch.device = "cpu",
-            threads: int | None = None) -> tuple[nn.Module, dict]:
-    """:func:`load_model` then :func:`~sceneparse.deploy.backends.prepare_model`: the model ready for the
-    inference engine (eval logits at the decode head's resolution where the model supports it).
-
-    ``fold_bn``: fold BatchNorm into the convolutions (outputs equal up to float rounding; bf16 always
-    folds). ``evaluate`` and ``predict`` pass ``False`` unless asked, so that their scores and label maps are
-    those of the trained weights exactly; ``sceneparse.load`` and ``benchmark`` keep the default.
-
-    Returns:
-        ``(model, checkpoint dict)``.
-
-    Raises:
-        as :func:`load_model` and :func:`~sceneparse.deploy.backends.prepare_model`.
-    """
-    model, ckpt = load_model(checkpoint, output_stride=output_stride, device=device)
-    return prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, threads=threads,
-                         device=device), ckpt
+    try:
+        model, _ = factory.build_model_from_config(ckpt["config"]["model"], ckpt["num_classes"], front=front,
+                                                   weights_follow=True)
+    except Exception:
+        return None
+    factory.set_train_size(model, (ckpt["config"].get("data") or {}).get("crop_size"))
+    return training_geometry(model)

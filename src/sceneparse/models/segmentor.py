@@ -90,9 +90,9 @@ class SegmentationModel(SceneParser):
         t, e = self.trained_output_stride, self.output_stride
         if t == e:
             return 0, 0
-        # ceil(n / s) as (n + s - 1) // s: floor division of positive numbers only, which an exported graph's
-        # integer division (truncating) computes alike; the difference is a multiple of the smaller stride
-        # (even), so its halving is exact too
+        # ceil(n / s) as (n + s - 1) // s: a floor division of positive numbers, which an exported graph's
+        # integer division (truncating) computes alike; the difference (negative when e > t) is a multiple of
+        # the smaller stride, even, so its halving is exact under either rounding
         return tuple((e * ((n + e - 1) // e - 1) - t * ((n + t - 1) // t - 1)) // 2 for n in size)
 
     def input_size_for(self, height: int, width: int) -> tuple[int, int]:
@@ -103,8 +103,8 @@ class SegmentationModel(SceneParser):
         360x480 at OS16: 3.5 / 7.5 px; a 0.75x scaled image, 270x360, would show them at 6.5 / 3.5 px and
         becomes 264x368 (on the zoo's PSPNet, the 0.75x scale alone at 264x352, also congruent: 54.50 -> 57.77
         val mIoU; docs/inference.md). The inference
-        engine resizes each scale of whole-image inference to this size. At most t / 2 px per side away
-        (sides under t: the smallest positive size)."""
+        engine resizes each scale of whole-image inference to this size. At most t / 2 px per side away (a
+        side that would come out 0 or less becomes the smallest positive one: :func:`congruent_input_size`)."""
         if self.train_size is None:
             return int(height), int(width)
         return congruent_input_size(height, width, self.train_size, self.trained_output_stride)
