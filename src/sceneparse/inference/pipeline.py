@@ -56,3 +56,24 @@ def ir_geometry(ckpt: dict) -> dict | None:
         return None
     factory.set_train_size(model, (ckpt["config"].get("data") or {}).get("crop_size"))
     return training_geometry(model)
+
+
+def prepare(checkpoint: str | Path | dict, *, backend: str = "torch", bf16: bool = False, fold_bn: bool = True,
+            compile: bool | str = False, output_stride: int | None = None, device: str | torch.device = "cpu",
+            threads: int | None = None) -> tuple[nn.Module, dict]:
+    """:func:`load_model` then :func:`~sceneparse.deploy.backends.prepare_model`: the model ready for the
+    inference engine (eval logits at the decode head's resolution where the model supports it).
+
+    ``fold_bn``: fold BatchNorm into the convolutions (outputs equal up to float rounding; bf16 always
+    folds). ``evaluate`` and ``predict`` pass ``False`` unless asked, so that their scores and label maps are
+    those of the trained weights exactly; ``sceneparse.load`` and ``benchmark`` keep the default.
+
+    Returns:
+        ``(model, checkpoint dict)``.
+
+    Raises:
+        as :func:`load_model` and :func:`~sceneparse.deploy.backends.prepare_model`.
+    """
+    model, ckpt = load_model(checkpoint, output_stride=output_stride, device=device)
+    return prepare_model(model, backend, bf16=bf16, fold_bn=fold_bn, compile=compile, threads=threads,
+                         device=device), ckpt
