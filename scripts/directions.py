@@ -40,6 +40,13 @@ ROWS = {
     "dlv3_no_ip": ("dlv3_ip_false_e30", "os16", "DeepLabv3 ASPP 6-12-18, no image pooling, 30 epochs", "dlv3_t5"),
     "dlv3_ip_os8": ("dlv3_ip_true_e30", "os8", "the image-pooling row evaluated at OS8", "dlv3_t5"),
     "dlv3_ip_msflip": ("dlv3_ip_true_e30", "os16_msflip", "the image-pooling row, MS (0.5-1.75) + flip", "dlv3_t5"),
+    "dlv3_ip_rerun": ("dlv3_ip_true_e30_rerun", "os16", "the image-pooling row retrained (same seeds and recipe; its "
+                      "OS8 and MS+flip below from these weights, on the engine that keeps the trained output "
+                      "geometry)", "dlv3_t5", "SUFFIX=_rerun IP=true"),
+    "dlv3_ip_rerun_os8": ("dlv3_ip_true_e30_rerun", "os8", "the retrained image-pooling row evaluated at OS8",
+                          "dlv3_t5", "SUFFIX=_rerun IP=true"),
+    "dlv3_ip_rerun_msflip": ("dlv3_ip_true_e30_rerun", "os16_msflip", "the retrained image-pooling row, MS (0.5-1.75) "
+                             "+ flip", "dlv3_t5", "SUFFIX=_rerun IP=true"),
     "dlv3_ip_rates_4_8_12": ("dlv3_ip_true_r4_8_12_e30", "os16", "extra: DeepLabv3 + image pooling, ASPP rates "
                              "4-8-12 (6-12-18 scaled from 33x33 to 23x30 features), 30 epochs", "dlv3_rates"),
     "front_fcn": ("fcn_e60", "os16", "the FCN front (the GRN/LRN paper's setting)", "psp_t1"),
