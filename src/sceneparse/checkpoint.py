@@ -321,6 +321,16 @@ def _openvino_reason(e: Exception) -> str:
     return (useful or lines or [type(e).__name__])[-1][:300]
 
 
+def read_ir_info(ov_model) -> dict | None:
+    """The sceneparse metadata dict :func:`save_ir` stored in an ``openvino.Model``'s rt_info (config, meta,
+    extras such as ``quantization`` / ``input_geometry``); None for an IR of another tool or non-JSON metadata."""
+    try:
+        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
+    except Exception:  # no such rt_info key, or not JSON
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def load_ir_checkpoint(path: str | Path) -> dict:
     """A checkpoint-like dict for an IR written by :func:`save_ir`: ``config``, ``meta``, ``num_classes``,
     ``openvino_ir`` (the path) and the extra entries (e.g. ``quantization``). No weights are read yet.
@@ -342,12 +352,11 @@ def load_ir_checkpoint(path: str | Path) -> dict:
     except Exception as e:
         raise CheckpointError(f"cannot read OpenVINO IR {path} (weights {weights}, {weights.stat().st_size} bytes): "
                               f"{_openvino_reason(e)}") from None
-    try:
-        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
-    except Exception:
+    info = read_ir_info(ov_model)
+    if info is None:
         raise CheckpointError(f"{path}: an OpenVINO IR without sceneparse metadata (written by another tool?); "
-                              "make one with sceneparse quantize") from None
-    if not isinstance(info, dict) or "config" not in info or "classes" not in info.get("meta", {}):
+                              "make one with sceneparse quantize")
+    if "config" not in info or "classes" not in info.get("meta", {}):
         raise CheckpointError(f"{path}: its sceneparse metadata has no config / meta.classes")
     info.update(openvino_ir=str(path), num_classes=len(info["meta"]["classes"]), model={})
     return info

@@ -341,6 +341,26 @@ def test_a_bad_ir_file_is_one_line_error(tmp_path, capsys):
     assert str(bad) in err and len(err.splitlines()) == 1 and ".cpp" not in err, err
 
 
+def test_an_ir_of_another_tool_or_with_odd_metadata_is_refused_in_one_line(tmp_path):
+    ov = pytest.importorskip("openvino")
+    from sceneparse.checkpoint import IR_META_KEY, CheckpointError, load_ir_checkpoint, read_ir_info
+
+    m = _small(upsample=False)
+    ov_model = ov.convert_model(m, example_input=torch.zeros(1, 3, 32, 32))
+    assert read_ir_info(ov_model) is None  # no sceneparse rt_info
+    plain = tmp_path / "plain.xml"
+    ov.save_model(ov_model, str(plain))
+    with pytest.raises(CheckpointError, match="without sceneparse metadata"):
+        load_ir_checkpoint(plain)
+    for text, expected in (('[1, 2]', None), ('not json', None), ('{"input_geometry": {}}', {"input_geometry": {}})):
+        ov_model.set_rt_info(text, [IR_META_KEY])
+        assert read_ir_info(ov_model) == expected
+    odd = tmp_path / "odd.xml"
+    ov.save_model(ov_model, str(odd))  # a dict, but no config / classes
+    with pytest.raises(CheckpointError, match="no config / meta.classes"):
+        load_ir_checkpoint(odd)
+
+
 def test_compare_with_runtime_reports_ratio_and_agreement():
     pytest.importorskip("openvino")
     from sceneparse.benchmark.compare import compare_with_runtime

@@ -81,15 +81,10 @@ class RuntimeModel(nn.Module):
 
 def _ir_stored_geometry(ov_model) -> dict | None:
     """The ``input_geometry`` an IR of ``sceneparse quantize`` stores in its sceneparse rt_info (None without)."""
-    import json
+    from ..checkpoint import read_ir_info
 
-    from ..checkpoint import IR_META_KEY
-
-    try:
-        info = json.loads(str(ov_model.get_rt_info([IR_META_KEY]).astype(str)))
-    except Exception:  # an IR of another tool: no sceneparse metadata
-        return None
-    return info.get("input_geometry") if isinstance(info, dict) else None
+    info = read_ir_info(ov_model)
+    return info.get("input_geometry") if info is not None else None
 
 
 def _low_res_logits(model: nn.Module) -> None:
