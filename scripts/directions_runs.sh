@@ -15,6 +15,8 @@
 #          psp_t2 (PSPNet Table 2: auxiliary weight 0 vs 0.4, 30 epochs; val and the training split)
 #          sf (Specialize and Fuse Tables 6-8 + context: single / final with context, final / simple_fix /
 #              naive without, 20 epochs; the finest level alone through `sceneparse analyze`)
+#          sf_rtau (check row: final without context, its true positives at unity probability >= 0.5 in
+#              training, model.head.relabel_tau=0.5; the fuse step keeps tau 0.9)
 #          refine_t2 (GRN/LRN Table 2 on the psp_t1 FCN front of the same seed: GRN 10 + 10 epochs at
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
 #              parallel fusion (the GRN_ROW run and the LRN row averaged), the front + dense CRF, GRN + LRN,
@@ -119,6 +121,15 @@ for group in "$@"; do
           fi
         done
       done ;;
+    sf_rtau)
+      E=${EPOCHS_SF:-20}
+      for seed in $SEEDS; do
+        n=pyr_final_noctx_rtau0.5_e$E
+        row $n $seed configs/camvid/pyramid_effl0.yaml train.epochs=$E model.head.context=false \
+            "model.head.strides=[32,16,8,4]" model.head.relabel_policy=final model.head.relabel_tau=0.5
+        cp "$RUNS/${n}${SUFFIX}_s$seed/diagnostics.jsonl" "$OUT/${n}${SUFFIX}_s${seed}_diagnostics.jsonl" 2>/dev/null || true
+        ev $n $seed os16
+      done ;;
     fcn_front)  # the FCN row of psp_t1 alone (the refinement rows' front)
       for seed in $SEEDS; do
         row fcn_e60 $seed configs/camvid/fcn_effl0.yaml; ev fcn_e60 $seed os16
@@ -162,7 +173,7 @@ for group in "$@"; do
         row context_on_fcn $seed configs/camvid/refine/context_stage.yaml model.head.front=$front
         ev context_on_fcn $seed os16
       done ;;
-    *) echo "unknown group '$group' (dlv3_t5, dlv3_rates, psp_t1, fcn_front, psp_t2, sf, refine_t2)" >&2; exit 2 ;;
+    *) echo "unknown group '$group' (dlv3_t5, dlv3_rates, psp_t1, fcn_front, psp_t2, sf, sf_rtau, refine_t2)" >&2; exit 2 ;;
   esac
 done
 echo "done: $*"

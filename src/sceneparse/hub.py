@@ -77,7 +77,7 @@ def resolve_weights(name_or_path: str | Path | None = None) -> Path:
 
 
 _RECIPE_HEAD_KEYS = ("bins", "aspp_rates", "image_pooling", "cascade_blocks", "strides", "context", "relabel_policy",
-                     "iterations", "grn", "lrn")
+                     "relabel_tau", "iterations", "grn", "lrn")
 
 
 def output_stride_of(model_cfg: dict) -> int | None:

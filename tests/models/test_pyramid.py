@@ -471,3 +471,32 @@ def test_low_res_eval_logits_give_the_engine_the_same_labels(output):
         m.set_eval_logit_upsampling(False)
         m.train()  # (updates the BN statistics: last)
         assert m(x)["out"].shape == (1, 5, 70, 100)
+
+
+def test_final_relabelling_counts_true_positives_at_relabel_tau_and_fuses_at_tau():
+    """``relabel_tau`` sets the training threshold of "final" (a true-positive unity-cell), ``tau`` the fuse
+    step's: the top 8x8 unity-cell predicted at 0.7 is done by the coarse level with relabel_tau 0.5, not with
+    the default (relabel_tau = tau = 0.9); inference keeps tau."""
+    from sceneparse import build_model
+
+    label = torch.full((1, 16, 8), 1, dtype=torch.long)
+    label[0, 8:, :] = 2
+    label[0, 13, 2] = 0  # the bottom cell is mixed
+    sem = [torch.randn(1, 3, 2, 1), torch.randn(1, 3, 4, 2)]
+    uni = [torch.tensor([[[0.7], [0.2]]])]
+    unity, semantic = pyramid_ground_truth(label, (8, 4))
+    up = F.interpolate(sem[1], size=(16, 8), mode="bilinear", align_corners=False)
+    coarse_ce = F.cross_entropy(sem[0], semantic[0], ignore_index=I)
+    bce = F.binary_cross_entropy(uni[0], unity[0].float())
+    finest_done = label.clone()
+    finest_done[0, :8] = I
+    for relabel_tau, finest in ((None, label), (0.5, finest_done), (0.75, label)):
+        torch.manual_seed(0)
+        model = build_model("pyramid_output", "resnet18", 3, strides=(8, 4), decoder_channels=8, unity_channels=4,
+                            semantic_channels=8, relabel_policy="final", context=False, relabel_tau=relabel_tau)
+        assert model.tau == 0.9
+        loss, _ = model.compute_loss({"semantic": sem, "unity": uni}, label)
+        expect = (coarse_ce + F.cross_entropy(up, finest, ignore_index=I)) / 2 + bce
+        torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="relabel_tau"):
+        build_model("pyramid_output", "resnet18", 3, strides=(8, 4), relabel_tau=0.0)

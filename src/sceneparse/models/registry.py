@@ -41,7 +41,7 @@ def build_model(arch: str, backbone: str = "resnet50", num_classes: int = 19, ou
             ``"refine"`` (GRN/LRN after a trained front model, option ``front=<spec dict>``; from a
             checkpoint path through :func:`sceneparse.models.factory.build_model_from_config`) or
             ``"pyramid_output"`` (Specialize and Fuse; options ``strides``, ``context``, ``tau``,
-            ``relabel_policy``, ``output``).
+            ``relabel_policy``, ``relabel_tau``, ``output``).
         backbone: one of ``sceneparse.models.BACKBONES``.
         num_classes: number of output classes K (>= 1).
         output_stride: 8, 16 or 32.

@@ -220,6 +220,9 @@ class PyramidOutputModel(SceneParser):
             A single level ``(4,)`` is the "single output" baseline (Table 6).
         tau: unity threshold of the fuse step (Eq. 2).
         relabel_policy: "naive", "simple_fix" or "final" (Table 7).
+        relabel_tau: the unity probability at which "final" counts a ground-truth unity-cell as a true
+            positive in training (Sec. 3.2); None (default) uses ``tau``. The paper gives tau = 0.9 for the
+            fuse step (Sec. 4) and no separate training threshold.
         output: ``"fuse"`` (Eq. 2) or ``"finest"`` (only the finest level: the pyramid acts as
             auxiliary supervision, Table 8).
         finest_per_pixel: supervise the finest level on every labelled pixel not done by a coarser
@@ -238,8 +241,11 @@ class PyramidOutputModel(SceneParser):
     def __init__(self, backbone: nn.Module, num_classes: int, strides: Sequence[int] = (32, 16, 8, 4),
                  decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
                  context: bool = True, tau: float = 0.9, relabel_policy: str = "final", output: str = "fuse",
-                 finest_per_pixel: bool = True):
+                 finest_per_pixel: bool = True, relabel_tau: float | None = None):
         super().__init__()
+        if relabel_tau is not None and not 0.0 < float(relabel_tau) <= 1.0:
+            raise ValueError(f"relabel_tau must be in (0, 1], got {relabel_tau}")
+        self.relabel_tau = float(tau if relabel_tau is None else relabel_tau)
         self.finest_per_pixel = bool(finest_per_pixel)
         self.fused_upsample_loss = False  # the finest level's per-pixel CE by the native fused kernel (train.fast)
         strides = tuple(int(s) for s in strides)
@@ -361,7 +367,7 @@ class PyramidOutputModel(SceneParser):
                                                  align_corners=False), target, weight=weight, ignore_index=IGNORE_INDEX)
             return loss, {"loss": loss.detach()}
         unity0, sem0 = pyramid_ground_truth(target, self.strides)
-        unity_gt, sem_gt = relabel(unity0, sem0, self.relabel_policy, outputs["unity"], self.tau)
+        unity_gt, sem_gt = relabel(unity0, sem0, self.relabel_policy, outputs["unity"], self.relabel_tau)
         if self.finest_per_pixel:  # every labelled pixel is supervised somewhere (see finest_pixel_target)
             sem_gt[-1] = finest_pixel_target(target, unity0, unity_gt, self.strides[-1])
         loss, parts = pyramid_loss(outputs["semantic"], outputs["unity"], unity_gt, sem_gt,
@@ -376,9 +382,10 @@ class PyramidOutputModel(SceneParser):
 def build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequence[int] = (32, 16, 8, 4),
                           decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
                           context: bool = True, tau: float = 0.9, relabel_policy: str = "final",
-                          output: str = "fuse", finest_per_pixel: bool = True) -> nn.Module:
+                          output: str = "fuse", finest_per_pixel: bool = True,
+                          relabel_tau: float | None = None) -> nn.Module:
     """Specialize and Fuse (pyramidal output) on an undilated backbone + stride-4 fusion decoder."""
     if backbone.output_stride != 32:
         backbone.set_output_stride(32)
     return PyramidOutputModel(backbone, num_classes, strides, decoder_channels, unity_channels, semantic_channels,
-                              context, tau, relabel_policy, output, finest_per_pixel)
+                              context, tau, relabel_policy, output, finest_per_pixel, relabel_tau)
