@@ -21,6 +21,7 @@
 #              1e-3 / 1e-4 with its auxiliary loss on every unfolded iteration, LRN 20 epochs at 1e-4,
 #              parallel fusion (the GRN_ROW run and the LRN row averaged), the front + dense CRF, GRN + LRN,
 #              context module; needs psp_t1 first)
+#   SF_ROWS (default "single final final_noctx simple_fix naive"): the sf group's rows to run;
 #   SEEDS="0 1" (default) picks the seeds; IP=true: dlv3_t5's image-pooling rows only; SUFFIX (e.g. _rerun) repeats rows under other names; EPOCHS_T5 / EPOCHS_T2 / EPOCHS_SF override the budgets;
 #   FRONT_SUFFIX (default SUFFIX): the suffix of the FCN front the refine_t2 rows start from;
 #   AUX_GRN (default 0.4) the GRN's auxiliary weight (another value trains only the GRN row, named
@@ -106,6 +107,7 @@ for group in "$@"; do
         for spec in "single:true:[4]:final" "final:true:[32,16,8,4]:final" "final_noctx:false:[32,16,8,4]:final" \
                     "simple_fix:false:[32,16,8,4]:simple_fix" "naive:false:[32,16,8,4]:naive"; do
           IFS=: read tag ctx strides policy <<< "$spec"
+          case " ${SF_ROWS:-single final final_noctx simple_fix naive} " in *" $tag "*) ;; *) continue ;; esac
           n=pyr_${tag}_e$E
           row $n $seed configs/camvid/pyramid_effl0.yaml train.epochs=$E model.head.context=$ctx \
               "model.head.strides=$strides" model.head.relabel_policy=$policy

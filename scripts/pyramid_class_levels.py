@@ -39,8 +39,8 @@ def level_confusions(model, dataset, taus, num_classes: int) -> dict:
 
         for t in taus:  # as the model's forward: the log of the fused probabilities is what is upsampled
             cms[f"fused_tau{t:g}"].update(labels(fuse(probs, out["unity"], t)[0].clamp_min(1e-8).log()), target)
-        for s, p in zip(model.strides, probs):
-            cms[f"level_s{s}"].update(labels(p), target)
+        for s, scores in zip(model.strides, out["semantic"]):  # its scores upsampled, as `sceneparse analyze` reads
+            cms[f"level_s{s}"].update(labels(scores.float()), target)
     return cms
 
 

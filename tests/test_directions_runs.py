@@ -74,3 +74,17 @@ def test_pspnet_table2_rows_are_evaluated_on_val_and_on_their_training_split(tmp
     evals = [c for c in calls if c.startswith("evaluate ")]
     assert len(evals) == 4 and sum("--split train" in c for c in evals) == 2
     assert (out / "psp_aux0_e30_s0_eval_train.json").exists() and (out / "psp_aux0_e30_s0_eval_os16.json").exists()
+
+
+def test_sf_rows_chosen_by_sf_rows_and_the_relabel_tau_check(tmp_path):
+    calls, out = _run(tmp_path / "a", "sf", SEEDS="2", SF_ROWS="simple_fix naive")
+    trains = [c for c in calls if c.startswith("train ")]
+    assert len(trains) == 2
+    assert "model.head.relabel_policy=simple_fix" in trains[0] and "pyr_simple_fix_e20_s2" in trains[0]
+    assert "model.head.relabel_policy=naive" in trains[1] and "train.seed=2" in trains[1]
+    assert sum(c.startswith("evaluate ") for c in calls) == 2
+    calls, out = _run(tmp_path / "b", "sf_rtau", SEEDS="0")
+    (train,) = [c for c in calls if c.startswith("train ")]
+    assert "model.head.relabel_tau=0.5" in train and "model.head.relabel_policy=final" in train
+    assert "model.head.context=false" in train and "pyr_final_noctx_rtau0.5_e20_s0" in train
+    assert (out / "pyr_final_noctx_rtau0.5_e20_s0_eval_os16.json").exists()

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -500,3 +502,66 @@ def test_final_relabelling_counts_true_positives_at_relabel_tau_and_fuses_at_tau
         torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="relabel_tau"):
         build_model("pyramid_output", "resnet18", 3, strides=(8, 4), relabel_tau=0.0)
+
+
+def _ca_attention_entropy(model, x):
+    """Mean entropy of each CA module's attention over the context tokens (train mode forward of ``x``)."""
+    ents = []
+
+    def hook(mod, inp, out):
+        feat, theta = inp
+        logits = (mod.query(feat).flatten(2).transpose(1, 2) @ mod.key(theta)) * mod.scale
+        attn = logits.softmax(-1)
+        ents.append(float(-(attn.clamp_min(1e-12).log() * attn).sum(-1).mean()))
+
+    hooks = [ca.register_forward_hook(hook) for ca in model.semantic_head.ca]
+    try:
+        with torch.no_grad():
+            model.train()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return ents
+
+
+def test_context_attention_starts_selective_with_normalised_query_and_key():
+    """The CA attention (Eq. 8) with Conv1x1-BN-ReLU query / key / value transforms (default) starts away
+    from uniform over its 110 tokens; with bare Conv1x1 transforms (the earlier layout) it starts uniform
+    (entropy within 0.01 of log 110), which a 20-epoch CamVid run never left."""
+    from sceneparse import build_model
+
+    x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    uniform = math.log(1 + 9 + 36 + 64)
+    entropies = {}
+    for transform in ("conv_bn_relu", "conv"):
+        torch.manual_seed(0)
+        model = build_model("pyramid_output", "efficientnet_lite0", 3, pretrained=False, decoder_channels=32,
+                            unity_channels=8, semantic_channels=64, context_transform=transform)
+        ca = model.semantic_head.ca[0]
+        assert isinstance(ca.query, torch.nn.Conv2d) == (transform == "conv")
+        entropies[transform] = _ca_attention_entropy(model, x)
+    assert max(entropies["conv_bn_relu"]) < uniform - 0.05, entropies
+    assert min(entropies["conv"]) > uniform - 0.01, entropies
+    with pytest.raises(ValueError, match="context_transform"):
+        build_model("pyramid_output", "resnet18", 3, strides=(8, 4), context=False, context_transform="bn")
+
+
+def test_a_checkpoint_with_the_earlier_context_layout_loads_as_trained():
+    """A checkpoint whose config predates ``context_transform`` and whose CA transforms are bare convs is
+    rebuilt with them (same outputs); one of the current layout is rebuilt with BN-ReLU transforms."""
+    from sceneparse import build_model
+    from sceneparse.models.factory import model_from_checkpoint
+
+    head = {"strides": [8, 4], "decoder_channels": 8, "unity_channels": 4, "semantic_channels": 8}
+    x = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    for transform in ("conv", "conv_bn_relu"):
+        torch.manual_seed(0)
+        model = build_model("pyramid_output", "resnet18", 3, pretrained=False, context_transform=transform,
+                            **head).eval()
+        ckpt = {"config": {"model": {"arch": "pyramid_output", "backbone": "resnet18", "output_stride": 32,
+                                     "head": dict(head)}},
+                "meta": {"classes": ["a", "b", "c"]}, "num_classes": 3, "model": model.state_dict()}
+        rebuilt, _ = model_from_checkpoint(ckpt)
+        assert isinstance(rebuilt.semantic_head.ca[0].query, torch.nn.Conv2d) == (transform == "conv")
+        with torch.no_grad():
+            torch.testing.assert_close(rebuilt(x)["out"], model(x)["out"])

@@ -86,8 +86,8 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     num_classes = len(meta["classes"]) if "classes" in meta else ckpt["num_classes"]
     # a refinement checkpoint keeps its front's architecture in meta.front (its weights are front.*); one
     # written before that reads the front's file named in its config (which must still exist)
-    model, _ = build_model_from_config(ckpt["config"]["model"], num_classes, front=meta.get("front"),
-                                       weights_follow=True)
+    model, _ = build_model_from_config(_with_options_of_older_files(ckpt["config"]["model"], ckpt["model"]),
+                                       num_classes, front=meta.get("front"), weights_follow=True)
     state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     load_model_weights(model, state)
     crop = (ckpt["config"].get("data") or {}).get("crop_size")
@@ -97,6 +97,18 @@ def model_from_checkpoint(ckpt: dict | str | Path, output_stride: int | None = N
     if output_stride and output_stride != getattr(model, "output_stride", output_stride):
         model.set_output_stride(output_stride)
     return model.to(device).eval(), ckpt
+
+
+def _with_options_of_older_files(m: dict, state: dict) -> dict:
+    """``config.model`` with the options a checkpoint written before they existed was trained with: a
+    pyramidal-output model whose context modules have bare Conv1x1 query / key / value transforms
+    (``semantic_head.ca.<i>.query.weight``, no BN) gets ``head.context_transform: conv``."""
+    head = m.get("head") or {}
+    if m.get("arch") != "pyramid_output" or "context_transform" in head:
+        return m
+    if any(k.startswith("semantic_head.ca.") and k.endswith(".query.weight") for k in state):
+        m = {**m, "head": {**head, "context_transform": "conv"}}
+    return m
 
 
 def set_train_size(model: torch.nn.Module, crop_size) -> None:

@@ -133,19 +133,37 @@ def _token_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, bias=False), nn.BatchNorm1d(out_ch), nn.ReLU(inplace=True))
 
 
+#: the query / key / value transforms of the context aggregation module
+CONTEXT_TRANSFORMS = ("conv_bn_relu", "conv")
+
+
 class ContextAggregation(nn.Module):
     """CA (Eqs. 8-9): attention from the level's features (queries) to the context tokens
     (keys / values), concatenated with the features and projected back by Conv1x1-BN-ReLU.
 
+    ``transform``: how the features become queries and the tokens keys / values. ``"conv_bn_relu"`` (default):
+    Conv1x1-BN-ReLU, the unit the paper calls "Conv1x1" in Eqs. 9 and 11, and the f_query / f_key of the
+    attention blocks it builds on (ANL, HRNet-OCR). ``"conv"``: a bare Conv1x1 with bias (checkpoints written
+    before the option): its query-key logits start with a standard deviation of about 0.1 (train mode, CamVid),
+    so the softmax over the 110 tokens is uniform, and it stayed uniform through a 20-epoch run (entropy 4.65-4.69
+    of 4.70): every position then reads the same global mean of the context.
+
     ``matmul_dtype``: the dtype of the two attention products (default ``None``: the input's); bf16 training
     sets ``torch.bfloat16`` (as autocast would run them), the softmax stays float32."""
 
-    def __init__(self, channels: int, key_channels: int | None = None):
+    def __init__(self, channels: int, key_channels: int | None = None, transform: str = "conv_bn_relu"):
         super().__init__()
+        if transform not in CONTEXT_TRANSFORMS:
+            raise ValueError(f"context_transform must be one of {CONTEXT_TRANSFORMS}, got {transform!r}")
         kc = key_channels or max(channels // 2, 1)
-        self.query = nn.Conv2d(channels, kc, 1)
-        self.key = nn.Conv1d(channels, kc, 1)
-        self.value = nn.Conv1d(channels, channels, 1)
+        if transform == "conv":
+            self.query = nn.Conv2d(channels, kc, 1)
+            self.key = nn.Conv1d(channels, kc, 1)
+            self.value = nn.Conv1d(channels, channels, 1)
+        else:
+            self.query = conv_bn_relu(channels, kc, 1)
+            self.key = _token_conv(channels, kc)
+            self.value = _token_conv(channels, channels)
         self.agg = conv_bn_relu(2 * channels, channels, 1)
         self.scale = 1.0 / math.sqrt(kc)
         self.matmul_dtype: torch.dtype | None = None
@@ -177,10 +195,12 @@ class SemanticHead(nn.Module):
     """Sec. 4.2. ``X_L = Conv1x1(X)`` (D -> D_s); ``X_l = AvgPool(X_L, s_l / s_L)`` (Eq. 3: ``2^(L-l)`` for
     halving strides; ``pool_factors`` gives ``s_l / s_L`` for others, e.g. (8, 1) for strides (32, 4)); with
     ``context``, ``X'_l = CA_l(X_l, theta_{l-1})``, ``theta_l = CU_l(X'_l, theta_{l-1})``,
-    ``theta_0 = PyramidPool(X_L)`` (Eqs. 4-6); ``Y_hat_l = ConvBlock_l(X'_l)`` (Eq. 7)."""
+    ``theta_0 = PyramidPool(X_L)`` (Eqs. 4-6); ``Y_hat_l = ConvBlock_l(X'_l)`` (Eq. 7). ``context_transform``:
+    the CA modules' query / key / value transforms (:class:`ContextAggregation`)."""
 
     def __init__(self, in_channels: int, channels: int, num_classes: int, num_levels: int, context: bool = True,
-                 bins: Sequence[int] = (1, 3, 6, 8), dropout: float = 0.0, pool_factors: Sequence[int] | None = None):
+                 bins: Sequence[int] = (1, 3, 6, 8), dropout: float = 0.0, pool_factors: Sequence[int] | None = None,
+                 context_transform: str = "conv_bn_relu"):
         super().__init__()
         self.num_levels, self.context = num_levels, context
         # cell size of each level in finest-level pixels: 2^(L-l) for halving strides, e.g. (8, 4, 2, 1)
@@ -191,7 +211,8 @@ class SemanticHead(nn.Module):
         self.proj = conv_bn_relu(in_channels, channels, 1)
         if context:
             self.pool0 = PyramidPoolTokens(bins)
-            self.ca = nn.ModuleList(ContextAggregation(channels) for _ in range(num_levels))
+            self.ca = nn.ModuleList(ContextAggregation(channels, transform=context_transform)
+                                    for _ in range(num_levels))
             self.cu = nn.ModuleList(ContextUpdate(channels, bins) for _ in range(num_levels - 1))
         self.blocks = nn.ModuleList(
             nn.Sequential(conv_bn_relu(channels, channels, 1), nn.Dropout2d(dropout), nn.Conv2d(channels, num_classes, 1))
@@ -223,6 +244,8 @@ class PyramidOutputModel(SceneParser):
         relabel_tau: the unity probability at which "final" counts a ground-truth unity-cell as a true
             positive in training (Sec. 3.2); None (default) uses ``tau``. The paper gives tau = 0.9 for the
             fuse step (Sec. 4) and no separate training threshold.
+        context_transform: the context modules' query / key / value transforms, ``"conv_bn_relu"`` (default)
+            or ``"conv"`` (checkpoints written before the option; see :class:`ContextAggregation`).
         output: ``"fuse"`` (Eq. 2) or ``"finest"`` (only the finest level: the pyramid acts as
             auxiliary supervision, Table 8).
         finest_per_pixel: supervise the finest level on every labelled pixel not done by a coarser
@@ -241,7 +264,8 @@ class PyramidOutputModel(SceneParser):
     def __init__(self, backbone: nn.Module, num_classes: int, strides: Sequence[int] = (32, 16, 8, 4),
                  decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
                  context: bool = True, tau: float = 0.9, relabel_policy: str = "final", output: str = "fuse",
-                 finest_per_pixel: bool = True, relabel_tau: float | None = None):
+                 finest_per_pixel: bool = True, relabel_tau: float | None = None,
+                 context_transform: str = "conv_bn_relu"):
         super().__init__()
         if relabel_tau is not None and not 0.0 < float(relabel_tau) <= 1.0:
             raise ValueError(f"relabel_tau must be in (0, 1], got {relabel_tau}")
@@ -257,12 +281,15 @@ class PyramidOutputModel(SceneParser):
             raise ValueError(f"output must be 'fuse' or 'finest', got {output!r}")
         if relabel_policy not in POLICIES:
             raise ValueError(f"relabel_policy must be one of {POLICIES}, got {relabel_policy!r}")
+        if context_transform not in CONTEXT_TRANSFORMS:
+            raise ValueError(f"context_transform must be one of {CONTEXT_TRANSFORMS}, got {context_transform!r}")
         self.backbone, self.strides, self.tau = backbone, strides, tau
         self.relabel_policy, self.output, self.num_classes = relabel_policy, output, num_classes
         self.decoder = FusionDecoder(backbone.out_channels, decoder_channels)
         self.unity_head = UnityHead(decoder_channels, unity_channels, [s // 4 for s in strides[:-1]]) \
             if len(strides) > 1 else None
         self.semantic_head = SemanticHead(decoder_channels, semantic_channels, num_classes, len(strides), context,
+                                          context_transform=context_transform,
                                           pool_factors=[s // strides[-1] for s in strides])
         self.in_channels, self.return_pyramid = 3, False
         self.upsample_eval_logits = True  # False: the engine upsamples (``set_eval_logit_upsampling``)
@@ -383,9 +410,9 @@ def build_pyramid_output(backbone: nn.Module, num_classes: int, *, strides: Sequ
                           decoder_channels: int = 256, unity_channels: int = 64, semantic_channels: int = 128,
                           context: bool = True, tau: float = 0.9, relabel_policy: str = "final",
                           output: str = "fuse", finest_per_pixel: bool = True,
-                          relabel_tau: float | None = None) -> nn.Module:
+                          relabel_tau: float | None = None, context_transform: str = "conv_bn_relu") -> nn.Module:
     """Specialize and Fuse (pyramidal output) on an undilated backbone + stride-4 fusion decoder."""
     if backbone.output_stride != 32:
         backbone.set_output_stride(32)
     return PyramidOutputModel(backbone, num_classes, strides, decoder_channels, unity_channels, semantic_channels,
-                              context, tau, relabel_policy, output, finest_per_pixel, relabel_tau)
+                              context, tau, relabel_policy, output, finest_per_pixel, relabel_tau, context_transform)
