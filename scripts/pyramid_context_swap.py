@@ -1,12 +1,16 @@
 """Does a trained Specialize-and-Fuse model use its coarse-to-fine context (Sec. 4.2, CA / CU modules)?
 
-Scores the fused output (Eq. 2) on one split twice: as trained, and with every image's context tokens
-(theta_0 = PyramidPool(X_L) and each CU's update theta_l) replaced by those of the next image of the split,
-its own features unchanged. A model whose CA modules read image-specific context loses accuracy under the swap;
-one that learned to ignore the context (attention as a constant) scores the same.
+Scores the fused output (Eq. 2) on one split twice: as trained, and with the context every CA module reads
+(theta_{l-1}, Eq. 4) taken from a donor image, the image's own features unchanged. The donor of image i is image
+(i + n/2) mod n, half the split away: CamVid's val images are consecutive frames of one sequence, and a
+neighbouring frame would hand over nearly the same context. The context is recorded in a pass over the donor
+alone, then injected in a pass over the image: hooking the context updates in one pass would leak the image's own
+context back into the finer levels (each CU pools features that already read the context). A model whose CA
+modules read image-specific context changes its labels under the swap; one whose attention ignores the context
+does not. Reports mIoU both ways and the share of pixels whose label changes.
 
 Usage: python scripts/pyramid_context_swap.py CHECKPOINT [--split val] [--out FILE.json]
-(whole images, single scale, fp32; the images of the split must share one size)
+(whole images, single scale, fp32)
 """
 from __future__ import annotations
 
@@ -21,18 +25,44 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 
 
-@contextlib.contextmanager
-def swapped_context(model):
-    """Within the block, ``model``'s context tokens (its semantic head's ``pool0`` and ``cu`` outputs,
-    ``(N, C, T)``) are rolled by one along the batch: image i reads image i-1's context.
-
-    Raises:
-        ValueError: the model has no context modules (``context: false`` or not a pyramidal-output model).
-    """
+def _context_modules(model):
     head = getattr(model, "semantic_head", None)
     if head is None or not getattr(head, "context", False):
         raise ValueError("the model has no context modules (a pyramid_output model with context: true is needed)")
-    hooks = [m.register_forward_hook(lambda _m, _i, out: out.roll(1, 0)) for m in (head.pool0, *head.cu)]
+    return list(head.ca)
+
+
+@torch.inference_mode()
+def record_context(model, x: torch.Tensor) -> list[torch.Tensor]:
+    """The context tokens ``theta_{l-1}`` ``(N, C, T)`` each CA module reads when ``model`` runs ``x``
+    (``forward_pyramid``), coarse to fine.
+
+    Raises:
+        ValueError: the model has no context modules.
+    """
+    seen: list[torch.Tensor] = []
+    hooks = [ca.register_forward_pre_hook(lambda _m, args: seen.append(args[1].clone()))
+             for ca in _context_modules(model)]
+    try:
+        model.forward_pyramid(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@contextlib.contextmanager
+def injected_context(model, thetas: list[torch.Tensor]):
+    """Within the block, CA module l reads ``thetas[l]`` (e.g. from :func:`record_context` of another image)
+    in place of the context its own pass computed; everything else runs as usual.
+
+    Raises:
+        ValueError: the model has no context modules, or ``thetas`` has another length.
+    """
+    cas = _context_modules(model)
+    if len(thetas) != len(cas):
+        raise ValueError(f"{len(cas)} context modules need {len(cas)} context tensors, got {len(thetas)}")
+    hooks = [ca.register_forward_pre_hook(lambda _m, args, t=t: (args[0], t)) for ca, t in zip(cas, thetas)]
     try:
         yield model
     finally:
@@ -42,12 +72,13 @@ def swapped_context(model):
 
 @torch.inference_mode()
 def context_swap_confusions(model, dataset, num_classes: int) -> dict:
-    """``{"own": ConfusionMatrix, "swapped": ConfusionMatrix}`` of the fused labels over ``dataset`` (items
-    ``{"image": (3, H, W) float, "label": (H, W) int64}``, one size): image i alone, and image i in a batch
-    with image i+1 (the last with the first) whose context it reads."""
+    """Over ``dataset`` (items ``{"image": (3, H, W) float, "label": (H, W) int64}``): ``{"own": ConfusionMatrix,
+    "swapped": ConfusionMatrix, "changed_pixels": int, "pixels": int}`` of the fused labels, image i read with its
+    own context and with the context of image (i + n/2) mod n (its features at the image's size)."""
     from sceneparse.evaluation.metrics import ConfusionMatrix
 
     cms = {"own": ConfusionMatrix(num_classes), "swapped": ConfusionMatrix(num_classes)}
+    changed = total = 0
     n = len(dataset)
 
     def labels(x, size):
@@ -55,13 +86,18 @@ def context_swap_confusions(model, dataset, num_classes: int) -> dict:
         return F.interpolate(out, size=size, mode="bilinear", align_corners=False).argmax(1)
 
     for i in range(n):
-        item, other = dataset[i], dataset[(i + 1) % n]
+        item, donor = dataset[i], dataset[(i + n // 2) % n]
         target = item["label"][None]
-        cms["own"].update(labels(item["image"][None], target.shape[-2:]), target)
-        with swapped_context(model):
-            pair = torch.stack([item["image"], other["image"]])  # rolled: image i reads image i+1's context
-            cms["swapped"].update(labels(pair, target.shape[-2:])[:1], target)
-    return cms
+        own = labels(item["image"][None], target.shape[-2:])
+        donor_image = F.interpolate(donor["image"][None], size=item["image"].shape[-2:], mode="bilinear",
+                                    align_corners=False)
+        with injected_context(model, record_context(model, donor_image)):
+            swapped = labels(item["image"][None], target.shape[-2:])
+        cms["own"].update(own, target)
+        cms["swapped"].update(swapped, target)
+        changed += int((own != swapped).sum())
+        total += own.numel()
+    return {**cms, "changed_pixels": changed, "pixels": total}
 
 
 def main() -> None:
@@ -81,16 +117,19 @@ def main() -> None:
     ds = build_dataset(seg.meta["dataset"], args.data_root, args.split,
                        build_eval_transform(seg.meta["mean"], seg.meta["std"]))
     try:
-        cms = context_swap_confusions(model, ds, len(seg.classes))
+        res = context_swap_confusions(model, ds, len(seg.classes))
     except ValueError as e:
         raise SystemExit(f"error: {args.model}: {e}") from None
-    result = {"model": str(args.model), "split": args.split, "images": len(ds), "readings": {}}
-    for name, cm in cms.items():
-        s = cm.compute()
+    result = {"model": Path(args.model).parent.name + "/" + Path(args.model).name, "split": args.split,
+              "images": len(ds), "donor": "image (i + n/2) mod n",
+              "changed_pixels_percent": round(100 * res["changed_pixels"] / max(res["pixels"], 1), 3), "readings": {}}
+    for name in ("own", "swapped"):
+        s = res[name].compute()
         iou = s["IoU"].values() if isinstance(s["IoU"], dict) else s["IoU"]
         result["readings"][name] = {"mIoU": round(s["mIoU"], 2), "aAcc": round(s["aAcc"], 2),
                                     "IoU": {c: round(float(v), 2) for c, v in zip(seg.classes, iou)}}
         print(f"{name:<8} mIoU {s['mIoU']:6.2f}  aAcc {s['aAcc']:6.2f}")
+    print(f"labels changed by the swap: {result['changed_pixels_percent']:.3f}% of the pixels")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
 

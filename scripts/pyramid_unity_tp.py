@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Share of ground-truth unity cells that a trained pyramidal-output model predicts as unity (>= tau),
+"""Share of ground-truth unity cells that a trained pyramidal-output model predicts as unity (>= its training
+threshold relabel_tau, which is tau unless set),
 per level, on every 37th CamVid train image (centre 352x480 crop): what the "final" relabelling
 policy marks "done by coarser" at the end of training (README, Specialize and Fuse, Table 7 notes).
 Usage: python scripts/pyramid_unity_tp.py runs/pyr_ctx_final/final.pt [more checkpoints]"""
@@ -30,6 +31,6 @@ for path in sys.argv[1:]:
             for lvl in range(levels):
                 g = unity[lvl] == 1
                 gt[lvl] += int(g.sum())
-                tp[lvl] += int((g & (out["unity"][lvl] >= model.tau)).sum())
+                tp[lvl] += int((g & (out["unity"][lvl] >= model.relabel_tau)).sum())
     print(path, "predicted-unity share of GT unity cells per level",
           {f"s{s}": round(100 * t / max(g, 1), 1) for s, t, g in zip(model.strides, tp, gt)})

@@ -502,6 +502,19 @@ def test_final_relabelling_counts_true_positives_at_relabel_tau_and_fuses_at_tau
         torch.testing.assert_close(loss, expect, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="relabel_tau"):
         build_model("pyramid_output", "resnet18", 3, strides=(8, 4), relabel_tau=0.0)
+    for policy, strides in (("simple_fix", (8, 4)), ("final", (4,))):  # no 'final' pyramid: nothing to set
+        with pytest.raises(ValueError, match="has no use for it"):
+            build_model("pyramid_output", "resnet18", 3, strides=strides, relabel_policy=policy, relabel_tau=0.5)
+
+    class Unity07(torch.nn.Module):  # every coarse cell predicted unity at 0.7
+        def forward(self, x):
+            return [torch.full((x.shape[0], x.shape[-2] // 2, x.shape[-1] // 2), 0.7)]
+
+    model.unity_head = Unity07()  # (relabel_tau 0.75 from the loop; 0.5 would count the cells in training)
+    with torch.no_grad():  # the fuse step keeps tau 0.9: no cell is taken by the coarse level
+        assert (model.eval().forward_pyramid(torch.randn(1, 3, 32, 32))["level"] == 1).all()
+        model.tau = 0.6
+        assert (model.forward_pyramid(torch.randn(1, 3, 32, 32))["level"] == 0).all()
 
 
 def _ca_attention_entropy(model, x):

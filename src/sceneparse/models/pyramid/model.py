@@ -141,12 +141,14 @@ class ContextAggregation(nn.Module):
     """CA (Eqs. 8-9): attention from the level's features (queries) to the context tokens
     (keys / values), concatenated with the features and projected back by Conv1x1-BN-ReLU.
 
-    ``transform``: how the features become queries and the tokens keys / values. ``"conv_bn_relu"`` (default):
-    Conv1x1-BN-ReLU, the unit the paper calls "Conv1x1" in Eqs. 9 and 11, and the f_query / f_key of the
-    attention blocks it builds on (ANL, HRNet-OCR). ``"conv"``: a bare Conv1x1 with bias (checkpoints written
-    before the option): its query-key logits start with a standard deviation of about 0.1 (train mode, CamVid),
-    so the softmax over the 110 tokens is uniform, and it stayed uniform through a 20-epoch run (entropy 4.65-4.69
-    of 4.70): every position then reads the same global mean of the context.
+    ``transform``: how the features become queries and the tokens keys / values. The paper says "Conv1x1 layers"
+    (Sec. 4.2), and spells out BN and ReLU where it means them (Eqs. 9 and 11), so ``"conv"``, a bare Conv1x1 with
+    bias, is the literal reading (and the layout of checkpoints written before the option). Its query-key logits
+    start with a standard deviation of about 0.1 (train mode, CamVid), the softmax over the 110 tokens is uniform,
+    and it stayed uniform through a 20-epoch run (entropy 4.65-4.69 of 4.70): each position then reads nearly the
+    same image-wide mean of the value tokens, an image-pooling branch. ``"conv_bn_relu"`` (default; our deviation):
+    Conv1x1-BN-ReLU, as the query / key transforms of the attention blocks the paper builds on (HRNet-OCR's
+    query, key and value; ANL's shared query-key), which starts with logits of std 0.75-1.0 and a selective softmax.
 
     ``matmul_dtype``: the dtype of the two attention products (default ``None``: the input's); bf16 training
     sets ``torch.bfloat16`` (as autocast would run them), the softmax stays float32."""
@@ -269,6 +271,9 @@ class PyramidOutputModel(SceneParser):
         super().__init__()
         if relabel_tau is not None and not 0.0 < float(relabel_tau) <= 1.0:
             raise ValueError(f"relabel_tau must be in (0, 1], got {relabel_tau}")
+        if relabel_tau is not None and (relabel_policy != "final" or len(tuple(strides)) < 2):
+            raise ValueError(f"relabel_tau is the 'final' relabelling's threshold of a pyramid of two or more levels; "
+                             f"relabel_policy={relabel_policy!r} with strides {tuple(strides)} has no use for it")
         self.relabel_tau = float(tau if relabel_tau is None else relabel_tau)
         self.finest_per_pixel = bool(finest_per_pixel)
         self.fused_upsample_loss = False  # the finest level's per-pixel CE by the native fused kernel (train.fast)
