@@ -578,3 +578,15 @@ def test_a_checkpoint_with_the_earlier_context_layout_loads_as_trained():
         assert isinstance(rebuilt.semantic_head.ca[0].query, torch.nn.Conv2d) == (transform == "conv")
         with torch.no_grad():
             torch.testing.assert_close(rebuilt(x)["out"], model(x)["out"])
+
+
+
+def test_loading_earlier_context_weights_into_the_current_layout_names_the_option():
+    from sceneparse import build_model
+    from sceneparse.models.factory import load_model_weights
+
+    head = {"strides": (8, 4), "decoder_channels": 8, "unity_channels": 4, "semantic_channels": 8}
+    old = build_model("pyramid_output", "resnet18", 3, pretrained=False, context_transform="conv", **head)
+    new = build_model("pyramid_output", "resnet18", 3, pretrained=False, **head)
+    with pytest.raises(ValueError, match="model.head.context_transform=conv"):
+        load_model_weights(new, old.state_dict())

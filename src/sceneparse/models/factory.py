@@ -135,7 +135,11 @@ def load_model_weights(model: torch.nn.Module, state: dict, allow_missing: tuple
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
               if k in own and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        raise ValueError("checkpoint does not fit this model:\n"
+        hint = ""
+        if any(k.startswith("semantic_head.ca.") and k.endswith(".query.weight") for k in unexpected):
+            hint = ("  (weights of context modules with bare Conv1x1 query / key / value, written before "
+                    "model.head.context_transform: set model.head.context_transform=conv)\n")
+        raise ValueError("checkpoint does not fit this model:\n" + hint
                          + (f"  missing: {missing[:8]}{'...' if len(missing) > 8 else ''}\n" if missing else "")
                          + (f"  unexpected: {unexpected[:8]}\n" if unexpected else "")
                          + (f"  shape mismatch: {shapes[:8]}\n" if shapes else ""))
