@@ -7,7 +7,7 @@ neighbouring frame would hand over nearly the same context. The context is recor
 alone, then injected in a pass over the image: hooking the context updates in one pass would leak the image's own
 context back into the finer levels (each CU pools features that already read the context). A model whose CA
 modules read image-specific context changes its labels under the swap; one whose attention ignores the context
-does not. Reports mIoU both ways and the share of pixels whose label changes.
+does not. Reports mIoU both ways, the share of pixels whose label changes, and the attention's entropy per level.
 
 Usage: python scripts/pyramid_context_swap.py CHECKPOINT [--split val] [--out FILE.json]
 (whole images, single scale, fp32)
@@ -51,6 +51,27 @@ def record_context(model, x: torch.Tensor) -> list[torch.Tensor]:
     return seen
 
 
+@torch.inference_mode()
+def attention_entropy(model, x: torch.Tensor) -> list[float]:
+    """Mean entropy (nats) of each CA module's attention over its context tokens (Eq. 8) when ``model`` runs ``x``,
+    coarse to fine; uniform attention over T tokens gives log T (4.70 for the 110 tokens of bins 1-3-6-8)."""
+    ents: list[float] = []
+
+    def hook(mod, args, _out):
+        feat, theta = args
+        logits = (mod.query(feat).flatten(2).transpose(1, 2).float() @ mod.key(theta).float()) * mod.scale
+        attn = logits.softmax(-1)
+        ents.append(float(-(attn.clamp_min(1e-12).log() * attn).sum(-1).mean()))
+
+    hooks = [ca.register_forward_hook(hook) for ca in _context_modules(model)]
+    try:
+        model.forward_pyramid(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return ents
+
+
 @contextlib.contextmanager
 def injected_context(model, thetas: list[torch.Tensor]):
     """Within the block, CA module l reads ``thetas[l]`` (e.g. from :func:`record_context` of another image)
@@ -79,6 +100,7 @@ def context_swap_confusions(model, dataset, num_classes: int) -> dict:
 
     cms = {"own": ConfusionMatrix(num_classes), "swapped": ConfusionMatrix(num_classes)}
     changed = total = 0
+    entropy: list[list[float]] = []
     n = len(dataset)
 
     def labels(x, size):
@@ -93,11 +115,14 @@ def context_swap_confusions(model, dataset, num_classes: int) -> dict:
                                     align_corners=False)
         with injected_context(model, record_context(model, donor_image)):
             swapped = labels(item["image"][None], target.shape[-2:])
+        entropy.append(attention_entropy(model, item["image"][None]))
         cms["own"].update(own, target)
         cms["swapped"].update(swapped, target)
         changed += int((own != swapped).sum())
         total += own.numel()
-    return {**cms, "changed_pixels": changed, "pixels": total}
+    return {**cms, "changed_pixels": changed, "pixels": total,
+            "attention_entropy": [sum(e[lvl] for e in entropy) / max(len(entropy), 1) for lvl in range(len(entropy[0]))]
+            if entropy else []}
 
 
 def main() -> None:
@@ -122,14 +147,16 @@ def main() -> None:
         raise SystemExit(f"error: {args.model}: {e}") from None
     result = {"model": Path(args.model).parent.name + "/" + Path(args.model).name, "split": args.split,
               "images": len(ds), "donor": "image (i + n/2) mod n",
-              "changed_pixels_percent": round(100 * res["changed_pixels"] / max(res["pixels"], 1), 3), "readings": {}}
+              "changed_pixels_percent": round(100 * res["changed_pixels"] / max(res["pixels"], 1), 3),
+              "attention_entropy_per_level": [round(e, 3) for e in res["attention_entropy"]], "readings": {}}
     for name in ("own", "swapped"):
         s = res[name].compute()
         iou = s["IoU"].values() if isinstance(s["IoU"], dict) else s["IoU"]
         result["readings"][name] = {"mIoU": round(s["mIoU"], 2), "aAcc": round(s["aAcc"], 2),
                                     "IoU": {c: round(float(v), 2) for c, v in zip(seg.classes, iou)}}
         print(f"{name:<8} mIoU {s['mIoU']:6.2f}  aAcc {s['aAcc']:6.2f}")
-    print(f"labels changed by the swap: {result['changed_pixels_percent']:.3f}% of the pixels")
+    print(f"labels changed by the swap: {result['changed_pixels_percent']:.3f}% of the pixels; attention entropy per "
+          f"level (uniform 4.70): {result['attention_entropy_per_level']}")
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
 

@@ -1,4 +1,6 @@
 """scripts/pyramid_context_swap.py: the fused output with each image's own context, and with a donor image's."""
+import math
+
 import pytest
 import torch
 
@@ -82,6 +84,22 @@ def test_own_reading_is_the_models_output_and_the_donor_is_half_the_split_away()
             changed += int((lab != own).sum())
     assert torch.equal(res["own"].mat, ref.mat) and torch.equal(res["swapped"].mat, swapped.mat)
     assert res["changed_pixels"] == changed > 0 and res["pixels"] == 4 * 64 * 96
+    assert len(res["attention_entropy"]) == 4 and all(0 < e <= math.log(110) + 1e-6 for e in res["attention_entropy"])
+
+
+def test_attention_entropy_is_log_t_for_a_flat_attention_and_lower_for_a_peaked_one():
+    pcs = load_script("pyramid_context_swap")
+    model = _model()
+    x = torch.randn(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        for ca in model.semantic_head.ca:  # zero queries (BN scale and shift 0): every logit 0, a uniform softmax
+            ca.query[1].weight.zero_()
+            ca.query[1].bias.zero_()
+    assert pcs.attention_entropy(model, x) == pytest.approx([math.log(110)] * 4, abs=1e-4)
+    with torch.no_grad():
+        for ca in model.semantic_head.ca:
+            ca.query[1].bias.fill_(50.0)  # large positive queries: the softmax follows the keys' spread
+    assert max(pcs.attention_entropy(model, x)) < math.log(110) - 0.5
 
 
 def test_a_model_without_context_modules_is_refused():
