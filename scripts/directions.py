@@ -92,18 +92,20 @@ ROWS = {
     "crf": ("fcn_e60_rerun", "os16_crf", "front (fcn_e60_rerun) + dense CRF (5 mean-field steps; kernel weights "
             "from a 12-setting grid on the last 30 training images, which the front trained on (scripts/crf_grid.py): "
             "bilateral_compat 3, sxy 30, srgb 5)", "refine_t2", "SUFFIX=_rgbscale FRONT_SUFFIX=_rerun SEEDS=0 GRN_ROW=grn_aux0_lr0.01_on_fcn LRN_LR=0.01 GRN_STAGE=skip"),
-    "sf_single": ("pyr_single_e20", "os16", "single output (stride 4), context modules", "sf"),
-    "sf_final": ("pyr_final_e20", "os16", "pyramid, final relabelling, context modules", "sf"),
+    "sf_single": ("pyr_single_e20_ctxbn", "os16", "single output (stride 4), context modules", "sf",
+                  "SUFFIX=_ctxbn SF_ROWS=\"single final\""),
+    "sf_final": ("pyr_final_e20_ctxbn", "os16", "pyramid, final relabelling, context modules", "sf",
+                 "SUFFIX=_ctxbn SF_ROWS=\"single final\""),
     "sf_simple_fix": ("pyr_simple_fix_e20", "os16", "pyramid, simple_fix relabelling, no context", "sf"),
     "sf_naive": ("pyr_naive_e20", "os16", "pyramid, naive (no relabelling), no context", "sf"),
     "sf_final_noctx": ("pyr_final_noctx_e20", "os16", "pyramid, final relabelling, no context", "sf"),
-    "sf_finest": ("pyr_final_finest_e20", "os16", "the final row, finest level only (no fuse)", "sf"),
-    "sf_single_ctxbn": ("pyr_single_e20_ctxbn", "os16", "single output (stride 4), context modules with "
-                        "Conv1x1-BN-ReLU attention transforms", "sf", "SUFFIX=_ctxbn SF_ROWS=\"single final\""),
-    "sf_final_ctxbn": ("pyr_final_e20_ctxbn", "os16", "pyramid, final relabelling, context modules with "
-                       "Conv1x1-BN-ReLU attention transforms", "sf", "SUFFIX=_ctxbn SF_ROWS=\"single final\""),
-    "sf_finest_ctxbn": ("pyr_final_finest_e20_ctxbn", "os16", "the sf_final_ctxbn row, finest level only (no fuse)",
-                        "sf", "SUFFIX=_ctxbn SF_ROWS=\"single final\""),
+    "sf_finest": ("pyr_final_finest_e20_ctxbn", "os16", "the final row, finest level only (no fuse)", "sf",
+                  "SUFFIX=_ctxbn SF_ROWS=\"single final\""),
+    "sf_single_convctx": ("pyr_single_e20", "os16", "check: single output, context modules with bare Conv1x1 "
+                          "query / key / value (their attention stayed uniform)", "sf"),
+    "sf_final_convctx": ("pyr_final_e20", "os16", "check: pyramid, final relabelling, context modules with bare "
+                         "Conv1x1 query / key / value (their attention stayed uniform)", "sf"),
+    "sf_finest_convctx": ("pyr_final_finest_e20", "os16", "check: the sf_final_convctx row, finest level only", "sf"),
     "sf_final_noctx_rtau0.5": ("pyr_final_noctx_rtau0.5_e20", "os16", "check: pyramid, final relabelling with "
                                "true positives at unity probability >= 0.5 in training (model.head.relabel_tau=0.5; "
                                "fuse tau 0.9), no context", "sf_rtau"),

@@ -49,8 +49,8 @@ def test_pyramid_rows_report_how_much_each_level_supervised(directions, tmp_path
     the last tenth of the logged iterations), per row and seed, in the claim and the page."""
     lines = [{"iter": i, "sup_s32": 0.0 if i <= 90 else 20.0, "sup_s16": 30.0, "sup_s8": 50.0, "sup_s4": 100.0,
               "sup_none": 0.0} for i in range(1, 101)]
-    (tmp_path / "pyr_final_e20_s0_diagnostics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    (tmp_path / "pyr_final_e20_s0_eval_os16.json").write_text(json.dumps({"mIoU": 50.0, "boundary": {"F": 50}}))
+    (tmp_path / f"{directions.ROWS['sf_final'][0]}_s0_diagnostics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (tmp_path / f"{directions.ROWS['sf_final'][0]}_s0_eval_os16.json").write_text(json.dumps({"mIoU": 50.0, "boundary": {"F": 50}}))
     share = directions.supervision_share("sf_final")
     assert share == {0: {"sup_s32": 20.0, "sup_s16": 30.0, "sup_s8": 50.0, "sup_s4": 100.0, "sup_none": 0.0}}
     assert directions.supervision_share("dlv3_ip") == {}
@@ -79,7 +79,7 @@ def test_refinement_rows_report_their_ce_against_the_front_on_the_same_batches(d
 
 def test_a_row_without_boundary_f_shows_a_dash(directions, tmp_path):
     """The finest level alone (from `sceneparse analyze`) has an mIoU but no boundary F."""
-    (tmp_path / "pyr_final_finest_e20_s0_eval_os16.json").write_text(json.dumps({"mIoU": 61.99}))
+    (tmp_path / f"{directions.ROWS['sf_finest'][0]}_s0_eval_os16.json").write_text(json.dumps({"mIoU": 61.99}))
     assert directions.row_values("sf_finest", "mIoU")[0] == [61.99]
     md = directions.markdown(directions.collect())
     assert "| 61.99 | - | 0 |" in md
