@@ -263,9 +263,10 @@ CHECKS: dict[str, str] = {
         "+ context 59.71 (earlier 61.31); the trained attention's entropy 4.42-4.50 (single output 4.41), and the "
         "donor swap changes 2.0% (2.9%) of the labels, mIoU 61.76 -> 61.71 (59.71 -> 59.64): the attention now "
         "reads its context selectively, but image-specific context buys no accuracy here at this budget (one seed). "
-        "Seed 1: final + context 61.09 against 61.78 without; at two seeds context on vs off is -0.61 with a "
-        "spread of 0.67: a tie leaning against, where the paper has +2.24 on ADE20K's 150 classes. The claims now "
-        "read the rerun rows; a third seed is queued."),
+        "Seed 1: final + context 61.09 against 61.78 without (attention entropy 4.31-4.46; the donor swap changes "
+        "1.7% of the labels, 61.09 -> 61.06; single output: 4.29, 3.4%, 61.27 -> 61.15); at two seeds context on "
+        "vs off is -0.61 with a spread of 0.67: a tie leaning against, where the paper has +2.24 on ADE20K's 150 "
+        "classes. The claims now read the rerun rows; a third seed is queued."),
     "sf_pyramid_vs_single": (
         "Rows with the fixed context modules (see sf_context_on_off): +2.05 at seed 0, -0.18 at seed 1 (single "
         "output 59.71 / 61.27); the seed spread (1.56) is the single output's. With the earlier context modules "
