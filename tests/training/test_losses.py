@@ -95,3 +95,61 @@ def test_lovasz_softmax_on_hard_predictions_is_one_minus_the_miou_of_present_cla
         ious.append(inter / union)
     assert lovasz_softmax(logits, target).item() == pytest.approx(1 - sum(ious) / 3, rel=1e-5)
     assert lovasz_softmax(logits, torch.full_like(target, 255)).item() == 0.0
+
+
+def _lovasz_sorted_float64(logits, target, ignore_index=255):
+    """Alg. 1 of the Lovasz-softmax paper as written: sort each class's errors, weigh them by the steps of the
+    Jaccard loss; in float64."""
+    valid = target != ignore_index
+    p = logits.double().softmax(1).permute(0, 2, 3, 1)[valid]
+    y = target[valid]
+    losses = []
+    for c in range(logits.shape[1]):
+        fg = (y == c).double()
+        if fg.sum() == 0:
+            continue
+        errors, order = (fg - p[:, c]).abs().sort(descending=True)
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        jaccard = 1.0 - (gts - fg_sorted.cumsum(0)) / (gts + (1.0 - fg_sorted).cumsum(0))
+        losses.append(torch.dot(errors, torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
+def test_lovasz_softmax_matches_alg1_sorted_in_float64(scale):
+    from sceneparse.training.losses import lovasz_softmax
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 5, 24, 32, generator=g) * scale
+    target = torch.randint(0, 4, (2, 24, 32), generator=g)  # class 4 absent
+    target[:, :3] = 255
+    target[(target == 2) & (torch.rand(target.shape, generator=g) < 0.9)] = 3  # a rare class
+    ref_in = logits.clone().requires_grad_()
+    ref = _lovasz_sorted_float64(ref_in, target)
+    ref.backward()
+    ours_in = logits.clone().requires_grad_()
+    ours = lovasz_softmax(ours_in, target)
+    ours.backward()
+    assert ours.dtype == torch.float32
+    assert ours.item() == pytest.approx(ref.item(), abs=2e-4)
+    rel = (ours_in.grad.double() - ref_in.grad).norm() / ref_in.grad.norm()
+    assert rel < 1e-2
+
+
+def test_lovasz_softmax_steps_are_alg1s_when_no_two_errors_share_a_bin():
+    from sceneparse.training.losses import lovasz_softmax
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(1, 3, 3, 4, generator=g)
+    target = torch.randint(0, 3, (1, 3, 4), generator=g)
+    p = logits.softmax(1).permute(0, 2, 3, 1).reshape(-1, 3)
+    errors = torch.where(F.one_hot(target.flatten(), 3).bool(), 1 - p, p)
+    for c in range(3):  # the precondition: 12 distinct bins of 4096 per class
+        assert (errors[:, c] * 4096).long().unique().numel() == 12
+    ref_in, ours_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ref, ours = _lovasz_sorted_float64(ref_in, target), lovasz_softmax(ours_in, target)
+    ref.backward()
+    ours.backward()
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-6)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-6, rtol=1e-5)

@@ -165,15 +165,28 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IG
     return 1.0 - ((2 * inter + eps) / (sums + eps))[present].mean()
 
 
-def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                   bins: int = 4096) -> torch.Tensor:
     """Lovasz-softmax loss (Berman, Rannen Triki & Blaschko, CVPR 2018, Eq. 8-9 and Alg. 1): the Lovasz
     extension of the Jaccard loss ``1 - IoU_c`` applied to the softmax errors ``m_i(c) = |y_i(c) - p_i(c)|``,
     averaged over the classes present in ``target`` (the paper's "present" variant), computed over all
     labelled pixels of the batch at once. On hard (one-hot) predictions it equals ``1 - mean IoU`` of the
     present classes. 0 when no pixel is labelled.
 
+    Alg. 1 sorts each class's errors and weighs the i-th largest by the step of the Jaccard loss there:
+    ``1 / (G + b)`` for a ground-truth pixel, ``(G - a) / ((G + b) (G + b + 1))`` for another, where ``G`` is
+    the class's pixel count and ``a`` / ``b`` count the ground-truth / other pixels ranked before it. Here the
+    errors are counted into ``bins`` equal-width bins instead of sorted (no sort: forward + backward 4.2x
+    faster on 2 AMD EPYC cores for 8 x 11 x 352 x 480 logits, ``scripts/lovasz_speed.py``), and each pixel
+    gets the mean step of its kind in its bin (its kind's pixels ranked at random among the bin's), scaled so
+    that a bin's steps sum to the Jaccard loss's change over the bin. The loss is exact when the errors in a bin are equal (hard predictions, one pixel per bin); the
+    steps are computed in float64, so at batch size they are nearer a float64 sort than a float32 sort is
+    (gradient error 1e-4 against 1.4e-2 relative on 8 x 352 x 480 pixels of 11 classes; tests compare it
+    with a float64 sort).
+
     Args:
         logits: ``(N, K, H, W)``; target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
+        bins: error bins over ``[0, 1]``.
     Returns:
         a scalar float32 tensor in ``[0, 1]``.
     """
@@ -183,16 +196,29 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     k = logits.shape[1]
     p = logits.float().softmax(1).permute(0, 2, 3, 1)[valid]  # (P, K)
     y = target[valid]
-    losses = []
-    for c in range(k):
-        fg = (y == c).float()
-        if fg.sum() == 0:
-            continue
-        errors, order = (fg - p[:, c]).abs().sort(descending=True)
-        fg_sorted = fg[order]
-        gts = fg_sorted.sum()
-        # gradient of the Lovasz extension: Jaccard loss of the first i sorted pixels, differenced (Alg. 1)
-        jaccard = 1.0 - (gts - fg_sorted.cumsum(0)) / (gts + (1.0 - fg_sorted).cumsum(0))
-        grad = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
-        losses.append(torch.dot(errors, grad))
-    return torch.stack(losses).mean()
+    rows = torch.arange(y.numel(), device=y.device)
+    fg = F.one_hot(y, k).bool()
+    errors = torch.where(fg, 1.0 - p, p)  # (P, K)
+    with torch.no_grad():
+        # bin 0 holds the largest errors: the order of Alg. 1's sort
+        rank = (bins - 1) - (errors * bins).long().clamp_(0, bins - 1)
+        idx = rank + torch.arange(k, device=y.device) * bins  # (P, K) into a (K, bins) table
+        idx_fg = idx[rows, y]
+        n_all = torch.bincount(idx.flatten(), minlength=k * bins).view(k, bins).double()
+        n_fg = torch.bincount(idx_fg, minlength=k * bins).view(k, bins).double()
+        n_bg = n_all - n_fg
+        g = n_fg.sum(1, keepdim=True)  # G per class
+        a0, b0 = n_fg.cumsum(1) - n_fg, n_bg.cumsum(1) - n_bg  # ranked before the bin
+        step_fg = 1.0 / (g + b0 + n_bg / 2).clamp(min=1.0)
+        b_mid = b0 + (n_bg - 1).clamp(min=0) / 2
+        step_bg = (g - a0 - n_fg / 2) / ((g + b_mid) * (g + b_mid + 1)).clamp(min=1.0)
+        # the Jaccard loss 1 - (G - a) / (G + b) after the bin minus before it
+        jac = lambda a, b: 1.0 - (g - a) / (g + b).clamp(min=1.0)  # noqa: E731
+        change = jac(a0 + n_fg, b0 + n_bg) - jac(a0, b0)
+        total = n_fg * step_fg + n_bg * step_bg
+        scale = torch.where(total > 0, change / total.clamp(min=1e-300), torch.ones_like(total))
+        steps = errors.new_empty(y.numel(), k)
+        steps.copy_((step_bg * scale).float().flatten()[idx])
+        steps[rows, y] = (step_fg * scale).float().flatten()[idx_fg]
+        present = g[:, 0] > 0
+    return (errors * steps).sum(0)[present].mean()

@@ -1,0 +1,61 @@
+"""Speed of the Lovasz-softmax term, forward + backward, side by side in one process: the package's binned
+steps (``sceneparse.training.losses.lovasz_softmax``) against Alg. 1 as written (a float32 sort per class),
+on a batch of the size the CamVid recipes train (8 x 11 classes x 352 x 480, random logits and labels).
+The two alternate call by call so that both see the same machine state; also reports how far each one's
+gradient is from Alg. 1 sorted in float64.
+Usage: python scripts/lovasz_speed.py [REPEATS] [OUT.json]"""
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from sceneparse.training.losses import lovasz_softmax
+from sceneparse.utils.sysinfo import cpu_model
+
+
+def lovasz_sorted(logits, target, dtype=torch.float32):
+    """Alg. 1 (Berman et al., CVPR 2018) as written: one sort per class (the peer)."""
+    valid = target != 255
+    p = logits.to(dtype).softmax(1).permute(0, 2, 3, 1)[valid]
+    y = target[valid]
+    losses = []
+    for c in range(logits.shape[1]):
+        fg = (y == c).to(dtype)
+        if fg.sum() == 0:
+            continue
+        errors, order = (fg - p[:, c]).abs().sort(descending=True)
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        jaccard = 1.0 - (gts - fg_sorted.cumsum(0)) / (gts + (1.0 - fg_sorted).cumsum(0))
+        losses.append(torch.dot(errors, torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])))
+    return torch.stack(losses).mean()
+
+
+repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+out = sys.argv[2] if len(sys.argv) > 2 else "results/bench/lovasz_speed.json"  # committed: lovasz_speed_<cpu>.json
+torch.manual_seed(0)
+shape = (8, 11, 352, 480)
+logits = torch.randn(shape) * 3
+target = torch.randint(0, 11, (8, 352, 480))
+fns = {"alg1_sort_fp32": lovasz_sorted, "binned": lovasz_softmax}
+times, grads = {k: [] for k in fns}, {}
+for i in range(repeats + 1):  # the first round warms up and is dropped
+    for name, fn in fns.items():
+        x = logits.clone().requires_grad_()
+        t0 = time.perf_counter()
+        fn(x, target).backward()
+        if i:
+            times[name].append(time.perf_counter() - t0)
+        grads[name] = x.grad
+x = logits.clone().requires_grad_()
+lovasz_sorted(x, target, torch.float64).backward()
+med = {k: statistics.median(v) for k, v in times.items()}
+res = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__, "shape": list(shape),
+       "repeats": repeats, "median_s_forward_backward": med, "speedup": med["alg1_sort_fp32"] / med["binned"],
+       "gradient_error_vs_float64_sort": {k: float((g - x.grad).norm() / x.grad.norm()) for k, g in grads.items()},
+       "all_s": times}
+print(json.dumps({k: v for k, v in res.items() if k != "all_s"}, indent=1))
+with open(out, "w") as f:
+    json.dump(res, f, indent=1)
