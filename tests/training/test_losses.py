@@ -150,7 +150,7 @@ def test_lovasz_softmax_matches_alg1_sorted_in_float64(case):
     g = torch.Generator().manual_seed(1)
     target = torch.randint(0, 4, (2, 24, 32), generator=g)  # class 4 absent
     target[(target == 2) & (torch.rand(target.shape, generator=g) < 0.9)] = 3  # a rare class
-    if case == "confident":  # a trained model's margins: most errors below 1e-5 or above 1 - 1e-5
+    if case == "confident":  # a trained model's margins: errors of 1e-6 to 5e-3 ("random x30" has errors near 1)
         logits = F.one_hot(target, 5).permute(0, 3, 1, 2).float() * 12 + torch.randn(2, 5, 24, 32, generator=g)
     else:
         logits = torch.randn(2, 5, 24, 32, generator=g) * float(case.split("x")[1])
@@ -167,19 +167,19 @@ def test_lovasz_softmax_matches_alg1_sorted_in_float64(case):
     assert rel < 2e-3
 
 
-def test_lovasz_softmax_steps_of_tied_errors_are_their_mean_over_tie_orders():
+def test_lovasz_softmax_steps_of_tied_errors_are_near_their_mean_over_tie_orders():
     from sceneparse.training.losses import lovasz_softmax
 
     target = torch.zeros(1, 4, 10, dtype=torch.long)
     target[0, 2:] = 1  # 20 pixels of each class
     logits = torch.zeros(1, 2, 4, 10)
-    # p(class 0) = 0.69 on class-0 pixels, 0.31 on the others: every error 0.31, ground truth and not alike
+    # p(class 0) = 0.599 on class-0 pixels, 0.401 on the others: every error 0.401, ground truth and not alike
     logits[0, 0] = torch.where(target[0] == 0, 0.4, -0.4)
     logits[0, 0, 0, :3] = 0.9  # three surer pixels: a group of their own
     ref = _alg1_expected_over_tie_orders(logits, target)
     ours_in = logits.clone().requires_grad_()
     lovasz_softmax(ours_in, target).backward()
-    assert (ours_in.grad.double() - ref).norm() / ref.norm() < 6e-3  # the start of each group's rank: 1.8e-2
+    assert (ours_in.grad.double() - ref).norm() / ref.norm() < 6e-3  # 2.2e-3; at each group's first rank: 1.8e-2
 
 
 def test_lovasz_softmax_steps_are_alg1s_when_no_two_errors_share_a_bin():

@@ -191,13 +191,14 @@ def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int
     ``1 / (G + b)`` for a ground-truth pixel, ``(G - a) / ((G + b) (G + b + 1))`` for another, where ``G`` is
     the class's pixel count and ``a`` / ``b`` count the ground-truth / other pixels ranked before it. Here the
     errors are counted into bins instead of sorted (no sort: see docs/training_speed.md for the speed), bins
-    of relative width ``2 ** -mantissa_bits`` near 0 and near 1 (a confident model's errors crowd at both
-    ends), errors below ``smallest`` (or above ``1 - smallest``) sharing one bin. Each pixel gets the mean
-    step of its kind in its bin (its kind's pixels ranked at random among the bin's), scaled so that a bin's
-    steps sum to the Jaccard loss's change over the bin: the loss is exact when the errors in a bin are equal
-    (hard predictions, one pixel per bin). Steps are computed in float64; the gradient stays within about
-    1e-3 (relative) of Alg. 1 sorted in float64 where a float32 sort does (tests compare them on random and
-    confident logits).
+    of relative width ``2 ** -mantissa_bits`` near 0 and near 1 (a confident model's errors crowd near 0, and
+    near 1 where it is confidently wrong; at 0.5 a bin is ``2 ** -(mantissa_bits + 1)`` wide), errors below
+    ``smallest`` (or above ``1 - smallest``) sharing one bin. Each pixel gets Alg. 1's step at the mean rank
+    of its kind in its bin (an estimate of the mean of its kind's steps over the orders of the bin's pixels),
+    scaled so that a bin's steps sum to the Jaccard loss's change over the bin: the loss is exact when the
+    errors in a bin are equal (hard predictions, one pixel per bin). Steps are computed in float64: on
+    8 x 11 x 352 x 480 logits the gradient is within 3e-4 (relative) of Alg. 1 sorted in float64, random or
+    confident, nearer than a float32 sort (1.4e-2 / 2.3e-3; tests compare them on small inputs).
 
     Args:
         logits: ``(N, K, H, W)``; target: ``(N, H, W)`` int64 in ``[0, K)`` or ``ignore_index``.
