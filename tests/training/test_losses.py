@@ -65,7 +65,7 @@ def test_dice_loss_is_hand_computed_and_added_with_its_weight():
 
 
 def test_lovasz_softmax_is_hand_computed_and_added_with_its_weight():
-    from sceneparse.training.losses import lovasz_softmax
+    from sceneparse.training.losses import lovasz_softmax, lovasz_softmax_sorted
 
     logits = _logits_for([0.6, 0.3, 0.5])  # p(class 0) per pixel; the third pixel is ignored
     target = torch.tensor([[[0, 1, 255]]])
@@ -73,6 +73,7 @@ def test_lovasz_softmax_is_hand_computed_and_added_with_its_weight():
     # class 1: errors (0.4 bg, 0.3 fg); prefixes 1 - 1/2, 1 -> grad (0.5, 0.5): 0.35
     expect = (0.4 + 0.35) / 2
     assert lovasz_softmax(logits, target).item() == pytest.approx(expect, rel=1e-5)
+    assert lovasz_softmax_sorted(logits, target).item() == pytest.approx(expect, rel=1e-5)
     crit = SegLoss(aux_weight=0.0, lovasz_weight=0.5)
     total, parts = crit({"out": logits}, target)
     assert parts["loss_lovasz"].item() == pytest.approx(expect, rel=1e-5)
@@ -80,7 +81,7 @@ def test_lovasz_softmax_is_hand_computed_and_added_with_its_weight():
 
 
 def test_lovasz_softmax_on_hard_predictions_is_one_minus_the_miou_of_present_classes():
-    from sceneparse.training.losses import lovasz_softmax
+    from sceneparse.training.losses import lovasz_softmax, lovasz_softmax_sorted
 
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 3, (2, 5, 7), generator=g)  # class 3 of 4 is absent
@@ -94,26 +95,14 @@ def test_lovasz_softmax_on_hard_predictions_is_one_minus_the_miou_of_present_cla
         union = (((pred == c) | (target == c)) & valid).sum().item()
         ious.append(inter / union)
     assert lovasz_softmax(logits, target).item() == pytest.approx(1 - sum(ious) / 3, rel=1e-5)
+    assert lovasz_softmax_sorted(logits, target).item() == pytest.approx(1 - sum(ious) / 3, rel=1e-5)
     assert lovasz_softmax(logits, torch.full_like(target, 255)).item() == 0.0
 
 
 def _lovasz_sorted_float64(logits, target, ignore_index=255):
-    """Alg. 1 of the Lovasz-softmax paper as written: sort each class's errors, weigh them by the steps of the
-    Jaccard loss; in float64."""
-    valid = target != ignore_index
-    p = logits.double().softmax(1).permute(0, 2, 3, 1)[valid]
-    y = target[valid]
-    losses = []
-    for c in range(logits.shape[1]):
-        fg = (y == c).double()
-        if fg.sum() == 0:
-            continue
-        errors, order = (fg - p[:, c]).abs().sort(descending=True)
-        fg_sorted = fg[order]
-        gts = fg_sorted.sum()
-        jaccard = 1.0 - (gts - fg_sorted.cumsum(0)) / (gts + (1.0 - fg_sorted).cumsum(0))
-        losses.append(torch.dot(errors, torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])))
-    return torch.stack(losses).mean()
+    from sceneparse.training.losses import lovasz_softmax_sorted
+
+    return lovasz_softmax_sorted(logits, target, ignore_index, dtype=torch.float64)
 
 
 def _alg1_expected_over_tie_orders(logits, target):

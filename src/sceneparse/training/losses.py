@@ -165,6 +165,30 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IG
     return 1.0 - ((2 * inter + eps) / (sums + eps))[present].mean()
 
 
+def lovasz_softmax_sorted(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                          dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Lovasz-softmax as Alg. 1 of Berman et al. (CVPR 2018) writes it: one sort of each class's errors, the
+    errors weighed by the differences of the Jaccard loss of the sorted prefixes, computed in ``dtype``. The
+    reference that :func:`lovasz_softmax` (the binned form training uses) is tested and timed against; same
+    arguments, shapes and value."""
+    valid = target != ignore_index
+    if not valid.any():
+        return logits.sum() * 0.0
+    p = logits.to(dtype).softmax(1).permute(0, 2, 3, 1)[valid]  # (P, K)
+    y = target[valid]
+    losses = []
+    for c in range(logits.shape[1]):
+        fg = (y == c).to(dtype)
+        if fg.sum() == 0:
+            continue
+        errors, order = (fg - p[:, c]).abs().sort(descending=True)
+        fg_sorted = fg[order]
+        gts = fg_sorted.sum()
+        jaccard = 1.0 - (gts - fg_sorted.cumsum(0)) / (gts + (1.0 - fg_sorted).cumsum(0))
+        losses.append(torch.dot(errors, torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])))
+    return torch.stack(losses).mean()
+
+
 def _lovasz_bin_keys(errors: torch.Tensor, complement: torch.Tensor, mantissa_bits: int, smallest: float
                      ) -> tuple[torch.Tensor, int]:
     """Bin keys of errors in ``[0, 1]``, ascending with the error, at a relative resolution of
